@@ -1,0 +1,44 @@
+//! Bearer-token authentication and role checks for operations.
+
+use evisa_core::{application::Actor, auth::Principal, users::Role};
+use poem::Request;
+use poem_openapi::{SecurityScheme, auth::Bearer};
+
+use crate::{problem::ApiError, state::AppState};
+
+/// A valid access token from `POST /v1/auth/login`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "check_token")]
+pub struct BearerAuth(pub Principal);
+
+async fn check_token(req: &Request, bearer: Bearer) -> Option<Principal> {
+    req.data::<AppState>()?.tokens.verify(&bearer.token)
+}
+
+impl BearerAuth {
+    /// The caller, who must be an applicant.
+    pub fn applicant(&self) -> Result<Principal, ApiError> {
+        match self.0.role {
+            Role::Applicant => Ok(self.0),
+            _ => Err(ApiError::forbidden(
+                "only applicants have applications; staff use /v1/admin",
+            )),
+        }
+    }
+
+    /// The caller, who must be an officer or an admin.
+    pub fn staff(&self) -> Result<Principal, ApiError> {
+        if self.0.role.is_staff() {
+            Ok(self.0)
+        } else {
+            Err(ApiError::forbidden("this needs an officer or admin account"))
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor::User {
+            id: self.0.user_id,
+            role: self.0.role,
+        }
+    }
+}

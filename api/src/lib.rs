@@ -1,0 +1,47 @@
+//! The HTTP API of evisa-pay: a thin poem + poem-openapi adapter over `evisa-core`.
+//!
+//! Request → [`middleware`] (request id, size limit, security headers, logging) → an operation in
+//! [`routes`] (wire types parsed into domain types) → `evisa_core` → a JSON view or a
+//! problem+json error from [`problem`].
+
+pub mod auth;
+pub mod body;
+pub mod middleware;
+pub mod problem;
+pub mod routes;
+pub mod state;
+
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::OpenApiService;
+
+pub use state::AppState;
+
+/// The whole API as one OpenAPI service. It holds no state, so the spec can be printed without
+/// a database.
+pub fn openapi() -> OpenApiService<routes::Api, ()> {
+    OpenApiService::new(routes::api(), "evisa-pay", env!("CARGO_PKG_VERSION"))
+        .description(include_str!("../api-description.md"))
+        .license(poem_openapi::LicenseObject::new("Apache-2.0"))
+}
+
+/// The OpenAPI document, as committed in `openapi/openapi.json`.
+pub fn spec_json() -> String {
+    openapi().spec()
+}
+
+/// The HTTP application: the API, `/openapi.json`, `/docs`, wrapped in the middleware stack.
+pub fn app(state: AppState) -> impl Endpoint {
+    let service = openapi();
+    let docs = service.swagger_ui();
+    let spec = service.spec_endpoint();
+    let max_body = state.config.max_body_bytes;
+    Route::new()
+        .nest("/", service)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .catch_all_error(problem::into_problem)
+        .with(middleware::BodySizeLimit(max_body))
+        .with(middleware::SecurityHeaders)
+        .data(state)
+        .with(middleware::RequestContext)
+}

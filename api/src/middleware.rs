@@ -1,0 +1,147 @@
+//! The middleware around every request: a request id on every log line, body-size limits, and
+//! security headers.
+
+use std::time::Instant;
+
+use poem::{
+    Endpoint, IntoResponse, Middleware, Request, Response, Result,
+    http::{HeaderValue, StatusCode, header},
+};
+use tracing::Instrument;
+
+use crate::{body::BodyLimit, problem::ApiError};
+
+/// Gives each request an id (the client's `X-Request-Id` when it is short and plain, else a new
+/// UUID), runs the request inside a tracing span carrying it, logs the outcome, and returns the
+/// id in the response. Only method, path and status are logged: no query strings, no bodies.
+pub struct RequestContext;
+
+impl<E: Endpoint> Middleware<E> for RequestContext {
+    type Output = RequestContextEndpoint<E>;
+    fn transform(&self, ep: E) -> Self::Output {
+        RequestContextEndpoint(ep)
+    }
+}
+
+pub struct RequestContextEndpoint<E>(E);
+
+fn acceptable_request_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Response> {
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| acceptable_request_id(v))
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            method = %req.method(),
+            path = %req.uri().path(),
+        );
+        let started = Instant::now();
+        async move {
+            let mut resp = match self.0.call(req).await {
+                Ok(r) => r.into_response(),
+                Err(e) => crate::problem::into_problem(e).await,
+            };
+            let status = resp.status().as_u16();
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            if status >= 500 {
+                tracing::error!(status, ms, "request finished");
+            } else {
+                tracing::info!(status, ms, "request finished");
+            }
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            Ok(resp)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Refuses bodies whose declared length is over the limit before reading them, and tells body
+/// extractors the limit so that undeclared (chunked) bodies are cut off at it too.
+pub struct BodySizeLimit(pub usize);
+
+impl<E: Endpoint> Middleware<E> for BodySizeLimit {
+    type Output = BodySizeLimitEndpoint<E>;
+    fn transform(&self, ep: E) -> Self::Output {
+        BodySizeLimitEndpoint(ep, self.0)
+    }
+}
+
+pub struct BodySizeLimitEndpoint<E>(E, usize);
+
+impl<E: Endpoint> Endpoint for BodySizeLimitEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> Result<Response> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.1 as u64) {
+            return Ok(ApiError::from_status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {} bytes", self.1),
+                vec![],
+            )
+            .into_response());
+        }
+        req.extensions_mut().insert(BodyLimit(self.1));
+        self.0.call(req).await.map(IntoResponse::into_response)
+    }
+}
+
+/// Headers that keep browsers from sniffing, framing or caching API answers.
+pub struct SecurityHeaders;
+
+impl<E: Endpoint> Middleware<E> for SecurityHeaders {
+    type Output = SecurityHeadersEndpoint<E>;
+    fn transform(&self, ep: E) -> Self::Output {
+        SecurityHeadersEndpoint(ep)
+    }
+}
+
+pub struct SecurityHeadersEndpoint<E>(E);
+
+impl<E: Endpoint> Endpoint for SecurityHeadersEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Response> {
+        // The docs page runs the bundled Swagger UI's inline scripts; everything else is data.
+        let is_docs = req.uri().path().starts_with("/docs");
+        let mut resp = self.0.call(req).await?.into_response();
+        let h = resp.headers_mut();
+        h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+        if !is_docs {
+            h.insert(
+                "content-security-policy",
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        Ok(resp)
+    }
+}

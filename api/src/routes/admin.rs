@@ -1,0 +1,226 @@
+//! Officers' and admins' view of applications, and their decisions.
+
+use chrono::{DateTime, Utc};
+use evisa_core::{
+    CountryCode,
+    application::{AdminFilter, Decision, store},
+    ids::ApplicationId,
+};
+use poem::web::Data;
+use poem_openapi::{
+    Enum, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+    types::Example,
+};
+
+use super::{
+    Tag,
+    applications::{application_error, default_limit, parse_cursor},
+    views::{ApplicationPage, ApplicationView, StatusWire, VisaTypeWire},
+};
+use crate::{
+    auth::BearerAuth,
+    body::{JsonBody, ServerSetFields},
+    problem::{ApiError, ApiResult, FieldProblem},
+    state::AppState,
+};
+
+pub struct AdminApi;
+
+/// What the officer decides.
+#[derive(Enum, Clone, Copy, Debug, serde::Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// paid → processing
+    BeginProcessing,
+    /// processing → approved
+    Approve,
+    /// processing → rejected (a reason is required)
+    Reject,
+}
+
+/// An officer's decision on an application.
+#[derive(Object, serde::Deserialize)]
+#[oai(rename = "DecisionRequest", example)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    pub decision: DecisionKind,
+    /// Why the application is rejected; required for `reject`, refused otherwise.
+    #[oai(validator(min_length = 1, max_length = 1000))]
+    pub reason: Option<String>,
+}
+
+impl Example for DecisionBody {
+    fn example() -> Self {
+        DecisionBody {
+            decision: DecisionKind::Reject,
+            reason: Some("The passport expires before the intended stay ends.".into()),
+        }
+    }
+}
+
+impl ServerSetFields for DecisionBody {}
+
+/// One status change in an application's history.
+#[derive(Object)]
+#[oai(rename = "ApplicationHistoryEntry")]
+pub struct HistoryEntryView {
+    /// What happened (`submit`, `fee_waived`, `approve`, ...).
+    pub event: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub from_status: Option<String>,
+    pub to_status: String,
+    /// `applicant`, `officer`, `admin`, `system` or `gateway`.
+    pub actor: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub actor_id: Option<uuid::Uuid>,
+    /// What caused it (a fee rule, a gateway event id, a job id).
+    #[oai(skip_serializing_if_is_none)]
+    pub cause: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl DecisionBody {
+    fn into_decision(self) -> Result<Decision, ApiError> {
+        let reason = self.reason.map(|r| r.trim().to_string());
+        let reason_problem = |detail: &str| {
+            ApiError::invalid(vec![FieldProblem {
+                field: "reason".into(),
+                pointer: Some("/reason".into()),
+                detail: detail.into(),
+            }])
+        };
+        match (self.decision, reason) {
+            (DecisionKind::Reject, Some(r)) if !r.is_empty() && r.chars().count() <= 1000 => {
+                Ok(Decision::Reject { reason: r })
+            }
+            (DecisionKind::Reject, _) => Err(reason_problem(
+                "is required to reject (1 to 1000 characters)",
+            )),
+            (_, Some(_)) => Err(reason_problem("only a rejection takes a reason")),
+            (DecisionKind::BeginProcessing, None) => Ok(Decision::BeginProcessing),
+            (DecisionKind::Approve, None) => Ok(Decision::Approve),
+        }
+    }
+}
+
+#[OpenApi(tag = "Tag::Admin")]
+impl AdminApi {
+    /// List all applications (officers).
+    #[oai(path = "/v1/admin/applications", method = "get", operation_id = "adminListApplications")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        status: Query<Option<StatusWire>>,
+        visa_type: Query<Option<VisaTypeWire>>,
+        /// ISO 3166-1 alpha-2 nationality.
+        #[oai(validator(pattern = "^[A-Z]{2}$"))]
+        nationality: Query<Option<String>>,
+        /// Page size, 1 to 100.
+        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<u32>,
+        /// `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<ApplicationPage>> {
+        auth.staff()?;
+        let filter = AdminFilter {
+            status: status.0.map(Into::into),
+            visa_type: visa_type.0.map(Into::into),
+            nationality: nationality
+                .0
+                .map(|n| CountryCode::parse(&n))
+                .transpose()
+                .map_err(|e| ApiError::bad_param("nationality", e.to_string()))?,
+        };
+        let cursor = parse_cursor(cursor.0)?;
+        let page = store::list_all(&state.db, &state.config.data_keys, &filter, cursor, limit.0)
+            .await
+            .map_err(application_error)?;
+        Ok(Json(page.into()))
+    }
+
+    /// Get any application (officers).
+    #[oai(path = "/v1/admin/applications/:id", method = "get", operation_id = "adminGetApplication")]
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+    ) -> ApiResult<Json<ApplicationView>> {
+        auth.staff()?;
+        let app = store::get(&state.db, &state.config.data_keys, ApplicationId::from_uuid(id.0))
+            .await
+            .map_err(application_error)?;
+        Ok(Json(app.into()))
+    }
+
+    /// Decide an application (officers).
+    ///
+    /// `begin_processing` takes a paid application into processing; `approve` and `reject`
+    /// decide it. Any other order is 409.
+    #[oai(
+        path = "/v1/admin/applications/:id/decision",
+        method = "post",
+        operation_id = "decideApplication"
+    )]
+    async fn decide(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+        body: JsonBody<DecisionBody>,
+    ) -> ApiResult<Json<ApplicationView>> {
+        auth.staff()?;
+        let decision = body.0.into_decision()?;
+        let app = store::decide(
+            &state.db,
+            &state.config.data_keys,
+            auth.actor(),
+            ApplicationId::from_uuid(id.0),
+            &decision,
+        )
+        .await
+        .map_err(application_error)?;
+        tracing::info!(application_id = %app.id, status = %app.status, "application decided");
+        Ok(Json(app.into()))
+    }
+
+    /// An application's history (officers).
+    #[oai(
+        path = "/v1/admin/applications/:id/history",
+        method = "get",
+        operation_id = "adminApplicationHistory"
+    )]
+    async fn history(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+    ) -> ApiResult<Json<Vec<HistoryEntryView>>> {
+        auth.staff()?;
+        let id = ApplicationId::from_uuid(id.0);
+        // 404 for an unknown id rather than an empty history.
+        store::get(&state.db, &state.config.data_keys, id)
+            .await
+            .map_err(application_error)?;
+        let entries = store::history(&state.db, id).await?;
+        Ok(Json(
+            entries
+                .into_iter()
+                .map(|e| HistoryEntryView {
+                    event: e.event,
+                    from_status: e.from_status,
+                    to_status: e.to_status,
+                    actor: e.actor_kind,
+                    actor_id: e.actor_id.map(|a| a.as_uuid()),
+                    cause: e.cause,
+                    occurred_at: e.occurred_at,
+                })
+                .collect(),
+        ))
+    }
+}

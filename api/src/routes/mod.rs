@@ -1,0 +1,44 @@
+//! The operations of the API, one module per area. Each parses wire types into domain types,
+//! calls `evisa_core`, and answers with a view or an [`ApiError`](crate::problem::ApiError).
+
+mod admin;
+mod applications;
+mod auth;
+mod fees;
+mod health;
+pub mod views;
+
+use poem_openapi::Tags;
+
+/// Groups of operations in the spec.
+#[derive(Tags)]
+pub enum Tag {
+    /// Registering and signing in.
+    Auth,
+    /// The fee schedule.
+    Fees,
+    /// An applicant's own visa applications.
+    Applications,
+    /// Officers' and admins' operations.
+    Admin,
+    /// Liveness and readiness.
+    Health,
+}
+
+pub type Api = (
+    health::HealthApi,
+    auth::AuthApi,
+    fees::FeesApi,
+    applications::ApplicationsApi,
+    admin::AdminApi,
+);
+
+pub fn api() -> Api {
+    (
+        health::HealthApi,
+        auth::AuthApi,
+        fees::FeesApi,
+        applications::ApplicationsApi,
+        admin::AdminApi,
+    )
+}

@@ -1,0 +1,22 @@
+//! The domain of evisa-pay: what a visa application, a fee and a payment are, the rules that move
+//! them between states, and the storage and crypto they need. Knows nothing of HTTP or job queues.
+
+pub mod application;
+pub mod auth;
+pub mod config;
+pub mod country;
+pub mod crypto;
+pub mod db;
+pub mod fees;
+pub mod ids;
+pub mod money;
+pub mod payment;
+pub mod person;
+pub mod ratelimit;
+pub mod secret;
+pub mod users;
+pub mod visa;
+
+pub use country::CountryCode;
+pub use money::{Currency, Money};
+pub use secret::Secret;
