@@ -31,7 +31,9 @@ impl BearerAuth {
         if self.0.role.is_staff() {
             Ok(self.0)
         } else {
-            Err(ApiError::forbidden("this needs an officer or admin account"))
+            Err(ApiError::forbidden(
+                "this needs an officer or admin account",
+            ))
         }
     }
 

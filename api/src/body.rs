@@ -61,7 +61,9 @@ impl<T: Type + DeserializeOwned + ServerSetFields> ParsePayload for JsonBody<T> 
                     format!("the request body is larger than {limit} bytes"),
                     vec![],
                 ),
-                other => ApiError::bad_request(format!("the body could not be read: {other}"), vec![]),
+                other => {
+                    ApiError::bad_request(format!("the body could not be read: {other}"), vec![])
+                }
             })?;
         parse::<T>(&bytes).map(JsonBody).map_err(Into::into)
     }
@@ -70,7 +72,10 @@ impl<T: Type + DeserializeOwned + ServerSetFields> ParsePayload for JsonBody<T> 
 /// Parses a body: 400 for what is not JSON at all, 422 naming the field for everything else.
 pub fn parse<T: DeserializeOwned + ServerSetFields>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("a JSON request body is required", vec![]));
+        return Err(ApiError::bad_request(
+            "a JSON request body is required",
+            vec![],
+        ));
     }
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(
@@ -111,19 +116,28 @@ pub fn parse<T: DeserializeOwned + ServerSetFields>(bytes: &[u8]) -> Result<T, A
     }
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let inner = e.inner().to_string();
-        // serde reports missing and unknown fields at the parent's path, naming the field in
-        // the message; put the field itself into the path.
+        // serde reports a missing field at the parent's path, naming the field in the message;
+        // put the field itself into the path (unknown fields already end the path).
         let mut path = e.path().to_string();
         let named = ["missing field `", "unknown field `"]
             .iter()
             .find_map(|p| inner.strip_prefix(p))
             .and_then(|rest| rest.split('`').next());
-        if let Some(name) = named {
-            path = if path == "." { name.to_string() } else { format!("{path}.{name}") };
+        if let Some(name) = named
+            && path.rsplit('.').next() != Some(name)
+        {
+            path = if path == "." {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            };
         }
         let detail = match inner.split_once(", expected one of") {
             Some((head, _)) if inner.starts_with("unknown field") => {
                 format!("{head}: this request does not accept it")
+            }
+            _ if CHRONO_MESSAGES.contains(&inner.as_str()) => {
+                format!("must be a date as YYYY-MM-DD ({inner})")
             }
             _ => inner,
         };
@@ -135,6 +149,16 @@ pub fn parse<T: DeserializeOwned + ServerSetFields>(bytes: &[u8]) -> Result<T, A
         }])
     })
 }
+
+/// chrono's parse errors say what is wrong but not what was expected.
+const CHRONO_MESSAGES: &[&str] = &[
+    "input contains invalid characters",
+    "premature end of input",
+    "input is out of range",
+    "trailing input",
+    "input is not enough for unique date and time",
+    "no possible date and time matching input",
+];
 
 fn describe_syntax(e: &serde_json::Error) -> &'static str {
     match e.classify() {
@@ -211,7 +235,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let fields = v["errors"]
             .as_array()
-            .map(|a| a.iter().map(|e| e["field"].as_str().unwrap().to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["field"].as_str().unwrap().to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         (status, fields, v["detail"].as_str().unwrap().to_string())
     }
@@ -229,8 +257,7 @@ mod tests {
         assert_eq!(problem(parse(b"{\"name\": 5}")).1, ["name"]);
         assert_eq!(problem(parse(b"{\"age\": 1}")).1, ["name"]);
         assert_eq!(problem(parse(b"{\"name\":\"a\",\"x\":1}")).1, ["x"]);
-        let (status, fields, _) =
-            problem(parse(b"{\"name\":\"a\",\"inner\":{\"when\":\"nope\"}}"));
+        let (status, fields, _) = problem(parse(b"{\"name\":\"a\",\"inner\":{\"when\":\"nope\"}}"));
         assert_eq!((status, fields), (422, vec!["inner.when".to_string()]));
         let (status, fields, detail) = problem(parse(b"{\"name\":\"a\",\"amount\":100}"));
         assert_eq!((status, fields), (422, vec!["amount".to_string()]));

@@ -4,6 +4,10 @@
 //! [`routes`] (wire types parsed into domain types) → `evisa_core` → a JSON view or a
 //! problem+json error from [`problem`].
 
+// `ApiError` carries a whole problem document; errors are the cold path, so boxing it would only
+// add noise to every handler.
+#![allow(clippy::result_large_err)]
+
 pub mod auth;
 pub mod body;
 pub mod middleware;
@@ -36,7 +40,7 @@ pub fn app(state: AppState) -> impl Endpoint {
     let spec = service.spec_endpoint();
     let max_body = state.config.max_body_bytes;
     Route::new()
-        .nest("/", service)
+        .nest("/", service.around(problem::name_path_params))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .catch_all_error(problem::into_problem)

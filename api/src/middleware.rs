@@ -28,8 +28,7 @@ pub struct RequestContextEndpoint<E>(E);
 fn acceptable_request_id(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 64
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
@@ -128,7 +127,10 @@ impl<E: Endpoint> Endpoint for SecurityHeadersEndpoint<E> {
         let is_docs = req.uri().path().starts_with("/docs");
         let mut resp = self.0.call(req).await?.into_response();
         let h = resp.headers_mut();
-        h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
         h.insert("x-frame-options", HeaderValue::from_static("DENY"));
         h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
         h.insert(

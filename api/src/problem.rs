@@ -34,7 +34,7 @@ pub struct Problem {
     /// What went wrong in this case.
     pub detail: String,
     /// The fields that were wrong, when the problem is about input.
-    #[oai(skip_serializing_if_is_empty)]
+    #[oai(default, skip_serializing_if_is_empty)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldProblem>,
 }
@@ -80,10 +80,7 @@ pub enum ApiError {
     BadRequest(Json<Problem>),
     /// No valid access token: sign in and send `Authorization: Bearer <token>`.
     #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(
-        Json<Problem>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
     /// The token is valid but its role may not do this.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Problem>),
@@ -121,8 +118,13 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     pub fn bad_request(detail: impl Into<String>, errors: Vec<FieldProblem>) -> Self {
         ApiError::BadRequest(Json(
-            Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
-                .with_errors(errors),
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "Bad request",
+                detail,
+            )
+            .with_errors(errors),
         ))
     }
 
@@ -249,12 +251,9 @@ impl ApiError {
             StatusCode::BAD_REQUEST => Self::bad_request(detail, errors),
             StatusCode::UNAUTHORIZED => Self::unauthorized(detail),
             StatusCode::FORBIDDEN => Self::forbidden(detail),
-            StatusCode::NOT_FOUND => ApiError::NotFound(Json(Problem::new(
-                status,
-                "not-found",
-                "Not found",
-                detail,
-            ))),
+            StatusCode::NOT_FOUND => {
+                ApiError::NotFound(Json(Problem::new(status, "not-found", "Not found", detail)))
+            }
             StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(Json(Problem::new(
                 status,
                 "method-not-allowed",
@@ -338,4 +337,65 @@ pub async fn into_problem(err: poem::Error) -> Response {
         _ => message,
     };
     ApiError::from_status(status, detail, vec![]).into_response()
+}
+
+/// poem-openapi names path parameters `param0`, `param1`, ... in its errors. Put the spec's name
+/// (`id`) back, found by matching the request path against the spec's path templates.
+pub async fn name_path_params<E: poem::Endpoint>(
+    ep: std::sync::Arc<E>,
+    req: poem::Request,
+) -> poem::Result<Response> {
+    use poem::IntoResponse;
+    use poem_openapi::error::ParsePathError;
+
+    let path = req.uri().path().to_string();
+    match ep.call(req).await {
+        Ok(r) => Ok(r.into_response()),
+        Err(e) => match e.downcast_ref::<ParsePathError>() {
+            Some(p) => {
+                let index = p
+                    .name
+                    .strip_prefix("param")
+                    .and_then(|n| n.parse::<usize>().ok());
+                let name = index
+                    .and_then(|i| spec_param_name(&path, i))
+                    .unwrap_or_else(|| p.name.to_string());
+                Ok(ApiError::bad_param(&name, p.reason.clone()).into_response())
+            }
+            None => Err(e),
+        },
+    }
+}
+
+/// The name of the `index`-th `{param}` of the spec path template that `path` matches.
+fn spec_param_name(path: &str, index: usize) -> Option<String> {
+    static TEMPLATES: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
+    let templates = TEMPLATES.get_or_init(|| {
+        let spec: serde_json::Value =
+            serde_json::from_str(&crate::spec_json()).expect("the spec is JSON");
+        spec["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .keys()
+                    .map(|k| k.split('/').map(str::to_string).collect())
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    templates
+        .iter()
+        .filter(|t| t.len() == segments.len())
+        .find(|t| {
+            t.iter()
+                .zip(&segments)
+                .all(|(t, s)| t.starts_with('{') || t == s)
+        })
+        .and_then(|t| {
+            t.iter()
+                .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+                .nth(index)
+                .map(str::to_string)
+        })
 }

@@ -2,9 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
-};
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
 use crate::{config::JwtSettings, ids::UserId, users::Role};
@@ -160,8 +158,16 @@ mod tests {
                 role: Role::Officer
             })
         );
-        assert!(TokenAuthority::new(settings("other", "api")).verify(&t.token).is_none());
-        assert!(TokenAuthority::new(settings("evisa-pay", "other")).verify(&t.token).is_none());
+        assert!(
+            TokenAuthority::new(settings("other", "api"))
+                .verify(&t.token)
+                .is_none()
+        );
+        assert!(
+            TokenAuthority::new(settings("evisa-pay", "other"))
+                .verify(&t.token)
+                .is_none()
+        );
         let mut tampered = t.token.clone();
         tampered.pop();
         assert!(authority.verify(&tampered).is_none());

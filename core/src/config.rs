@@ -277,7 +277,8 @@ impl Config {
         let public_base_url = match r.url("EVISA_PUBLIC_BASE_URL") {
             Some(u) => u,
             None if dev || src.get("EVISA_PUBLIC_BASE_URL").is_some() => {
-                url::Url::parse(&format!("http://{http_addr}/")).expect("a socket address is a valid host")
+                url::Url::parse(&format!("http://{http_addr}/"))
+                    .expect("a socket address is a valid host")
             }
             None => {
                 r.problem(
@@ -314,12 +315,14 @@ impl Config {
             audience: r.parsed("EVISA_JWT_AUDIENCE", "evisa-pay-api".into(), |v| {
                 Ok(v.into())
             }),
-            ttl: r.parsed("EVISA_JWT_TTL_SECONDS", Duration::from_secs(900), |v| {
-                match v.parse::<u64>() {
+            ttl: r.parsed(
+                "EVISA_JWT_TTL_SECONDS",
+                Duration::from_secs(900),
+                |v| match v.parse::<u64>() {
                     Ok(s) if (60..=86_400).contains(&s) => Ok(Duration::from_secs(s)),
                     _ => Err("must be a number of seconds from 60 to 86400".into()),
-                }
-            }),
+                },
+            ),
         };
 
         let data_keys_spec = match r.secret("EVISA_DATA_KEYS", "EVISA_DATA_KEYS_FILE") {
@@ -343,7 +346,11 @@ impl Config {
 
         let log_format = r.parsed(
             "EVISA_LOG_FORMAT",
-            if dev { LogFormat::Text } else { LogFormat::Json },
+            if dev {
+                LogFormat::Text
+            } else {
+                LogFormat::Json
+            },
             |v| match v {
                 "json" => Ok(LogFormat::Json),
                 "text" => Ok(LogFormat::Text),
@@ -382,7 +389,10 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default();
-        if webhook_secrets.iter().any(|s: &String| !s.starts_with("whsec_")) {
+        if webhook_secrets
+            .iter()
+            .any(|s: &String| !s.starts_with("whsec_"))
+        {
             r.problem(
                 "STRIPE_WEBHOOK_SECRETS",
                 "must be comma-separated webhook signing secrets, each starting with whsec_",
@@ -497,7 +507,10 @@ mod tests {
     #[test]
     fn secrets_do_not_show_in_debug() {
         let src = Source::from_pairs([
-            ("EVISA_JWT_SECRET", "0123456789abcdef0123456789abcdef-secret"),
+            (
+                "EVISA_JWT_SECRET",
+                "0123456789abcdef0123456789abcdef-secret",
+            ),
             ("STRIPE_SECRET_KEY", "sk_test_supersecret"),
             ("DATABASE_URL", "postgres://u:hunter2@db/evisa"),
         ]);
@@ -511,7 +524,10 @@ mod tests {
     #[test]
     fn env_file_lines() {
         let parsed = parse_env_file("# c\nA=1\n B = \"two\" \n\n").unwrap();
-        assert_eq!(parsed, [("A".into(), "1".into()), ("B".into(), "two".into())]);
+        assert_eq!(
+            parsed,
+            [("A".into(), "1".into()), ("B".into(), "two".into())]
+        );
         assert!(parse_env_file("nope").is_err());
     }
 }

@@ -209,7 +209,10 @@ mod tests {
     #[test]
     fn bad_key_specs_are_explained() {
         assert_eq!(DataKeys::parse("").unwrap_err(), KeyRingError::Empty);
-        assert_eq!(DataKeys::parse("abc").unwrap_err(), KeyRingError::MissingColon);
+        assert_eq!(
+            DataKeys::parse("abc").unwrap_err(),
+            KeyRingError::MissingColon
+        );
         assert_eq!(
             DataKeys::parse("k1:!!!").unwrap_err(),
             KeyRingError::BadBase64("k1".into())

@@ -148,11 +148,23 @@ mod tests {
 
     #[test]
     fn major_unit_strings_follow_the_exponent() {
-        assert_eq!(Money::new(1250, c("USD")).unwrap().to_major_string(), "12.50");
+        assert_eq!(
+            Money::new(1250, c("USD")).unwrap().to_major_string(),
+            "12.50"
+        );
         assert_eq!(Money::new(5, c("USD")).unwrap().to_major_string(), "0.05");
-        assert_eq!(Money::new(1500, c("JPY")).unwrap().to_major_string(), "1500");
-        assert_eq!(Money::new(1250, c("KWD")).unwrap().to_major_string(), "1.250");
-        assert_eq!(Money::new(35000, c("CNY")).unwrap().to_string(), "350.00 CNY");
+        assert_eq!(
+            Money::new(1500, c("JPY")).unwrap().to_major_string(),
+            "1500"
+        );
+        assert_eq!(
+            Money::new(1250, c("KWD")).unwrap().to_major_string(),
+            "1.250"
+        );
+        assert_eq!(
+            Money::new(35000, c("CNY")).unwrap().to_string(),
+            "350.00 CNY"
+        );
     }
 
     #[test]

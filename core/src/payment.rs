@@ -178,6 +178,9 @@ mod tests {
     #[test]
     fn terminal_statuses() {
         let terminal: Vec<_> = S::ALL.iter().filter(|s| s.is_terminal()).collect();
-        assert_eq!(terminal, [&S::Succeeded, &S::Failed, &S::Cancelled, &S::Expired]);
+        assert_eq!(
+            terminal,
+            [&S::Succeeded, &S::Failed, &S::Cancelled, &S::Expired]
+        );
     }
 }

@@ -155,17 +155,33 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(Email::parse("  Ann@Example.ORG ").unwrap().as_str(), "ann@example.org");
-        for bad in ["", "ann", "ann@", "@example.org", "ann@localhost", "Ann <ann@example.org>"] {
+        assert_eq!(
+            Email::parse("  Ann@Example.ORG ").unwrap().as_str(),
+            "ann@example.org"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.org",
+            "ann@localhost",
+            "Ann <ann@example.org>",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} should be refused");
         }
     }
 
     #[test]
     fn passport_numbers() {
-        assert_eq!(PassportNumber::parse("ab123456").unwrap().as_str(), "AB123456");
+        assert_eq!(
+            PassportNumber::parse("ab123456").unwrap().as_str(),
+            "AB123456"
+        );
         for bad in ["12345", "1234567890", "AB-12345", "AB 12345", "ÄB12345"] {
-            assert!(PassportNumber::parse(bad).is_err(), "{bad} should be refused");
+            assert!(
+                PassportNumber::parse(bad).is_err(),
+                "{bad} should be refused"
+            );
         }
     }
 

@@ -45,7 +45,9 @@ impl Quota {
 pub enum Decision {
     Allowed,
     /// Refused; the client may try again after this long.
-    Limited { retry_after: Duration },
+    Limited {
+        retry_after: Duration,
+    },
 }
 
 /// A GCRA limiter over a Redis connection.
@@ -103,7 +105,9 @@ mod tests {
     async fn limiter() -> RateLimiter {
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let client = redis::Client::open(url).unwrap();
-        let conn = ConnectionManager::new(client).await.expect("Redis must be running for tests");
+        let conn = ConnectionManager::new(client)
+            .await
+            .expect("Redis must be running for tests");
         RateLimiter::new(conn, &format!("test-{}", uuid::Uuid::now_v7()))
     }
 

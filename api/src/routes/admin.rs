@@ -109,7 +109,11 @@ impl DecisionBody {
 #[OpenApi(tag = "Tag::Admin")]
 impl AdminApi {
     /// List all applications (officers).
-    #[oai(path = "/v1/admin/applications", method = "get", operation_id = "adminListApplications")]
+    #[oai(
+        path = "/v1/admin/applications",
+        method = "get",
+        operation_id = "adminListApplications"
+    )]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
@@ -121,7 +125,10 @@ impl AdminApi {
         #[oai(validator(pattern = "^[A-Z]{2}$"))]
         nationality: Query<Option<String>>,
         /// Page size, 1 to 100.
-        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "100")))]
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
         limit: Query<u32>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
@@ -144,7 +151,11 @@ impl AdminApi {
     }
 
     /// Get any application (officers).
-    #[oai(path = "/v1/admin/applications/:id", method = "get", operation_id = "adminGetApplication")]
+    #[oai(
+        path = "/v1/admin/applications/:id",
+        method = "get",
+        operation_id = "adminGetApplication"
+    )]
     async fn get(
         &self,
         auth: BearerAuth,
@@ -152,9 +163,13 @@ impl AdminApi {
         id: Path<uuid::Uuid>,
     ) -> ApiResult<Json<ApplicationView>> {
         auth.staff()?;
-        let app = store::get(&state.db, &state.config.data_keys, ApplicationId::from_uuid(id.0))
-            .await
-            .map_err(application_error)?;
+        let app = store::get(
+            &state.db,
+            &state.config.data_keys,
+            ApplicationId::from_uuid(id.0),
+        )
+        .await
+        .map_err(application_error)?;
         Ok(Json(app.into()))
     }
 

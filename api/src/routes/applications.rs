@@ -73,7 +73,10 @@ impl ServerSetFields for ApplicationFieldsBody {
         ("fee", FEE_IS_SERVER_SET),
         ("amount", FEE_IS_SERVER_SET),
         ("currency", FEE_IS_SERVER_SET),
-        ("status", "the status changes only through submission and decisions"),
+        (
+            "status",
+            "the status changes only through submission and decisions",
+        ),
     ];
 }
 
@@ -151,7 +154,10 @@ pub(super) fn application_error(e: ApplicationError) -> ApiError {
         ),
         ApplicationError::Refused(r) => ApiError::conflict(
             "invalid-transition",
-            format!("the application is {}; it cannot take `{}`", r.from, r.event),
+            format!(
+                "the application is {}; it cannot take `{}`",
+                r.from, r.event
+            ),
         ),
         ApplicationError::Incomplete { missing } => ApiError::rule(
             "incomplete",
@@ -192,8 +198,9 @@ pub(super) fn application_error(e: ApplicationError) -> ApiError {
 pub(super) fn parse_cursor(cursor: Option<String>) -> Result<Option<ApplicationId>, ApiError> {
     cursor
         .map(|c| {
-            c.parse::<ApplicationId>()
-                .map_err(|_| ApiError::bad_param("cursor", "must be a `next_cursor` from a previous page"))
+            c.parse::<ApplicationId>().map_err(|_| {
+                ApiError::bad_param("cursor", "must be a `next_cursor` from a previous page")
+            })
         })
         .transpose()
 }
@@ -204,7 +211,11 @@ impl ApplicationsApi {
     ///
     /// Creates a draft with whatever fields are given. Amounts may not be sent: the fee comes
     /// from the fee schedule at submission.
-    #[oai(path = "/v1/applications", method = "post", operation_id = "createApplication")]
+    #[oai(
+        path = "/v1/applications",
+        method = "post",
+        operation_id = "createApplication"
+    )]
     async fn create(
         &self,
         auth: BearerAuth,
@@ -221,13 +232,20 @@ impl ApplicationsApi {
     }
 
     /// List my applications.
-    #[oai(path = "/v1/applications", method = "get", operation_id = "listApplications")]
+    #[oai(
+        path = "/v1/applications",
+        method = "get",
+        operation_id = "listApplications"
+    )]
     async fn list(
         &self,
         auth: BearerAuth,
         state: Data<&AppState>,
         /// Page size, 1 to 100.
-        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "100")))]
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
         limit: Query<u32>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
@@ -247,7 +265,11 @@ impl ApplicationsApi {
     }
 
     /// Get one of my applications.
-    #[oai(path = "/v1/applications/:id", method = "get", operation_id = "getApplication")]
+    #[oai(
+        path = "/v1/applications/:id",
+        method = "get",
+        operation_id = "getApplication"
+    )]
     async fn get(
         &self,
         auth: BearerAuth,
@@ -269,7 +291,11 @@ impl ApplicationsApi {
     /// Edit a draft.
     ///
     /// Only drafts can be edited: once submitted, an application is fixed (409).
-    #[oai(path = "/v1/applications/:id", method = "patch", operation_id = "updateApplication")]
+    #[oai(
+        path = "/v1/applications/:id",
+        method = "patch",
+        operation_id = "updateApplication"
+    )]
     async fn update(
         &self,
         auth: BearerAuth,
@@ -295,7 +321,11 @@ impl ApplicationsApi {
     ///
     /// Checks that every field is set, fixes the fee from today's fee schedule, and moves the
     /// application to `submitted` — or straight to `paid` when the schedule exempts it.
-    #[oai(path = "/v1/applications/:id/submit", method = "post", operation_id = "submitApplication")]
+    #[oai(
+        path = "/v1/applications/:id/submit",
+        method = "post",
+        operation_id = "submitApplication"
+    )]
     async fn submit(
         &self,
         auth: BearerAuth,

@@ -35,10 +35,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 impl HealthApi {
     /// Liveness: the process answers HTTP.
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
-    async fn healthz(&self) -> Json<Health> {
-        Json(Health {
+    async fn healthz(&self) -> ApiResult<Json<Health>> {
+        Ok(Json(Health {
             status: "ok".into(),
-        })
+        }))
     }
 
     /// Readiness: Postgres and Redis both answer within two seconds.

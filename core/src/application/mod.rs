@@ -5,6 +5,5 @@ pub mod store;
 
 pub use status::{ApplicationEvent, ApplicationRefusal, ApplicationStatus};
 pub use store::{
-    Actor, AdminFilter, Application, ApplicationChanges, ApplicationError, Decision, FixedFee,
-    Page,
+    Actor, AdminFilter, Application, ApplicationChanges, ApplicationError, Decision, FixedFee, Page,
 };

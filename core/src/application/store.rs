@@ -184,7 +184,12 @@ fn context(field: &str, id: ApplicationId) -> String {
     format!("applications.{field}:{id}")
 }
 
-fn seal_text(keys: &DataKeys, field: &str, id: ApplicationId, value: Option<&str>) -> Option<Vec<u8>> {
+fn seal_text(
+    keys: &DataKeys,
+    field: &str,
+    id: ApplicationId,
+    value: Option<&str>,
+) -> Option<Vec<u8>> {
     value.map(|v| keys.seal(&context(field, id), v.as_bytes()))
 }
 
@@ -282,7 +287,12 @@ struct Bindings {
 impl Bindings {
     fn new(keys: &DataKeys, id: ApplicationId, c: &ApplicationChanges) -> Self {
         Self {
-            full_name: seal_text(keys, "full_name", id, c.full_name.as_ref().map(|v| v.as_str())),
+            full_name: seal_text(
+                keys,
+                "full_name",
+                id,
+                c.full_name.as_ref().map(|v| v.as_str()),
+            ),
             passport_number: seal_text(
                 keys,
                 "passport_number",
@@ -371,12 +381,13 @@ pub async fn update_draft(
         Some(row) => row.open(keys),
         // Tell "not yours / not there" from "not a draft any more".
         None => {
-            let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM applications WHERE id = $1 AND applicant_id = $2")
-                    .bind(id)
-                    .bind(applicant)
-                    .fetch_optional(pool)
-                    .await?;
+            let status: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM applications WHERE id = $1 AND applicant_id = $2",
+            )
+            .bind(id)
+            .bind(applicant)
+            .fetch_optional(pool)
+            .await?;
             match status.and_then(|s| s.parse::<ApplicationStatus>().ok()) {
                 None => Err(ApplicationError::NotFound),
                 Some(status) => Err(ApplicationError::NotEditable { status }),
@@ -419,25 +430,21 @@ pub async fn submit(
         ("nationality", current.nationality.is_none()),
         ("visa_type", current.visa_type.is_none()),
         ("processing_speed", current.processing_speed.is_none()),
-        ("intended_arrival_date", current.intended_arrival_date.is_none()),
+        (
+            "intended_arrival_date",
+            current.intended_arrival_date.is_none(),
+        ),
     ]
     .into_iter()
     .filter_map(|(field, absent)| absent.then_some(field))
     .collect();
-    let (
-        Some(nationality),
-        Some(visa_type),
-        Some(speed),
-        Some(arrival),
-        true,
-    ) = (
+    let (Some(nationality), Some(visa_type), Some(speed), Some(arrival), true) = (
         current.nationality,
         current.visa_type,
         current.processing_speed,
         current.intended_arrival_date,
         missing.is_empty(),
-    )
-    else {
+    ) else {
         return Err(ApplicationError::Incomplete { missing });
     };
     if arrival < today {
@@ -470,7 +477,16 @@ pub async fn submit(
     .bind(sqlx::types::Json(&prices))
     .execute(&mut *tx)
     .await?;
-    record_event(&mut tx, id, ApplicationEvent::Submit, current.status, submitted, actor, None).await?;
+    record_event(
+        &mut tx,
+        id,
+        ApplicationEvent::Submit,
+        current.status,
+        submitted,
+        actor,
+        None,
+    )
+    .await?;
 
     if quote.exempt {
         let paid = submitted.next(ApplicationEvent::FeeWaived)?;
@@ -480,14 +496,25 @@ pub async fn submit(
             .execute(&mut *tx)
             .await?;
         let cause = format!("fee_rule:{}", quote.rule_id);
-        record_event(&mut tx, id, ApplicationEvent::FeeWaived, submitted, paid, Actor::System, Some(&cause))
-            .await?;
+        record_event(
+            &mut tx,
+            id,
+            ApplicationEvent::FeeWaived,
+            submitted,
+            paid,
+            Actor::System,
+            Some(&cause),
+        )
+        .await?;
     }
-    let row: ApplicationRow =
-        sqlx::query_as(concat!("SELECT ", columns!(), " FROM applications WHERE id = $1"))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let row: ApplicationRow = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM applications WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     row.open(keys)
 }
@@ -539,23 +566,38 @@ pub async fn get_for_owner(
 }
 
 /// Any application (officers).
-pub async fn get(pool: &PgPool, keys: &DataKeys, id: ApplicationId) -> Result<Application, ApplicationError> {
-    let row: Option<ApplicationRow> =
-        sqlx::query_as(concat!("SELECT ", columns!(), " FROM applications WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+pub async fn get(
+    pool: &PgPool,
+    keys: &DataKeys,
+    id: ApplicationId,
+) -> Result<Application, ApplicationError> {
+    let row: Option<ApplicationRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM applications WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     row.ok_or(ApplicationError::NotFound)?.open(keys)
 }
 
-fn page(keys: &DataKeys, mut rows: Vec<ApplicationRow>, limit: u32) -> Result<Page, ApplicationError> {
+fn page(
+    keys: &DataKeys,
+    mut rows: Vec<ApplicationRow>,
+    limit: u32,
+) -> Result<Page, ApplicationError> {
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let items = rows
         .into_iter()
         .map(|r| r.open(keys))
         .collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if more { items.last().map(|a| a.id) } else { None };
+    let next_cursor = if more {
+        items.last().map(|a| a.id)
+    } else {
+        None
+    };
     Ok(Page { items, next_cursor })
 }
 
@@ -627,16 +669,20 @@ pub async fn decide(
         _ => None,
     };
     let mut tx = pool.begin().await?;
-    let status: String = sqlx::query_scalar("SELECT status FROM applications WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(ApplicationError::NotFound)?;
-    let from: ApplicationStatus = status
-        .parse()
-        .map_err(|_| ApplicationError::Database(sqlx::Error::Decode("stored status is invalid".into())))?;
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM applications WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(ApplicationError::NotFound)?;
+    let from: ApplicationStatus = status.parse().map_err(|_| {
+        ApplicationError::Database(sqlx::Error::Decode("stored status is invalid".into()))
+    })?;
     let to = from.next(event)?;
-    let decided = matches!(to, ApplicationStatus::Approved | ApplicationStatus::Rejected);
+    let decided = matches!(
+        to,
+        ApplicationStatus::Approved | ApplicationStatus::Rejected
+    );
     sqlx::query(
         "UPDATE applications SET status = $2, decision_reason = coalesce($3, decision_reason),
              decided_at = CASE WHEN $4 THEN now() ELSE decided_at END, updated_at = now()
@@ -649,11 +695,14 @@ pub async fn decide(
     .execute(&mut *tx)
     .await?;
     record_event(&mut tx, id, event, from, to, officer, None).await?;
-    let row: ApplicationRow =
-        sqlx::query_as(concat!("SELECT ", columns!(), " FROM applications WHERE id = $1"))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let row: ApplicationRow = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM applications WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     row.open(keys)
 }

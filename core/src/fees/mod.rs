@@ -39,7 +39,10 @@ pub struct FeeQuote {
 impl FeeQuote {
     /// The price in `currency`, when the schedule offers one (Alipay needs CNY).
     pub fn price_in(&self, currency: Currency) -> Option<Money> {
-        self.prices.iter().copied().find(|m| m.currency() == currency)
+        self.prices
+            .iter()
+            .copied()
+            .find(|m| m.currency() == currency)
     }
 }
 
@@ -134,9 +137,9 @@ impl QuoteRow {
             ));
         }
         let matched = match (self.nationality_country, self.nationality_group) {
-            (Some(c), _) => {
-                NationalityMatch::Country(CountryCode::parse(&c).map_err(|e| corrupt(e.to_string()))?)
-            }
+            (Some(c), _) => NationalityMatch::Country(
+                CountryCode::parse(&c).map_err(|e| corrupt(e.to_string()))?,
+            ),
             (None, Some(g)) => NationalityMatch::Group(g),
             (None, None) => NationalityMatch::Everyone,
         };

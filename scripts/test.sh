@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, end-to-end tests of the API against real Postgres and Redis,
+# and clients generated from openapi/openapi.json driving a running server. `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/services.sh
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/evisa/target}
+# Tests make a database per test on this server (and drop it when done).
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+
+# Databases left behind by an interrupted run.
+stale=$(psql "$DATABASE_URL" -Atc \
+  "SELECT datname FROM pg_database WHERE datname ~ '^evisa_(test|cli|clients)_[0-9a-f]+$'" 2>/dev/null || true)
+for db in $stale; do psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true; done
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+EVISA_BIN="$CARGO_TARGET_DIR/debug/evisa" bash scripts/clients.sh 2>&1 | tee -a "$log"
+
+# One closing line for the whole run.
+python3 - "$log" <<'PY'
+import re, sys
+text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
+passed = failed = 0
+for p, f in re.findall(r"test result: \w+\. (\d+) passed; (\d+) failed", text):
+    passed += int(p); failed += int(f)
+m = re.findall(r"^(\d+) passed, (\d+) failed$", text, re.M)
+if m:
+    passed += int(m[-1][0]); failed += int(m[-1][1])
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
+PY

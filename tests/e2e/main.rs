@@ -1,0 +1,9 @@
+//! End-to-end tests: the real API over real Postgres and Redis, driven over HTTP.
+
+mod common;
+
+mod admin;
+mod applications;
+mod cli;
+mod contract;
+mod fees;
