@@ -44,6 +44,10 @@ pub fn app(state: AppState) -> impl Endpoint {
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .catch_all_error(problem::into_problem)
+        .with(poem::middleware::CatchPanic::new().with_handler(|_| {
+            // The panic message may hold anything; it is not echoed or logged.
+            problem::ApiError::internal("a request handler panicked")
+        }))
         .with(middleware::BodySizeLimit(max_body))
         .with(middleware::SecurityHeaders)
         .data(state)

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{TestDatabase, server_url};
+use crate::common::{TestDatabase, server_url, spawn_app};
 
 const BIN: &str = env!("CARGO_BIN_EXE_evisa");
 
@@ -128,4 +128,64 @@ fn unbuilt_subcommands_say_so_instead_of_pretending() {
         assert_eq!(out.status.code(), Some(2), "{sub}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("no background jobs"));
     }
+}
+
+#[tokio::test]
+async fn user_create_makes_an_officer_who_can_sign_in() {
+    use std::io::Write;
+
+    let app = spawn_app().await;
+    let mut child = Command::new(BIN)
+        .args([
+            "user",
+            "create",
+            "--email",
+            "Officer.One@Example.gov",
+            "--role",
+            "officer",
+            "--password-stdin",
+        ])
+        .env("DATABASE_URL", app.database_url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long officer password\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("created officer "));
+
+    let token = app
+        .login(&serde_json::json!({"email": "officer.one@example.gov", "password": "a long officer password"}))
+        .await;
+    assert_eq!(
+        app.get("/v1/admin/applications", Some(&token)).await.status,
+        200
+    );
+
+    // A bad role is refused before anything is written.
+    let out = Command::new(BIN)
+        .args([
+            "user",
+            "create",
+            "--email",
+            "x@example.gov",
+            "--role",
+            "superuser",
+        ])
+        .env("DATABASE_URL", app.database_url())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--role"));
 }

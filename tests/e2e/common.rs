@@ -16,7 +16,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub db: PgPool,
     /// Dropped with the app, taking the database with it.
-    _database: TestDatabase,
+    database: TestDatabase,
 }
 
 /// A database made for one test and dropped when the test ends (also when it fails).
@@ -127,7 +127,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
         db: pool,
-        _database: database,
+        database,
     }
 }
 
@@ -173,6 +173,11 @@ impl Answer {
 }
 
 impl TestApp {
+    /// The URL of this app's own database.
+    pub fn database_url(&self) -> &str {
+        &self.database.url
+    }
+
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
         let resp = req.send().await.expect("request reaches the server");
         let status = resp.status().as_u16();
