@@ -9,9 +9,11 @@ use evisa_core::{
     config::{Config, LogFormat, Profile, Source},
     crypto::DataKeys,
     db, fees,
+    gateway::stripe::StripeGateway,
     person::Email,
     users::{self, Role},
 };
+use evisa_sandbox::{StripeSandbox, StripeSandboxConfig};
 
 #[derive(Parser)]
 #[command(
@@ -30,14 +32,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Everything in one process for development: creates the database if missing, applies
-    /// migrations, seeds the demo fee schedule, and serves the API. Needs no configuration when
-    /// Postgres and Redis listen on their standard local ports.
+    /// migrations, seeds the demo fee schedule, and runs the API, the workers and the gateway
+    /// sandbox. Needs no configuration when Postgres and Redis listen on their standard ports.
     Dev,
     /// Serve the HTTP API (production configuration required).
     Serve,
-    /// Run the background workers.
+    /// Run the background workers (charging, gateway callbacks, reconciliation, expiry).
     Work,
-    /// Run the simulated payment gateways on their own port.
+    /// Run the simulated Stripe gateway on EVISA_SANDBOX_ADDR (test mode).
     Sandbox,
     /// Apply database migrations.
     Migrate {
@@ -47,6 +49,11 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Spec,
+    /// Background jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Manage staff accounts.
     User {
         #[command(subcommand)]
@@ -75,6 +82,14 @@ enum UserCommand {
 }
 
 #[derive(Subcommand)]
+enum JobsCommand {
+    /// List jobs that exhausted their attempts.
+    Dead,
+    /// Put a dead job back in its queue with fresh attempts.
+    Retry { id: String },
+}
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Print a new random key entry for EVISA_DATA_KEYS (`id:base64`).
     Generate {
@@ -84,6 +99,8 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for every client (Stripe, Postgres), chosen before any is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -133,15 +150,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             {
                 tracing::info!("created the database");
             }
-            let pool = db::connect(&url, 10).await.context("DATABASE_URL")?;
-            db::migrate(&pool).await.context("applying migrations")?;
+            let pool = db::connect(&url, 20).await.context("DATABASE_URL")?;
+            migrate_all(&pool).await?;
             fees::seed_demo_schedule(&pool)
                 .await
                 .context("seeding the demo fee schedule")?;
-            tracing::info!(
-                "dev: the worker and the gateway sandbox are not part of this version yet; serving the API only"
-            );
-            serve(config, pool).await?;
+            let shutdown = Shutdown::on_signals();
+            if config.stripe.uses_sandbox {
+                let sandbox = start_sandbox(&config, shutdown.clone()).await?;
+                tracing::info!(url = %sandbox, "Stripe sandbox listening");
+            }
+            let gateway = stripe_gateway(&config)?;
+            let worker = {
+                let (config, pool, stop) = (
+                    load_config(Profile::Dev, file)?,
+                    pool.clone(),
+                    shutdown.clone(),
+                );
+                tokio::spawn(
+                    async move { evisa_worker::run(&config, pool, gateway, stop.wait()).await },
+                )
+            };
+            serve(config, pool, shutdown).await?;
+            worker.await??;
         }
         Command::Serve => {
             let config = load_config(Profile::Production, file)?;
@@ -150,14 +181,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot reach Postgres (DATABASE_URL)")?;
             ensure_migrated(&pool).await?;
-            serve(config, pool).await?;
+            serve(config, pool, Shutdown::on_signals()).await?;
         }
-        Command::Work | Command::Sandbox => {
-            eprintln!(
-                "evisa: this version has no background jobs and no gateway sandbox yet; \
-                 `work` and `sandbox` arrive with card and Alipay payments"
-            );
-            return Ok(ExitCode::from(2));
+        Command::Work => {
+            let config = load_config(Profile::Production, file)?;
+            init_logging(config.log_format);
+            let pool = db::connect(config.database_url.expose(), 20)
+                .await
+                .context("cannot reach Postgres (DATABASE_URL)")?;
+            ensure_migrated(&pool).await?;
+            let gateway = stripe_gateway(&config)?;
+            tracing::info!(concurrency = config.jobs.concurrency, "workers starting");
+            evisa_worker::run(&config, pool, gateway, Shutdown::on_signals().wait()).await?;
+            tracing::info!("workers stopped");
+        }
+        Command::Sandbox => {
+            let config = load_config(Profile::Dev, file)?;
+            init_logging(config.log_format);
+            let shutdown = Shutdown::on_signals();
+            let url = start_sandbox(&config, shutdown.clone()).await?;
+            tracing::info!(%url, "Stripe sandbox listening");
+            shutdown.wait().await;
+        }
+        Command::Jobs { command } => {
+            let url = std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
+            let pool = db::connect(&url, 2)
+                .await
+                .context("cannot reach Postgres (DATABASE_URL)")?;
+            match command {
+                JobsCommand::Dead => {
+                    for job in evisa_worker::dead::list(&pool).await? {
+                        println!("{}", serde_json::to_string(&job)?);
+                    }
+                }
+                JobsCommand::Retry { id } => {
+                    if evisa_worker::dead::retry(&pool, &id).await? {
+                        println!("job {id} queued again");
+                    } else {
+                        anyhow::bail!("no dead job with id {id}");
+                    }
+                }
+            }
         }
         Command::Migrate { seed_demo_fees } => {
             let config = load_config(Profile::Production, file).or_else(|e| {
@@ -173,7 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = db::connect(config.database_url.expose(), 2)
                 .await
                 .context("cannot reach Postgres (DATABASE_URL)")?;
-            db::migrate(&pool).await.context("applying migrations")?;
+            migrate_all(&pool).await?;
             println!("migrations applied");
             if seed_demo_fees {
                 fees::seed_demo_schedule(&pool).await?;
@@ -233,7 +298,7 @@ async fn ensure_migrated(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config, pool: sqlx::PgPool) -> anyhow::Result<()> {
+async fn serve(config: Config, pool: sqlx::PgPool, shutdown: Shutdown) -> anyhow::Result<()> {
     let client = redis::Client::open(config.redis_url.expose().as_str()).context("REDIS_URL")?;
     let redis = tokio::time::timeout(
         Duration::from_secs(5),
@@ -247,14 +312,100 @@ async fn serve(config: Config, pool: sqlx::PgPool) -> anyhow::Result<()> {
     let app = evisa_api::app(evisa_api::AppState::new(config, pool, redis));
     tracing::info!(%addr, docs = %base.join("docs").map(|u| u.to_string()).unwrap_or_default(), "API listening");
     poem::Server::new(poem::listener::TcpListener::bind(addr))
-        .run_with_graceful_shutdown(app, shutdown_signal(), Some(Duration::from_secs(20)))
+        .run_with_graceful_shutdown(app, shutdown.wait(), Some(Duration::from_secs(20)))
         .await
         .with_context(|| format!("serving on {addr} (EVISA_HTTP_ADDR)"))?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Our migrations, then the job queue's own schema.
+async fn migrate_all(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    db::migrate(pool).await.context("applying migrations")?;
+    evisa_worker::setup(pool)
+        .await
+        .context("setting up the job queue schema")?;
+    Ok(())
+}
+
+fn stripe_gateway(config: &Config) -> anyhow::Result<StripeGateway> {
+    let key = config
+        .stripe
+        .secret_key
+        .as_ref()
+        .context("STRIPE_SECRET_KEY is required")?;
+    Ok(StripeGateway::new(
+        key,
+        config.stripe.api_base.as_ref(),
+        config.payments.gateway_timeout,
+    )?)
+}
+
+/// Serves the Stripe sandbox on `EVISA_SANDBOX_ADDR`, delivering webhooks to this service.
+async fn start_sandbox(config: &Config, shutdown: Shutdown) -> anyhow::Result<String> {
+    let addr = config.sandbox_addr;
+    let public_url = format!("http://{addr}");
+    let sandbox = StripeSandbox::new(StripeSandboxConfig {
+        secret_key: config
+            .stripe
+            .secret_key
+            .as_ref()
+            .map(|k| k.expose().clone())
+            .unwrap_or_else(|| evisa_core::config::SANDBOX_STRIPE_KEY.into()),
+        webhook_url: Some(
+            config
+                .public_base_url
+                .join("v1/webhooks/stripe")?
+                .to_string(),
+        ),
+        webhook_secret: config
+            .stripe
+            .webhook_secrets
+            .first()
+            .map(|s| s.expose().clone())
+            .unwrap_or_else(|| evisa_core::config::SANDBOX_WEBHOOK_SECRET.into()),
+        public_url: public_url.clone(),
+        webhook_retry_base: Duration::from_secs(1),
+        webhook_max_attempts: 8,
+    });
+    let listener = poem::listener::TcpListener::bind(addr);
+    let acceptor = poem::listener::Listener::into_acceptor(listener)
+        .await
+        .with_context(|| format!("binding the sandbox to {addr} (EVISA_SANDBOX_ADDR)"))?;
+    tokio::spawn(
+        poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            sandbox.routes(),
+            shutdown.wait(),
+            Some(Duration::from_secs(5)),
+        ),
+    );
+    Ok(public_url)
+}
+
+/// A stop signal (SIGTERM or Ctrl-C) that any number of tasks can wait for.
+#[derive(Clone)]
+struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    fn on_signals() -> Shutdown {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal().await;
+            tracing::info!("shutting down: finishing requests and jobs in flight");
+            let _ = tx.send(true);
+        });
+        Shutdown(rx)
+    }
+
+    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -267,5 +418,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    tracing::info!("shutting down: finishing requests in flight");
 }

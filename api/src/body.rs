@@ -23,8 +23,8 @@ pub trait ServerSetFields {
 #[derive(Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
-/// A JSON request body of type `T`.
-pub struct JsonBody<T>(pub T);
+/// A JSON request body of type `T`, with the document as received (for request fingerprints).
+pub struct JsonBody<T>(pub T, pub serde_json::Value);
 
 impl<T: Type> Payload for JsonBody<T> {
     const CONTENT_TYPE: &'static str = "application/json";
@@ -65,12 +65,21 @@ impl<T: Type + DeserializeOwned + ServerSetFields> ParsePayload for JsonBody<T> 
                     ApiError::bad_request(format!("the body could not be read: {other}"), vec![])
                 }
             })?;
-        parse::<T>(&bytes).map(JsonBody).map_err(Into::into)
+        parse_with_value::<T>(&bytes)
+            .map(|(v, doc)| JsonBody(v, doc))
+            .map_err(Into::into)
     }
 }
 
 /// Parses a body: 400 for what is not JSON at all, 422 naming the field for everything else.
 pub fn parse<T: DeserializeOwned + ServerSetFields>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_with_value(bytes).map(|(v, _)| v)
+}
+
+/// [`parse`], also returning the JSON document.
+pub fn parse_with_value<T: DeserializeOwned + ServerSetFields>(
+    bytes: &[u8],
+) -> Result<(T, serde_json::Value), ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "a JSON request body is required",
@@ -114,40 +123,42 @@ pub fn parse<T: DeserializeOwned + ServerSetFields>(bytes: &[u8]) -> Result<T, A
             forbidden,
         ));
     }
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
-        let inner = e.inner().to_string();
-        // serde reports a missing field at the parent's path, naming the field in the message;
-        // put the field itself into the path (unknown fields already end the path).
-        let mut path = e.path().to_string();
-        let named = ["missing field `", "unknown field `"]
-            .iter()
-            .find_map(|p| inner.strip_prefix(p))
-            .and_then(|rest| rest.split('`').next());
-        if let Some(name) = named
-            && path.rsplit('.').next() != Some(name)
-        {
-            path = if path == "." {
-                name.to_string()
-            } else {
-                format!("{path}.{name}")
+    serde_path_to_error::deserialize::<_, T>(value.clone())
+        .map(|v| (v, value))
+        .map_err(|e| {
+            let inner = e.inner().to_string();
+            // serde reports a missing field at the parent's path, naming the field in the message;
+            // put the field itself into the path (unknown fields already end the path).
+            let mut path = e.path().to_string();
+            let named = ["missing field `", "unknown field `"]
+                .iter()
+                .find_map(|p| inner.strip_prefix(p))
+                .and_then(|rest| rest.split('`').next());
+            if let Some(name) = named
+                && path.rsplit('.').next() != Some(name)
+            {
+                path = if path == "." {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                };
+            }
+            let detail = match inner.split_once(", expected one of") {
+                Some((head, _)) if inner.starts_with("unknown field") => {
+                    format!("{head}: this request does not accept it")
+                }
+                _ if CHRONO_MESSAGES.contains(&inner.as_str()) => {
+                    format!("must be a date as YYYY-MM-DD ({inner})")
+                }
+                _ => inner,
             };
-        }
-        let detail = match inner.split_once(", expected one of") {
-            Some((head, _)) if inner.starts_with("unknown field") => {
-                format!("{head}: this request does not accept it")
-            }
-            _ if CHRONO_MESSAGES.contains(&inner.as_str()) => {
-                format!("must be a date as YYYY-MM-DD ({inner})")
-            }
-            _ => inner,
-        };
-        let pointer = format!("/{}", path.replace('.', "/"));
-        ApiError::invalid(vec![FieldProblem {
-            field: path,
-            pointer: Some(pointer),
-            detail,
-        }])
-    })
+            let pointer = format!("/{}", path.replace('.', "/"));
+            ApiError::invalid(vec![FieldProblem {
+                field: path,
+                pointer: Some(pointer),
+                detail,
+            }])
+        })
 }
 
 /// chrono's parse errors say what is wrong but not what was expected.

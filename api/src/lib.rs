@@ -14,6 +14,7 @@ pub mod middleware;
 pub mod problem;
 pub mod routes;
 pub mod state;
+pub mod webhooks;
 
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
@@ -42,6 +43,7 @@ pub fn app(state: AppState) -> impl Endpoint {
     Route::new()
         .nest("/", service.around(problem::name_path_params))
         .at("/openapi.json", spec)
+        .at("/v1/webhooks/stripe", poem::post(webhooks::stripe))
         .nest("/docs", docs)
         .catch_all_error(problem::into_problem)
         .with(poem::middleware::CatchPanic::new().with_handler(|_| {

@@ -2,9 +2,16 @@
 
 use std::sync::Arc;
 
-use evisa_core::{auth::TokenAuthority, config::Config, ratelimit::RateLimiter};
+use evisa_core::{
+    auth::TokenAuthority,
+    config::Config,
+    ids::PaymentId,
+    payment::{PaymentStatus, STATUS_CHANNEL},
+    ratelimit::RateLimiter,
+};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
+use tokio::sync::broadcast;
 
 /// Shared state of the API process.
 #[derive(Clone)]
@@ -16,6 +23,8 @@ pub struct Inner {
     pub redis: ConnectionManager,
     pub limiter: RateLimiter,
     pub tokens: TokenAuthority,
+    /// Every committed payment status change, from any process (via Postgres NOTIFY).
+    pub status_changes: broadcast::Sender<(PaymentId, PaymentStatus)>,
 }
 
 impl std::ops::Deref for AppState {
@@ -29,12 +38,68 @@ impl AppState {
     pub fn new(config: Config, db: PgPool, redis: ConnectionManager) -> Self {
         let limiter = RateLimiter::new(redis.clone(), &config.redis_prefix);
         let tokens = TokenAuthority::new(config.jwt.clone());
+        let (status_changes, _) = broadcast::channel(1024);
+        tokio::spawn(listen_for_status_changes(
+            db.clone(),
+            status_changes.clone(),
+        ));
         AppState(Arc::new(Inner {
             config,
             db,
             redis,
             limiter,
             tokens,
+            status_changes,
         }))
+    }
+}
+
+/// Relays Postgres notifications of payment status changes to this process's subscribers,
+/// reconnecting when the connection drops. Ends when the state is dropped.
+async fn listen_for_status_changes(
+    db: sqlx::PgPool,
+    tx: broadcast::Sender<(PaymentId, PaymentStatus)>,
+) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&db).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "status listener cannot connect; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(STATUS_CHANNEL).await {
+            tracing::warn!(error = %e, "status listener cannot LISTEN; retrying");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(n) => {
+                    let parsed = n.payload().split_once(':').and_then(|(id, status)| {
+                        Some((
+                            id.parse::<PaymentId>().ok()?,
+                            status.parse::<PaymentStatus>().ok()?,
+                        ))
+                    });
+                    if let Some(change) = parsed {
+                        // No subscribers is fine.
+                        let _ = tx.send(change);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "status listener lost its connection; reconnecting");
+                    // Subscribers re-read on lag; tell them something may have been missed.
+                    break;
+                }
+            }
+            if db.is_closed() {
+                return;
+            }
+        }
+        if db.is_closed() {
+            return;
+        }
     }
 }

@@ -38,7 +38,13 @@ pub struct StripeSettings {
     pub secret_key: Option<Secret<String>>,
     pub api_base: Option<url::Url>,
     pub webhook_secrets: Vec<Secret<String>>,
+    /// `dev` with no Stripe settings: the built-in sandbox plays Stripe.
+    pub uses_sandbox: bool,
 }
+
+/// The dev sandbox's credentials. Test mode only; published on purpose.
+pub const SANDBOX_STRIPE_KEY: &str = "sk_test_evisa_sandbox";
+pub const SANDBOX_WEBHOOK_SECRET: &str = "whsec_evisa_dev_sandbox";
 
 /// Alipay settings. Used by Alipay payments; validated now so a bad value fails start-up.
 #[derive(Debug, Clone)]
@@ -66,6 +72,36 @@ pub struct Config {
     pub login_attempts_per_minute: u32,
     pub stripe: StripeSettings,
     pub alipay: AlipaySettings,
+    pub payments: PaymentSettings,
+    pub jobs: JobSettings,
+    /// Where `dev` and `evisa sandbox` serve the gateway sandbox.
+    pub sandbox_addr: SocketAddr,
+}
+
+/// Timing of payments.
+#[derive(Debug, Clone)]
+pub struct PaymentSettings {
+    /// An unpaid attempt is abandoned (asked at the gateway, cancelled, `expired`) after this.
+    pub expiry: Duration,
+    /// An attempt open for this long without news is checked with the gateway.
+    pub reconcile_after: Duration,
+    /// How often reconciliation and expiry run.
+    pub sweep_interval: Duration,
+    /// Per-call timeout of gateway requests.
+    pub gateway_timeout: Duration,
+}
+
+/// The background job layer.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Jobs run at once per worker process.
+    pub concurrency: usize,
+    /// A killed worker's jobs are taken over after this long without its heartbeat.
+    pub orphan_timeout: Duration,
+    /// Fallback poll interval (new jobs also wake workers through LISTEN/NOTIFY).
+    pub poll_interval: Duration,
+    /// Attempts before a job is dead (listed by `evisa jobs dead`).
+    pub max_attempts: usize,
 }
 
 /// One variable that is missing or malformed.
@@ -398,10 +434,43 @@ impl Config {
                 "must be comma-separated webhook signing secrets, each starting with whsec_",
             );
         }
+        let sandbox_addr = r.parsed(
+            "EVISA_SANDBOX_ADDR",
+            SocketAddr::from(([127, 0, 0, 1], 12111)),
+            |v| {
+                v.parse()
+                    .map_err(|_| "must be an address and port such as 127.0.0.1:12111".to_string())
+            },
+        );
+        let api_base = r.url("STRIPE_API_BASE");
+        let uses_sandbox = dev && stripe_secret.is_none() && api_base.is_none();
+        if !dev && stripe_secret.is_none() {
+            r.problem(
+                "STRIPE_SECRET_KEY",
+                "is required (or STRIPE_SECRET_KEY_FILE)",
+            );
+        }
+        if !dev && webhook_secrets.is_empty() {
+            r.problem(
+                "STRIPE_WEBHOOK_SECRETS",
+                "is required: the whsec_... signing secrets, comma-separated",
+            );
+        }
         let stripe = StripeSettings {
-            secret_key: stripe_secret.map(Secret::new),
-            api_base: r.url("STRIPE_API_BASE"),
-            webhook_secrets: webhook_secrets.into_iter().map(Secret::new).collect(),
+            secret_key: stripe_secret
+                .or_else(|| uses_sandbox.then(|| SANDBOX_STRIPE_KEY.to_string()))
+                .map(Secret::new),
+            api_base: api_base.or_else(|| {
+                uses_sandbox.then(|| {
+                    url::Url::parse(&format!("http://{sandbox_addr}/")).expect("valid URL")
+                })
+            }),
+            webhook_secrets: if webhook_secrets.is_empty() && dev {
+                vec![Secret::new(SANDBOX_WEBHOOK_SECRET.to_string())]
+            } else {
+                webhook_secrets.into_iter().map(Secret::new).collect()
+            },
+            uses_sandbox,
         };
 
         let app_id = src.get("ALIPAY_APP_ID").map(str::to_string);
@@ -421,6 +490,45 @@ impl Config {
                 .map(Secret::new),
         };
 
+        let seconds = |r: &mut Reader, var: &'static str, default: u64, min: u64, max: u64| {
+            r.parsed(var, Duration::from_secs(default), |v| {
+                match v.parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(Duration::from_secs(n)),
+                    _ => Err(format!("must be a number of seconds from {min} to {max}")),
+                }
+            })
+        };
+        let payments = PaymentSettings {
+            expiry: seconds(
+                &mut r,
+                "EVISA_PAYMENT_EXPIRY_SECONDS",
+                90 * 60,
+                10,
+                7 * 86_400,
+            ),
+            reconcile_after: seconds(&mut r, "EVISA_RECONCILE_AFTER_SECONDS", 600, 1, 86_400),
+            sweep_interval: seconds(&mut r, "EVISA_SWEEP_INTERVAL_SECONDS", 30, 1, 3_600),
+            gateway_timeout: seconds(&mut r, "EVISA_GATEWAY_TIMEOUT_SECONDS", 10, 1, 120),
+        };
+        let jobs = JobSettings {
+            concurrency: r.parsed("EVISA_WORKER_CONCURRENCY", 8, |v| {
+                match v.parse::<usize>() {
+                    Ok(n) if (1..=256).contains(&n) => Ok(n),
+                    _ => Err("must be a number from 1 to 256".into()),
+                }
+            }),
+            orphan_timeout: seconds(&mut r, "EVISA_JOB_ORPHAN_TIMEOUT_SECONDS", 30, 3, 3_600),
+            poll_interval: r.parsed("EVISA_JOB_POLL_MS", Duration::from_millis(200), |v| match v
+                .parse::<u64>()
+            {
+                Ok(n) if (10..=60_000).contains(&n) => Ok(Duration::from_millis(n)),
+                _ => Err("must be a number of milliseconds from 10 to 60000".into()),
+            }),
+            max_attempts: r.parsed("EVISA_JOB_MAX_ATTEMPTS", 12, |v| match v.parse::<usize>() {
+                Ok(n) if (1..=100).contains(&n) => Ok(n),
+                _ => Err("must be a number from 1 to 100".into()),
+            }),
+        };
         match (r.problems.is_empty(), data_keys) {
             (true, Some(data_keys)) => Ok(Config {
                 profile,
@@ -436,6 +544,9 @@ impl Config {
                 login_attempts_per_minute,
                 stripe,
                 alipay,
+                payments,
+                jobs,
+                sandbox_addr,
             }),
             _ => Err(ConfigError(r.problems)),
         }

@@ -8,6 +8,8 @@ pub mod country;
 pub mod crypto;
 pub mod db;
 pub mod fees;
+pub mod gateway;
+pub mod idempotency;
 pub mod ids;
 pub mod money;
 pub mod payment;

@@ -121,15 +121,6 @@ fn spec_prints_the_committed_document() {
     );
 }
 
-#[test]
-fn unbuilt_subcommands_say_so_instead_of_pretending() {
-    for sub in ["work", "sandbox"] {
-        let out = Command::new(BIN).arg(sub).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{sub}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("no background jobs"));
-    }
-}
-
 #[tokio::test]
 async fn user_create_makes_an_officer_who_can_sign_in() {
     use std::io::Write;

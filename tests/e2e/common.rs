@@ -94,6 +94,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create("evisa_test").await;
     let pool = db::connect(&database.url, 5).await.unwrap();
     db::migrate(&pool).await.unwrap();
+    evisa_worker::setup(&pool).await.unwrap();
     fees::seed_demo_schedule(&pool).await.unwrap();
 
     let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());

@@ -1,2 +1,110 @@
-//! Background jobs of evisa-pay. Empty until the job queue lands with card payments; `evisa work`
-//! says so and exits rather than pretend to run.
+//! Background work of evisa-pay, on apalis over Postgres.
+//!
+//! - [`jobs`]: the job kinds, their queues, and enqueueing inside the caller's transaction.
+//! - [`handlers`]: what each job does (charge a card, apply a gateway callback).
+//! - [`sweeper`]: periodic reconciliation with the gateway, expiry of abandoned payments, pruning.
+//! - [`dead`]: jobs that exhausted their attempts, for operators to list and retry.
+//!
+//! Delivery is at least once: every handler checks state first and calls gateways with
+//! idempotency keys, so running a job twice has the effect of running it once.
+
+pub mod dead;
+pub mod handlers;
+pub mod jobs;
+pub mod sweeper;
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::*;
+use apalis_postgres::{Config as QueueConfig, PostgresStorage};
+use evisa_core::{config::Config, gateway::stripe::StripeGateway};
+use sqlx::PgPool;
+
+pub use jobs::{ChargeCard, Job, ProcessGatewayEvent, enqueue};
+
+/// What handlers need.
+pub struct WorkerContext {
+    pub db: PgPool,
+    pub stripe: StripeGateway,
+    pub max_attempts: usize,
+}
+
+/// Creates apalis's own schema (`apalis.*`); idempotent and safe to run from several processes.
+pub async fn setup(pool: &PgPool) -> anyhow::Result<()> {
+    PostgresStorage::setup(pool).await?;
+    Ok(())
+}
+
+fn queue_config(queue: &str, config: &Config) -> QueueConfig {
+    let jobs = &config.jobs;
+    // Three heartbeats per orphan timeout: a killed worker's jobs return within the timeout.
+    let heartbeat = (jobs.orphan_timeout / 3).max(Duration::from_secs(1));
+    QueueConfig::default()
+        .queue(queue)
+        // Never hold more jobs than can run: held jobs get no heartbeat.
+        .batch_size(jobs.concurrency)
+        .heartbeat_interval(heartbeat)
+        .missed_heartbeats(3)
+}
+
+/// Runs the workers and the sweeper until `shutdown` resolves; in-flight jobs finish first.
+pub async fn run(
+    config: &Config,
+    db: PgPool,
+    stripe: StripeGateway,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let ctx = Arc::new(WorkerContext {
+        db: db.clone(),
+        stripe,
+        max_attempts: config.jobs.max_attempts,
+    });
+    // Unique per process: apalis tracks liveness by worker name.
+    let instance = uuid::Uuid::now_v7().simple().to_string();
+    let concurrency = config.jobs.concurrency;
+    let poll = config.jobs.poll_interval;
+
+    let charge = PostgresStorage::<ChargeCard>::new(&db)
+        .with_config(queue_config(ChargeCard::QUEUE, config))
+        .with_pubsub()
+        .poll_with_interval(poll);
+    let events = PostgresStorage::<ProcessGatewayEvent>::new(&db)
+        .with_config(queue_config(ProcessGatewayEvent::QUEUE, config))
+        .with_pubsub()
+        .poll_with_interval(poll);
+
+    let (ctx1, ctx2) = (ctx.clone(), ctx.clone());
+    let (name1, name2) = (format!("charge-{instance}"), format!("events-{instance}"));
+    let sweeper = tokio::spawn(sweeper::run(ctx.clone(), config.payments.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stop = stop_rx.clone();
+    let result = Monitor::new()
+        .register(move |_| {
+            WorkerBuilder::new(name1.clone())
+                .backend(charge.clone())
+                .data(ctx1.clone())
+                .concurrency(concurrency)
+                .parallelize(tokio::spawn)
+                .build(handlers::charge_card)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(name2.clone())
+                .backend(events.clone())
+                .data(ctx2.clone())
+                .concurrency(concurrency)
+                .parallelize(tokio::spawn)
+                .build(handlers::process_gateway_event)
+        })
+        .shutdown_timeout(Duration::from_secs(30))
+        .run_with_signal(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok(())
+        })
+        .await;
+    sweeper.abort();
+    result.map_err(|e| anyhow::anyhow!("workers stopped: {e}"))
+}

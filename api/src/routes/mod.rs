@@ -6,6 +6,7 @@ mod applications;
 mod auth;
 mod fees;
 mod health;
+mod payments;
 pub mod views;
 
 use poem_openapi::Tags;
@@ -19,6 +20,8 @@ pub enum Tag {
     Fees,
     /// An applicant's own visa applications.
     Applications,
+    /// Paying an application's fee and following the payment.
+    Payments,
     /// Officers' and admins' operations.
     Admin,
     /// Liveness and readiness.
@@ -30,6 +33,7 @@ pub type Api = (
     auth::AuthApi,
     fees::FeesApi,
     applications::ApplicationsApi,
+    payments::PaymentsApi,
     admin::AdminApi,
 );
 
@@ -39,6 +43,7 @@ pub fn api() -> Api {
         auth::AuthApi,
         fees::FeesApi,
         applications::ApplicationsApi,
+        payments::PaymentsApi,
         admin::AdminApi,
     )
 }

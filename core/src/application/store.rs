@@ -70,6 +70,11 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// The actor as stored: its kind and, for people, their id.
+    pub(crate) fn parts(&self) -> (&'static str, Option<UserId>) {
+        (self.kind(), self.id())
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Actor::User { role, .. } => role.as_str(),
@@ -520,7 +525,7 @@ pub async fn submit(
 }
 
 /// Appends one status change to the event log.
-async fn record_event(
+pub(crate) async fn record_event(
     conn: &mut PgConnection,
     id: ApplicationId,
     event: ApplicationEvent,

@@ -1,0 +1,406 @@
+//! Paying an application's fee, following a payment, and its live event stream.
+
+use evisa_core::{
+    idempotency::{self, Begin, IdempotencyError, IdempotencyKey},
+    ids::{ApplicationId, PaymentId},
+    payment::{
+        CreatePaymentError, NextAction, Payment, PaymentStatus, Provider,
+        store::{self, NewPayment},
+    },
+};
+use evisa_worker::{ChargeCard, enqueue};
+use futures_util::StreamExt;
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi, Union,
+    param::{Header, Path},
+    payload::{EventStream, Json},
+    types::{Example, ParseFromJSON, ToJSON},
+};
+
+use super::Tag;
+use crate::{
+    auth::BearerAuth,
+    body::{JsonBody, ServerSetFields},
+    problem::{ApiError, ApiResult, FieldProblem},
+    state::AppState,
+};
+
+pub struct PaymentsApi;
+
+/// The gateway to pay through.
+#[derive(Enum, Clone, Copy, Debug, serde::Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderWire {
+    /// Card payments through Stripe.
+    Stripe,
+}
+
+/// A request to pay an application's fee. The amount is never sent: it is the fee fixed on the
+/// application at submission.
+#[derive(Object, serde::Deserialize)]
+#[oai(rename = "PaymentRequest", example)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequestBody {
+    pub provider: ProviderWire,
+    /// A Stripe PaymentMethod id from Stripe.js (or a test method such as `pm_card_visa`). Card
+    /// details never reach this API.
+    #[oai(validator(pattern = "^pm_[A-Za-z0-9_]{1,250}$"))]
+    pub payment_method: String,
+}
+
+impl Example for PaymentRequestBody {
+    fn example() -> Self {
+        PaymentRequestBody {
+            provider: ProviderWire::Stripe,
+            payment_method: "pm_card_visa".into(),
+        }
+    }
+}
+
+const AMOUNT_IS_SERVER_SET: &str =
+    "the amount charged is the fee fixed on the application at submission";
+
+impl ServerSetFields for PaymentRequestBody {
+    const SERVER_SET: &'static [(&'static str, &'static str)] = &[
+        ("amount", AMOUNT_IS_SERVER_SET),
+        ("currency", AMOUNT_IS_SERVER_SET),
+        ("fee", AMOUNT_IS_SERVER_SET),
+    ];
+}
+
+/// Where a payment is.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename = "PaymentStatus", rename_all = "snake_case")]
+pub enum PaymentStatusWire {
+    Created,
+    Processing,
+    RequiresAction,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl From<PaymentStatus> for PaymentStatusWire {
+    fn from(s: PaymentStatus) -> Self {
+        match s {
+            PaymentStatus::Created => Self::Created,
+            PaymentStatus::Processing => Self::Processing,
+            PaymentStatus::RequiresAction => Self::RequiresAction,
+            PaymentStatus::Succeeded => Self::Succeeded,
+            PaymentStatus::Failed => Self::Failed,
+            PaymentStatus::Cancelled => Self::Cancelled,
+            PaymentStatus::Expired => Self::Expired,
+        }
+    }
+}
+
+/// Finish 3-D Secure with Stripe.js (`stripe.handleNextAction({clientSecret})`).
+#[derive(Object, Debug, Clone)]
+pub struct UseStripeSdk {
+    pub client_secret: String,
+}
+
+/// Send the payer to this URL.
+#[derive(Object, Debug, Clone)]
+pub struct Redirect {
+    pub redirect_url: String,
+}
+
+/// What the payer must do next.
+#[derive(Union, Debug, Clone)]
+#[oai(discriminator_name = "type", rename_all = "snake_case")]
+pub enum NextActionView {
+    UseStripeSdk(UseStripeSdk),
+    Redirect(Redirect),
+}
+
+/// One attempt to pay an application's fee.
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "Payment")]
+pub struct PaymentView {
+    pub id: uuid::Uuid,
+    pub application_id: uuid::Uuid,
+    /// `stripe`.
+    pub provider: String,
+    pub status: PaymentStatusWire,
+    /// Integer minor units of `currency`.
+    pub amount: i64,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub next_action: Option<NextActionView>,
+    /// The gateway's reason, when `failed` (e.g. `generic_decline`, `insufficient_funds`).
+    #[oai(skip_serializing_if_is_none)]
+    pub failure_code: Option<String>,
+    /// What the applicant can do about the failure.
+    #[oai(skip_serializing_if_is_none)]
+    pub failure_message: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<Payment> for PaymentView {
+    fn from(p: Payment) -> Self {
+        PaymentView {
+            id: p.id.as_uuid(),
+            application_id: p.application_id.as_uuid(),
+            provider: p.provider.as_str().to_string(),
+            status: p.status.into(),
+            amount: p.amount.amount_minor(),
+            currency: p.amount.currency().code().to_string(),
+            next_action: p.next_action.map(|n| match n {
+                NextAction::UseStripeSdk { client_secret } => {
+                    NextActionView::UseStripeSdk(UseStripeSdk { client_secret })
+                }
+                NextAction::Redirect { redirect_url } => {
+                    NextActionView::Redirect(Redirect { redirect_url })
+                }
+            }),
+            failure_code: p.failure_code,
+            failure_message: p.failure_message,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum PaymentAccepted {
+    /// The payment was accepted and is being charged; follow it with `GET /v1/payments/{id}` or
+    /// its event stream. A retry with the same `Idempotency-Key` and body gets this same answer.
+    #[oai(status = 202)]
+    Accepted(Json<PaymentView>),
+}
+
+fn create_error(e: CreatePaymentError) -> ApiError {
+    match e {
+        CreatePaymentError::ApplicationNotFound => ApiError::not_found("application"),
+        CreatePaymentError::NotPayable(status) => ApiError::conflict(
+            "not-payable",
+            format!("the application is {status}; only submitted applications can be paid"),
+        ),
+        CreatePaymentError::FeeExempt => {
+            ApiError::conflict("fee-exempt", "this application is exempt from the fee")
+        }
+        CreatePaymentError::AlreadyInProgress(id) => ApiError::conflict(
+            "payment-in-progress",
+            format!("payment {id} for this application is still in progress; wait for its outcome"),
+        ),
+        CreatePaymentError::AlreadyPaid => ApiError::conflict(
+            "already-paid",
+            "the fee for this application has already been paid",
+        ),
+        CreatePaymentError::NoPriceInCurrency(c) => ApiError::rule(
+            "provider-not-offered",
+            format!("this payment method is not offered for this application (no price in {c})"),
+            vec![],
+        ),
+        CreatePaymentError::Database(e) if is_unique_violation(&e) => ApiError::conflict(
+            "payment-in-progress",
+            "another payment for this application was started at the same moment",
+        ),
+        CreatePaymentError::Database(e) => e.into(),
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[OpenApi(tag = "Tag::Payments")]
+impl PaymentsApi {
+    /// Pay an application's fee.
+    ///
+    /// Starts a card payment for a submitted application and answers 202 at once; the charge
+    /// runs in the background. The amount is the fee fixed at submission. Requires an
+    /// `Idempotency-Key`: the same key and body replay the first answer for 24 hours; the same
+    /// key with another body is 422; while the first request is still running, 409. Only one
+    /// payment per application may be in progress (409 names it); after `failed`, `cancelled`
+    /// or `expired` a new attempt is allowed, after `succeeded` never.
+    #[oai(
+        path = "/v1/applications/:id/payments",
+        method = "post",
+        operation_id = "createPayment"
+    )]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+        /// A unique key per payment attempt (a UUID), 1 to 255 visible ASCII characters.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<String>,
+        body: JsonBody<PaymentRequestBody>,
+    ) -> ApiResult<PaymentAccepted> {
+        let me = auth.applicant()?;
+        let key = IdempotencyKey::parse(&idempotency_key.0)
+            .map_err(|e| ApiError::bad_param("Idempotency-Key", e.to_string()))?;
+        let hash = idempotency::request_hash(
+            "POST",
+            &format!("/v1/applications/{}/payments", id.0),
+            &body.1,
+        );
+        let JsonBody(request, _) = body;
+        let mut tx = state.db.begin().await?;
+        match idempotency::begin(&mut tx, me.user_id, &key, &hash).await {
+            Ok(Begin::New) => {}
+            Ok(Begin::Replay { body, .. }) => {
+                let view = PaymentView::parse_from_json(Some(body))
+                    .map_err(|e| ApiError::internal(e.into_message()))?;
+                return Ok(PaymentAccepted::Accepted(Json(view)));
+            }
+            Err(IdempotencyError::InFlight) => {
+                return Err(ApiError::conflict(
+                    "idempotency-in-flight",
+                    "a request with this Idempotency-Key is still being processed; retry shortly",
+                ));
+            }
+            Err(IdempotencyError::Mismatch) => {
+                return Err(ApiError::rule(
+                    "idempotency-key-reused",
+                    "this Idempotency-Key was already used with a different request; use a new key",
+                    vec![FieldProblem {
+                        field: "Idempotency-Key".into(),
+                        pointer: None,
+                        detail: "was used for a different request".into(),
+                    }],
+                ));
+            }
+            Err(IdempotencyError::Database(e)) => return Err(e.into()),
+        }
+        let ProviderWire::Stripe = request.provider;
+        let payment = store::create(
+            &mut tx,
+            &NewPayment {
+                applicant: me.user_id,
+                application: ApplicationId::from_uuid(id.0),
+                provider: Provider::Stripe,
+                currency: None,
+                payment_method: Some(&request.payment_method),
+                expires_in: chrono::Duration::from_std(state.config.payments.expiry)
+                    .map_err(ApiError::internal)?,
+            },
+        )
+        .await
+        .map_err(create_error)?;
+        enqueue(
+            &mut tx,
+            &ChargeCard {
+                payment_id: payment.id,
+            },
+            state.config.jobs.max_attempts,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        let view = PaymentView::from(payment);
+        let saved = view.to_json().unwrap_or_default();
+        idempotency::save(&mut tx, me.user_id, &key, &hash, 202, &saved).await?;
+        tx.commit().await?;
+        tracing::info!(payment_id = %view.id, "payment accepted");
+        Ok(PaymentAccepted::Accepted(Json(view)))
+    }
+
+    /// Get one of my payments.
+    #[oai(path = "/v1/payments/:id", method = "get", operation_id = "getPayment")]
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+    ) -> ApiResult<Json<PaymentView>> {
+        let me = auth.applicant()?;
+        let payment = store::get_for_owner(&state.db, me.user_id, PaymentId::from_uuid(id.0))
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment"))?;
+        Ok(Json(payment.into()))
+    }
+
+    /// List the payments of one of my applications, newest first.
+    #[oai(
+        path = "/v1/applications/:id/payments",
+        method = "get",
+        operation_id = "listApplicationPayments"
+    )]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+    ) -> ApiResult<Json<Vec<PaymentView>>> {
+        let me = auth.applicant()?;
+        let app = ApplicationId::from_uuid(id.0);
+        // 404 for an application that is not mine, rather than an empty list.
+        evisa_core::application::store::get_for_owner(
+            &state.db,
+            &state.config.data_keys,
+            me.user_id,
+            app,
+        )
+        .await
+        .map_err(super::applications::application_error)?;
+        let payments = store::list_for_application(&state.db, me.user_id, app).await?;
+        Ok(Json(payments.into_iter().map(Into::into).collect()))
+    }
+
+    /// Follow a payment live (Server-Sent Events).
+    ///
+    /// Sends the payment as it is now, then again on every status change, and ends after a final
+    /// status (`succeeded`, `failed`, `cancelled`, `expired`). Works whichever API process the
+    /// change happened in.
+    #[oai(
+        path = "/v1/payments/:id/events",
+        method = "get",
+        operation_id = "paymentEvents"
+    )]
+    async fn events(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+    ) -> ApiResult<EventStream<futures_util::stream::BoxStream<'static, PaymentView>>> {
+        let me = auth.applicant()?;
+        let id = PaymentId::from_uuid(id.0);
+        // Subscribe before reading, so no change between the read and the subscription is lost.
+        let changes = state.status_changes.subscribe();
+        let current = store::get_for_owner(&state.db, me.user_id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment"))?;
+        let db = state.db.clone();
+        let first = futures_util::stream::once(futures_util::future::ready(current));
+        let updates =
+            tokio_stream::wrappers::BroadcastStream::new(changes).filter_map(move |msg| {
+                let db = db.clone();
+                async move {
+                    // A lagging subscriber re-reads the payment; it never misses the final state.
+                    match msg {
+                        Ok((pid, _)) if pid != id => None,
+                        _ => store::get(&db, id).await.ok().flatten(),
+                    }
+                }
+            });
+        let stream = first
+            .chain(updates)
+            // One event per status, in order.
+            .scan(None::<PaymentStatus>, |last, p| {
+                let repeat = *last == Some(p.status);
+                *last = Some(p.status);
+                futures_util::future::ready(Some((repeat, p)))
+            })
+            .filter_map(|(repeat, p)| futures_util::future::ready((!repeat).then_some(p)))
+            // Up to and including the final status.
+            .take_while({
+                let mut done = false;
+                move |p: &Payment| {
+                    let go = !done;
+                    done = p.status.is_terminal();
+                    futures_util::future::ready(go)
+                }
+            })
+            .map(PaymentView::from)
+            .boxed();
+        Ok(EventStream::new(stream).keep_alive(std::time::Duration::from_secs(15)))
+    }
+}

@@ -1,0 +1,491 @@
+//! Stripe: the official `async-stripe` client for calls, our own checks for webhooks.
+//!
+//! Every call that can charge carries an idempotency key derived from our payment id, so a retried
+//! job replays Stripe's first answer instead of charging again.
+
+use std::{collections::HashMap, time::Duration};
+
+use stripe::{ApiErrorsType, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_core::payment_intent::{
+    CancelPaymentIntent, CancelPaymentIntentCancellationReason, CreatePaymentIntent,
+    CreatePaymentIntentAutomaticPaymentMethods,
+    CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, RetrievePaymentIntent,
+};
+
+use super::{GatewayError, Report};
+use crate::{
+    money::{Currency, Money},
+    payment::{GatewayFacts, NextAction, Payment, PaymentEvent},
+    secret::Secret,
+};
+
+/// How long a webhook's timestamp may be from our clock.
+pub const WEBHOOK_TOLERANCE_SECS: i64 = 300;
+
+/// The parts of a PaymentIntent we act on, whether it came from a call or a webhook.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct IntentSnapshot {
+    pub id: String,
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+    #[serde(default)]
+    pub last_payment_error: Option<IntentError>,
+}
+
+/// Why the last attempt on an intent failed.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct IntentError {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub decline_code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl From<&stripe_shared::PaymentIntent> for IntentSnapshot {
+    fn from(pi: &stripe_shared::PaymentIntent) -> Self {
+        IntentSnapshot {
+            id: pi.id.as_str().to_string(),
+            status: pi.status.as_str().to_string(),
+            amount: pi.amount,
+            currency: pi.currency.to_string(),
+            client_secret: pi.client_secret.clone(),
+            metadata: pi.metadata.clone(),
+            last_payment_error: pi.last_payment_error.as_ref().map(|e| IntentError {
+                code: e.code.as_ref().map(|c| c.as_str().to_string()),
+                decline_code: e.decline_code.clone(),
+                message: e.message.clone(),
+            }),
+        }
+    }
+}
+
+/// A message an applicant can act on, by decline code.
+fn applicant_message(code: &str) -> &'static str {
+    match code {
+        "insufficient_funds" => "Your card has insufficient funds. Try another card.",
+        "expired_card" => "Your card has expired. Try another card.",
+        "incorrect_cvc" => "The security code is incorrect. Check it and try again.",
+        "payment_intent_authentication_failure" | "authentication_required" => {
+            "Your bank could not confirm it was you. Try again or use another card."
+        }
+        "lost_card" | "stolen_card" | "fraudulent" | "generic_decline" | "card_declined" => {
+            "Your card was declined. Contact your bank or use another card."
+        }
+        _ => "The payment was not accepted. Try another card.",
+    }
+}
+
+impl IntentSnapshot {
+    /// The amount as money, when the currency is one we know.
+    pub fn amount(&self) -> Option<Money> {
+        let currency = Currency::parse(&self.currency.to_ascii_uppercase()).ok()?;
+        Money::new(self.amount, currency).ok()
+    }
+
+    /// Our payment id, as put into the intent's metadata when it was created.
+    pub fn payment_id(&self) -> Option<crate::ids::PaymentId> {
+        self.metadata.get("payment_id")?.parse().ok()
+    }
+
+    /// What this intent says about the payment; `None` when it says nothing yet (e.g. waiting
+    /// for a payment method).
+    pub fn report(&self) -> Option<Report> {
+        let mut facts = GatewayFacts {
+            reference: Some(self.id.clone()),
+            amount: self.amount(),
+            ..GatewayFacts::default()
+        };
+        let event = match self.status.as_str() {
+            "succeeded" => PaymentEvent::GatewaySaysSucceeded,
+            "processing" => PaymentEvent::GatewaySaysProcessing,
+            "canceled" => PaymentEvent::Cancelled,
+            "requires_action" => {
+                facts.next_action = self
+                    .client_secret
+                    .clone()
+                    .map(|client_secret| NextAction::UseStripeSdk { client_secret });
+                PaymentEvent::GatewayRequiresAction
+            }
+            "requires_payment_method" => {
+                let error = self.last_payment_error.as_ref()?;
+                let code = error
+                    .decline_code
+                    .clone()
+                    .or_else(|| error.code.clone())
+                    .unwrap_or_else(|| "card_declined".into());
+                facts.failure_message = Some(applicant_message(&code).to_string());
+                facts.failure_code = Some(code);
+                PaymentEvent::Declined
+            }
+            _ => return None,
+        };
+        Some(Report { event, facts })
+    }
+}
+
+/// Stripe's minor units differ from ISO 4217 for a few currencies; we refuse those rather than
+/// risk charging a hundred times too much or too little.
+fn stripe_currency(currency: Currency) -> Result<stripe_types::Currency, GatewayError> {
+    const DIFFERENT_AT_STRIPE: &[&str] = &["ISK", "HUF", "TWD", "UGX"];
+    if DIFFERENT_AT_STRIPE.contains(&currency.code()) {
+        return Err(GatewayError::Rejected(format!(
+            "{currency} has different minor units at Stripe; not supported"
+        )));
+    }
+    Ok(currency
+        .code()
+        .to_ascii_lowercase()
+        .parse()
+        .expect("parsing a Stripe currency is infallible"))
+}
+
+/// A Stripe client bound to one account.
+#[derive(Clone)]
+pub struct StripeGateway {
+    client: stripe::Client,
+}
+
+impl std::fmt::Debug for StripeGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StripeGateway")
+    }
+}
+
+fn classify(e: StripeError) -> Result<Report, GatewayError> {
+    match e {
+        // A decline carries the intent; its state is the answer.
+        StripeError::Stripe(err, _) if err.type_ == ApiErrorsType::CardError => {
+            if let Some(pi) = &err.payment_intent
+                && let Some(report) = IntentSnapshot::from(pi).report()
+            {
+                return Ok(report);
+            }
+            let code = err
+                .decline_code
+                .clone()
+                .or_else(|| err.code.as_ref().map(|c| c.as_str().to_string()))
+                .unwrap_or_else(|| "card_declined".into());
+            Ok(Report {
+                event: PaymentEvent::Declined,
+                facts: GatewayFacts {
+                    failure_message: Some(applicant_message(&code).into()),
+                    failure_code: Some(code),
+                    ..GatewayFacts::default()
+                },
+            })
+        }
+        StripeError::Stripe(err, status) if status == 429 || status == 409 || status >= 500 => Err(
+            GatewayError::Transient(format!("HTTP {status}: {}", err.type_.as_str())),
+        ),
+        StripeError::Stripe(err, status) => Err(GatewayError::Rejected(format!(
+            "HTTP {status}: {} {}",
+            err.type_.as_str(),
+            err.code.as_ref().map(|c| c.as_str()).unwrap_or("")
+        ))),
+        StripeError::Timeout => Err(GatewayError::Transient("timed out".into())),
+        StripeError::ClientError(m) => Err(GatewayError::Transient(m)),
+        // A body we could not read: the call may have worked; retrying with the same key finds out.
+        StripeError::JSONDeserialize(m) => Err(GatewayError::Transient(m)),
+        StripeError::ConfigError(m) => Err(GatewayError::Rejected(m)),
+    }
+}
+
+fn key(k: String) -> RequestStrategy {
+    RequestStrategy::Idempotent(IdempotencyKey::new(k).expect("our keys are short ASCII"))
+}
+
+impl StripeGateway {
+    /// A client for `secret_key`, at `api_base` (the sandbox) or Stripe itself.
+    pub fn new(
+        secret_key: &Secret<String>,
+        api_base: Option<&url::Url>,
+        timeout: Duration,
+    ) -> Result<Self, GatewayError> {
+        let mut builder = stripe::ClientBuilder::new(secret_key.expose().clone()).timeout(timeout);
+        if let Some(base) = api_base {
+            builder = builder.url(base.as_str());
+        }
+        Ok(StripeGateway {
+            client: builder
+                .build()
+                .map_err(|e| GatewayError::Rejected(e.to_string()))?,
+        })
+    }
+
+    /// Creates and confirms the PaymentIntent of `payment` with its payment method. The key
+    /// `payment:{id}:charge` makes a retry replay the first answer, never a second charge.
+    pub async fn charge(&self, payment: &Payment) -> Result<Report, GatewayError> {
+        let Some(method) = payment.payment_method.as_deref() else {
+            return Err(GatewayError::Rejected(
+                "payment has no payment method".into(),
+            ));
+        };
+        let metadata = HashMap::from([
+            ("payment_id".to_string(), payment.id.to_string()),
+            (
+                "application_id".to_string(),
+                payment.application_id.to_string(),
+            ),
+        ]);
+        let request = CreatePaymentIntent::new(
+            payment.amount.amount_minor(),
+            stripe_currency(payment.amount.currency())?,
+        )
+        .payment_method(method)
+        .confirm(true)
+        .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
+            enabled: true,
+            allow_redirects: Some(CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never),
+        })
+        .metadata(metadata);
+        match request
+            .customize()
+            .request_strategy(key(format!("payment:{}:charge", payment.id)))
+            .send(&self.client)
+            .await
+        {
+            Ok(pi) => IntentSnapshot::from(&pi).report().ok_or_else(|| {
+                GatewayError::Transient(format!("intent left in status {}", pi.status.as_str()))
+            }),
+            Err(e) => classify(e),
+        }
+    }
+
+    /// The current state of an intent.
+    pub async fn retrieve(&self, intent: &str) -> Result<IntentSnapshot, GatewayError> {
+        RetrievePaymentIntent::new(intent)
+            .send(&self.client)
+            .await
+            .map(|pi| IntentSnapshot::from(&pi))
+            .map_err(|e| match classify(e) {
+                Ok(_) => GatewayError::Rejected("unexpected card error on retrieve".into()),
+                Err(e) => e,
+            })
+    }
+
+    /// Cancels an abandoned intent (idempotently).
+    pub async fn cancel(
+        &self,
+        payment: &Payment,
+        intent: &str,
+    ) -> Result<IntentSnapshot, GatewayError> {
+        CancelPaymentIntent::new(intent)
+            .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned)
+            .customize()
+            .request_strategy(key(format!("payment:{}:cancel", payment.id)))
+            .send(&self.client)
+            .await
+            .map(|pi| IntentSnapshot::from(&pi))
+            .map_err(|e| match classify(e) {
+                Ok(_) => GatewayError::Rejected("unexpected card error on cancel".into()),
+                Err(e) => e,
+            })
+    }
+}
+
+/// Why a webhook was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignatureError {
+    #[error("missing or malformed Stripe-Signature header")]
+    Malformed,
+    #[error("the signature matches none of our webhook secrets")]
+    NoMatch,
+    #[error("the signature's timestamp is more than {WEBHOOK_TOLERANCE_SECS} s from now")]
+    Stale,
+}
+
+/// Checks a `Stripe-Signature` header (`t=...,v1=...[,v1=...]`) over the raw body against every
+/// configured secret (several during rotation), in constant time, within the tolerance.
+pub fn verify_signature(
+    header: &str,
+    body: &[u8],
+    secrets: &[Secret<String>],
+    now: i64,
+) -> Result<(), SignatureError> {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or(SignatureError::Malformed)?;
+        match k {
+            "t" => timestamp = Some(v.parse::<i64>().map_err(|_| SignatureError::Malformed)?),
+            "v1" => signatures.push(hex_decode(v).ok_or(SignatureError::Malformed)?),
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+    if signatures.is_empty() {
+        return Err(SignatureError::Malformed);
+    }
+    let mut signed = format!("{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    let matched = secrets.iter().any(|secret| {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose().as_bytes());
+        signatures
+            .iter()
+            .any(|sig| ring::hmac::verify(&key, &signed, sig).is_ok())
+    });
+    if !matched {
+        return Err(SignatureError::NoMatch);
+    }
+    if (now - timestamp).abs() > WEBHOOK_TOLERANCE_SECS {
+        return Err(SignatureError::Stale);
+    }
+    Ok(())
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A Stripe event as delivered to our webhook: what we need to store and route it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct StripeEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: StripeEventData,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct StripeEventData {
+    pub object: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign(secret: &str, t: i64, body: &str) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        let tag = ring::hmac::sign(&key, format!("{t}.{body}").as_bytes());
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("t={t},v1={hex}")
+    }
+
+    #[test]
+    fn signatures_are_checked_against_every_secret_within_tolerance() {
+        let secrets = vec![
+            Secret::new("whsec_old".to_string()),
+            Secret::new("whsec_new".to_string()),
+        ];
+        let body = r#"{"id":"evt_1"}"#;
+        let now = 1_700_000_000;
+        assert_eq!(
+            verify_signature(
+                &sign("whsec_new", now, body),
+                body.as_bytes(),
+                &secrets,
+                now
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature(
+                &sign("whsec_old", now - 299, body),
+                body.as_bytes(),
+                &secrets,
+                now
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature(
+                &sign("whsec_other", now, body),
+                body.as_bytes(),
+                &secrets,
+                now
+            ),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            verify_signature(
+                &sign("whsec_new", now - 301, body),
+                body.as_bytes(),
+                &secrets,
+                now
+            ),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify_signature(
+                &sign("whsec_new", now, body),
+                br#"{"id":"evt_2"}"#,
+                &secrets,
+                now
+            ),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            verify_signature("garbage", body.as_bytes(), &secrets, now),
+            Err(SignatureError::Malformed)
+        );
+        // A second v1 (e.g. during Stripe's own rotation) is accepted when either matches.
+        let two = format!("{},v1={}", sign("whsec_new", now, body), "00".repeat(32));
+        assert_eq!(
+            verify_signature(&two, body.as_bytes(), &secrets, now),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn intents_map_to_payment_events() {
+        let snap = |status: &str, err: Option<IntentError>| IntentSnapshot {
+            id: "pi_1".into(),
+            status: status.into(),
+            amount: 5000,
+            currency: "usd".into(),
+            client_secret: Some("pi_1_secret".into()),
+            metadata: HashMap::new(),
+            last_payment_error: err,
+        };
+        assert_eq!(
+            snap("succeeded", None).report().unwrap().event,
+            PaymentEvent::GatewaySaysSucceeded
+        );
+        let r = snap("requires_action", None).report().unwrap();
+        assert_eq!(r.event, PaymentEvent::GatewayRequiresAction);
+        assert_eq!(
+            r.facts.next_action,
+            Some(NextAction::UseStripeSdk {
+                client_secret: "pi_1_secret".into()
+            })
+        );
+        assert!(snap("requires_payment_method", None).report().is_none());
+        let declined = snap(
+            "requires_payment_method",
+            Some(IntentError {
+                code: Some("card_declined".into()),
+                decline_code: Some("insufficient_funds".into()),
+                message: None,
+            }),
+        )
+        .report()
+        .unwrap();
+        assert_eq!(declined.event, PaymentEvent::Declined);
+        assert_eq!(
+            declined.facts.failure_code.as_deref(),
+            Some("insufficient_funds")
+        );
+        assert_eq!(
+            snap("canceled", None).report().unwrap().event,
+            PaymentEvent::Cancelled
+        );
+        assert_eq!(r.facts.amount.unwrap().amount_minor(), 5000);
+    }
+}

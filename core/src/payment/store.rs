@@ -1,0 +1,374 @@
+//! Storage of payment attempts.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use super::PaymentStatus;
+use crate::{
+    application::{Actor, ApplicationStatus},
+    ids::{ApplicationId, PaymentId, UserId},
+    money::{Currency, Money},
+    visa::string_enum,
+};
+
+/// Which gateway a payment goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Provider {
+    Stripe,
+    Alipay,
+}
+
+string_enum!(Provider, "payment provider", Stripe => "stripe", Alipay => "alipay");
+
+/// What the payer must do next.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NextAction {
+    /// Finish 3-D Secure with Stripe.js using the client secret.
+    UseStripeSdk { client_secret: String },
+    /// Go to the gateway's page.
+    Redirect { redirect_url: String },
+}
+
+/// One payment attempt.
+#[derive(Clone, Debug)]
+pub struct Payment {
+    pub id: PaymentId,
+    pub application_id: ApplicationId,
+    pub applicant_id: UserId,
+    pub provider: Provider,
+    pub status: PaymentStatus,
+    pub amount: Money,
+    pub payment_method: Option<String>,
+    pub gateway_reference: Option<String>,
+    pub next_action: Option<NextAction>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub duplicate_charge: bool,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+macro_rules! payment_columns {
+    () => {
+        "id, application_id, applicant_id, provider, status, amount_minor, currency, \
+         payment_method, gateway_reference, next_action, failure_code, failure_message, \
+         duplicate_charge, expires_at, created_at, updated_at"
+    };
+}
+pub(crate) use payment_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct PaymentRow {
+    id: PaymentId,
+    application_id: ApplicationId,
+    applicant_id: UserId,
+    provider: String,
+    status: String,
+    amount_minor: i64,
+    currency: String,
+    payment_method: Option<String>,
+    gateway_reference: Option<String>,
+    next_action: Option<sqlx::types::Json<NextAction>>,
+    failure_code: Option<String>,
+    failure_message: Option<String>,
+    duplicate_charge: bool,
+    expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl PaymentRow {
+    pub(crate) fn into_payment(self) -> Result<Payment, sqlx::Error> {
+        let corrupt = |what: &str| {
+            sqlx::Error::Decode(format!("payment {}: stored {what} is invalid", self.id).into())
+        };
+        let currency = Currency::parse(&self.currency).map_err(|_| corrupt("currency"))?;
+        Ok(Payment {
+            id: self.id,
+            application_id: self.application_id,
+            applicant_id: self.applicant_id,
+            provider: self.provider.parse().map_err(|_| corrupt("provider"))?,
+            status: self.status.parse().map_err(|_| corrupt("status"))?,
+            amount: Money::new(self.amount_minor, currency).map_err(|_| corrupt("amount"))?,
+            payment_method: self.payment_method,
+            gateway_reference: self.gateway_reference,
+            next_action: self.next_action.map(|j| j.0),
+            failure_code: self.failure_code,
+            failure_message: self.failure_message,
+            duplicate_charge: self.duplicate_charge,
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Why a payment could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum CreatePaymentError {
+    #[error("application not found")]
+    ApplicationNotFound,
+    /// Only submitted applications are paid for.
+    #[error("the application is {0}; only submitted applications can be paid")]
+    NotPayable(ApplicationStatus),
+    #[error("this application is exempt from the fee")]
+    FeeExempt,
+    /// Another attempt is still in flight.
+    #[error("payment {0} for this application is still in progress")]
+    AlreadyInProgress(PaymentId),
+    #[error("the fee for this application has already been paid")]
+    AlreadyPaid,
+    /// The provider needs a currency the fee schedule does not price this application in.
+    #[error("the fee schedule has no price in {0} for this application")]
+    NoPriceInCurrency(Currency),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// What a new payment needs.
+pub struct NewPayment<'a> {
+    pub applicant: UserId,
+    pub application: ApplicationId,
+    pub provider: Provider,
+    /// The currency the provider charges in; `None` takes the fee's base currency.
+    pub currency: Option<Currency>,
+    pub payment_method: Option<&'a str>,
+    pub expires_in: Duration,
+}
+
+/// Starts a payment for the applicant's submitted application, inside the caller's transaction
+/// (which also enqueues the gateway work). Locks the application row, so two concurrent attempts
+/// for one application are serialised and the second sees the first.
+pub async fn create(
+    conn: &mut PgConnection,
+    new: &NewPayment<'_>,
+) -> Result<Payment, CreatePaymentError> {
+    let app: Option<FeeRow> = sqlx::query_as(
+        "SELECT status, fee_exempt, fee_amount_minor, fee_currency, fee_prices
+               FROM applications WHERE id = $1 AND applicant_id = $2 FOR UPDATE",
+    )
+    .bind(new.application)
+    .bind(new.applicant)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let FeeRow {
+        status,
+        fee_exempt: exempt,
+        fee_amount_minor: base_amount,
+        fee_currency: base_currency,
+        fee_prices: prices,
+    } = app.ok_or(CreatePaymentError::ApplicationNotFound)?;
+    let status: ApplicationStatus = status
+        .parse()
+        .map_err(|_| sqlx::Error::Decode("stored application status is invalid".into()))?;
+    let previous: Vec<(PaymentId, String)> = sqlx::query_as(
+        "SELECT id, status FROM payments WHERE application_id = $1
+          AND status IN ('created', 'processing', 'requires_action', 'succeeded')",
+    )
+    .bind(new.application)
+    .fetch_all(&mut *conn)
+    .await?;
+    if previous.iter().any(|(_, s)| s == "succeeded") {
+        return Err(CreatePaymentError::AlreadyPaid);
+    }
+    if let Some((open, _)) = previous.first() {
+        return Err(CreatePaymentError::AlreadyInProgress(*open));
+    }
+    if status != ApplicationStatus::Submitted {
+        return Err(CreatePaymentError::NotPayable(status));
+    }
+    if exempt == Some(true) {
+        return Err(CreatePaymentError::FeeExempt);
+    }
+    let base = base_currency
+        .as_deref()
+        .and_then(|c| Currency::parse(c).ok())
+        .ok_or_else(|| sqlx::Error::Decode("submitted application without a fee".into()))?;
+    let currency = new.currency.unwrap_or(base);
+    let amount = if currency == base {
+        base_amount.unwrap_or(0)
+    } else {
+        prices
+            .map(|p| p.0)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.currency == currency.code())
+            .map(|p| p.amount)
+            .ok_or(CreatePaymentError::NoPriceInCurrency(currency))?
+    };
+
+    let id = PaymentId::new();
+    let row: PaymentRow = sqlx::query_as(concat!(
+        "INSERT INTO payments (id, application_id, applicant_id, provider, status, amount_minor,
+             currency, payment_method, expires_at)
+         VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, now() + $8)
+         RETURNING ",
+        payment_columns!()
+    ))
+    .bind(id)
+    .bind(new.application)
+    .bind(new.applicant)
+    .bind(new.provider.as_str())
+    .bind(amount)
+    .bind(currency.code())
+    .bind(new.payment_method)
+    .bind(new.expires_in)
+    .fetch_one(&mut *conn)
+    .await?;
+    record_event(
+        conn,
+        id,
+        "created",
+        None,
+        PaymentStatus::Created,
+        Actor::User {
+            id: new.applicant,
+            role: crate::users::Role::Applicant,
+        },
+        None,
+    )
+    .await?;
+    notify(conn, id, PaymentStatus::Created).await?;
+    row.into_payment().map_err(Into::into)
+}
+
+/// What a payment needs to know of its application.
+#[derive(sqlx::FromRow)]
+struct FeeRow {
+    status: String,
+    fee_exempt: Option<bool>,
+    fee_amount_minor: Option<i64>,
+    fee_currency: Option<String>,
+    fee_prices: Option<sqlx::types::Json<Vec<PriceRow>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PriceRow {
+    currency: String,
+    amount: i64,
+}
+
+/// Appends one change to a payment's history.
+pub(crate) async fn record_event(
+    conn: &mut PgConnection,
+    id: PaymentId,
+    event: &str,
+    from: Option<PaymentStatus>,
+    to: PaymentStatus,
+    actor: Actor,
+    cause: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let (kind, actor_id) = actor.parts();
+    sqlx::query(
+        "INSERT INTO payment_events (payment_id, event, from_status, to_status, actor_kind, actor_id, cause)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(event)
+    .bind(from.map(|s| s.as_str()))
+    .bind(to.as_str())
+    .bind(kind)
+    .bind(actor_id)
+    .bind(cause)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Announces a status change on [`super::STATUS_CHANNEL`]; delivered when the transaction commits.
+pub(crate) async fn notify(
+    conn: &mut PgConnection,
+    id: PaymentId,
+    status: PaymentStatus,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(super::STATUS_CHANNEL)
+        .bind(format!("{id}:{status}"))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A payment by id.
+pub async fn get(pool: &PgPool, id: PaymentId) -> Result<Option<Payment>, sqlx::Error> {
+    let row: Option<PaymentRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(PaymentRow::into_payment).transpose()
+}
+
+/// The applicant's own payment.
+pub async fn get_for_owner(
+    pool: &PgPool,
+    owner: UserId,
+    id: PaymentId,
+) -> Result<Option<Payment>, sqlx::Error> {
+    Ok(get(pool, id).await?.filter(|p| p.applicant_id == owner))
+}
+
+/// Every attempt to pay the applicant's application, newest first.
+pub async fn list_for_application(
+    pool: &PgPool,
+    owner: UserId,
+    application: ApplicationId,
+) -> Result<Vec<Payment>, sqlx::Error> {
+    let rows: Vec<PaymentRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE application_id = $1 AND applicant_id = $2 ORDER BY id DESC"
+    ))
+    .bind(application)
+    .bind(owner)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(PaymentRow::into_payment).collect()
+}
+
+/// Open payments of `provider` not updated for `idle`, oldest first: candidates for
+/// reconciliation with the gateway.
+pub async fn stale_open(
+    pool: &PgPool,
+    provider: Provider,
+    idle: Duration,
+    limit: i64,
+) -> Result<Vec<Payment>, sqlx::Error> {
+    let rows: Vec<PaymentRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments
+          WHERE status IN ('created', 'processing', 'requires_action')
+            AND provider = $1 AND updated_at < now() - $2
+          ORDER BY updated_at LIMIT $3"
+    ))
+    .bind(provider.as_str())
+    .bind(idle)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(PaymentRow::into_payment).collect()
+}
+
+/// The payment a gateway object belongs to.
+pub async fn find_by_gateway_reference(
+    pool: &PgPool,
+    provider: Provider,
+    reference: &str,
+) -> Result<Option<Payment>, sqlx::Error> {
+    let row: Option<PaymentRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE provider = $1 AND gateway_reference = $2"
+    ))
+    .bind(provider.as_str())
+    .bind(reference)
+    .fetch_optional(pool)
+    .await?;
+    row.map(PaymentRow::into_payment).transpose()
+}

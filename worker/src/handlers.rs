@@ -1,0 +1,206 @@
+//! What each job does. Handlers are idempotent: they look at the current state first and call
+//! gateways with idempotency keys derived from our ids.
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::*;
+use evisa_core::{
+    application::Actor,
+    gateway::{GatewayError, stripe::IntentSnapshot},
+    payment::{self, GatewayFacts, PaymentEvent, PaymentStatus, apply::ApplyError, store},
+};
+use rand::Rng;
+
+use crate::{ChargeCard, ProcessGatewayEvent, WorkerContext};
+
+/// Exponential backoff with jitter: 1 s, 2 s, 4 s … capped at 5 minutes, each scaled by a random
+/// factor in [0.5, 1) so that retries of many jobs do not arrive together.
+pub fn backoff(attempt: usize) -> Duration {
+    let exp = attempt.saturating_sub(1).min(16) as u32;
+    let base = Duration::from_secs(1).saturating_mul(2u32.saturating_pow(exp));
+    let capped = base.min(Duration::from_secs(300));
+    capped.mul_f64(rand::rng().random_range(0.5..1.0))
+}
+
+/// Sets when a failing job may run again: apalis re-picks failed jobs at once otherwise.
+async fn retry_later(
+    ctx: &WorkerContext,
+    task: &TaskId,
+    attempt: &Attempt,
+) -> Result<(), sqlx::Error> {
+    let delay = backoff(attempt.current());
+    sqlx::query("UPDATE apalis.jobs SET run_at = now() + $2 WHERE id = $1")
+        .bind(task.to_string())
+        .bind(delay)
+        .execute(&ctx.db)
+        .await?;
+    tracing::info!(task = %task, attempt = attempt.current(), delay_ms = delay.as_millis() as u64, "will retry");
+    Ok(())
+}
+
+/// Charges a card payment: created → processing → the gateway's answer.
+pub async fn charge_card(
+    job: ChargeCard,
+    task: TaskId,
+    attempt: Attempt,
+    ctx: Data<Arc<WorkerContext>>,
+) -> Result<(), BoxDynError> {
+    let cause = format!("job:{task}");
+    let Some(payment) = store::get(&ctx.db, job.payment_id).await? else {
+        tracing::warn!(payment_id = %job.payment_id, "charge for an unknown payment; dropped");
+        return Ok(());
+    };
+    if !matches!(
+        payment.status,
+        PaymentStatus::Created | PaymentStatus::Processing
+    ) {
+        tracing::info!(payment_id = %payment.id, status = %payment.status, "already charged; nothing to do");
+        return Ok(());
+    }
+    if payment.status == PaymentStatus::Created {
+        payment::apply(
+            &ctx.db,
+            payment.id,
+            PaymentEvent::ChargeStarted,
+            &GatewayFacts::default(),
+            Actor::System,
+            &cause,
+        )
+        .await?;
+    }
+    match ctx.stripe.charge(&payment).await {
+        Ok(report) => {
+            match payment::apply(
+                &ctx.db,
+                payment.id,
+                report.event,
+                &report.facts,
+                Actor::Gateway,
+                &cause,
+            )
+            .await
+            {
+                Ok(_) => Ok(()),
+                Err(
+                    e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. }),
+                ) => {
+                    // Never applied, never retried: a person must look.
+                    tracing::error!(payment_id = %payment.id, error = %e, "gateway answer does not match the payment");
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(GatewayError::Transient(reason)) => {
+            tracing::warn!(payment_id = %payment.id, %reason, attempt = attempt.current(), "gateway unavailable");
+            retry_later(&ctx, &task, &attempt).await?;
+            Err(format!("gateway unavailable: {reason}").into())
+        }
+        Err(GatewayError::Rejected(reason)) => {
+            tracing::error!(payment_id = %payment.id, %reason, "gateway refused the charge request");
+            let facts = GatewayFacts {
+                failure_code: Some("gateway_rejected".into()),
+                failure_message: Some(
+                    "The payment could not be processed. Try again later or use another card."
+                        .into(),
+                ),
+                ..GatewayFacts::default()
+            };
+            payment::apply(
+                &ctx.db,
+                payment.id,
+                PaymentEvent::Declined,
+                &facts,
+                Actor::Gateway,
+                &cause,
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Applies a stored gateway callback, once.
+pub async fn process_gateway_event(
+    job: ProcessGatewayEvent,
+    ctx: Data<Arc<WorkerContext>>,
+) -> Result<(), BoxDynError> {
+    let row: Option<(String, String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT event_id, event_type, state, payload FROM gateway_inbox WHERE id = $1",
+    )
+    .bind(job.inbox_id)
+    .fetch_optional(&ctx.db)
+    .await?;
+    let Some((event_id, kind, state, payload)) = row else {
+        return Ok(());
+    };
+    if state != "received" {
+        return Ok(());
+    }
+    let cause = format!("stripe:{event_id}");
+    let outcome = match serde_json::from_value::<IntentSnapshot>(payload["data"]["object"].clone())
+    {
+        Err(e) => ("ignored", Some(format!("not a payment intent: {e}"))),
+        Ok(intent) => {
+            let payment = match intent.payment_id() {
+                Some(id) => store::get(&ctx.db, id).await?,
+                None => {
+                    store::find_by_gateway_reference(&ctx.db, payment::Provider::Stripe, &intent.id)
+                        .await?
+                }
+            };
+            match (payment, intent.report()) {
+                (None, _) => ("ignored", Some("no payment of ours".to_string())),
+                (Some(_), None) => ("ignored", Some(format!("{kind}: nothing to apply"))),
+                (Some(p), Some(report)) => {
+                    match payment::apply(
+                        &ctx.db,
+                        p.id,
+                        report.event,
+                        &report.facts,
+                        Actor::Gateway,
+                        &cause,
+                    )
+                    .await
+                    {
+                        Ok(_) => ("processed", None),
+                        Err(
+                            e @ (ApplyError::AmountMismatch { .. }
+                            | ApplyError::ReferenceMismatch { .. }),
+                        ) => {
+                            tracing::error!(event_id, payment_id = %p.id, error = %e, "webhook quarantined");
+                            ("quarantined", Some(e.to_string()))
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    };
+    sqlx::query("UPDATE gateway_inbox SET state = $2, note = $3, processed_at = now() WHERE id = $1 AND state = 'received'")
+        .bind(job.inbox_id)
+        .bind(outcome.0)
+        .bind(outcome.1)
+        .execute(&ctx.db)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_cap() {
+        for attempt in 1..=30 {
+            let d = backoff(attempt);
+            let full = Duration::from_secs(1)
+                .saturating_mul(2u32.pow((attempt as u32 - 1).min(16)))
+                .min(Duration::from_secs(300));
+            assert!(
+                d >= full / 2 && d < full,
+                "attempt {attempt}: {d:?} vs {full:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The job kinds. Each is a plain serde struct with its queue name; [`enqueue`] adds one inside
+//! the caller's transaction, so the job exists if and only if the rows it acts on do.
+
+use apalis::prelude::TaskBuilder;
+use apalis_postgres::queries::push_tasks;
+use evisa_core::ids::PaymentId;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+
+/// A kind of background job.
+pub trait Job: Serialize {
+    /// The apalis queue (stored as `apalis.jobs.job_type`).
+    const QUEUE: &'static str;
+}
+
+/// Create and confirm the card payment's PaymentIntent, and apply the answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChargeCard {
+    pub payment_id: PaymentId,
+}
+
+impl Job for ChargeCard {
+    const QUEUE: &'static str = "evisa.charge_card";
+}
+
+/// Apply a verified gateway callback stored in `gateway_inbox`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessGatewayEvent {
+    pub inbox_id: uuid::Uuid,
+}
+
+impl Job for ProcessGatewayEvent {
+    const QUEUE: &'static str = "evisa.gateway_event";
+}
+
+/// Adds `job` to its queue in the caller's transaction. `max_attempts` bounds retries; a job that
+/// exhausts them is dead until an operator retries it.
+pub async fn enqueue<J: Job>(
+    conn: &mut PgConnection,
+    job: &J,
+    max_attempts: usize,
+) -> Result<(), apalis_postgres::Error> {
+    let args = serde_json::to_vec(job).map_err(apalis_postgres::Error::JsonError)?;
+    let task = TaskBuilder::new(args).max_attempts(max_attempts).build();
+    push_tasks(conn, J::QUEUE, vec![task]).await
+}

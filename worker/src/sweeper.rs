@@ -1,0 +1,130 @@
+//! Periodic work: reconcile payments the gateway has not told us about, expire abandoned ones,
+//! and prune old rows. One process at a time does it (a Postgres advisory lock), so several
+//! workers can run without doing it twice; a missed period is caught up by the next.
+
+use std::sync::Arc;
+
+use evisa_core::{
+    application::Actor,
+    config::PaymentSettings,
+    gateway::GatewayError,
+    idempotency,
+    payment::{self, GatewayFacts, Payment, PaymentEvent, PaymentStatus, Provider, store},
+};
+
+use crate::WorkerContext;
+
+/// Distinguishes our advisory lock from any other.
+const SWEEP_LOCK: i64 = 0x6576_6973_615f_7377; // "evisa_sw"
+
+pub async fn run(ctx: Arc<WorkerContext>, settings: PaymentSettings) {
+    let mut tick = tokio::time::interval(settings.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sweep_once(&ctx, &settings).await {
+            tracing::error!(error = %e, "sweep failed; will try again next period");
+        }
+    }
+}
+
+/// One pass, if no other process is sweeping.
+pub async fn sweep_once(ctx: &WorkerContext, settings: &PaymentSettings) -> anyhow::Result<()> {
+    let mut lock = ctx.db.begin().await?;
+    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(SWEEP_LOCK)
+        .fetch_one(&mut *lock)
+        .await?;
+    if !mine {
+        return Ok(());
+    }
+    let idle = chrono::Duration::from_std(settings.reconcile_after)?;
+    for p in store::stale_open(&ctx.db, Provider::Stripe, idle, 200).await? {
+        if let Err(e) = reconcile(ctx, &p).await {
+            tracing::warn!(payment_id = %p.id, error = %e, "reconciliation failed");
+        }
+    }
+    let idempotency = idempotency::prune(&ctx.db).await?;
+    // Finished jobs stay in apalis.jobs forever otherwise, and a long table slows every fetch.
+    let jobs = sqlx::query(
+        "DELETE FROM apalis.jobs WHERE status = 'Done' AND done_at < now() - interval '1 hour'",
+    )
+    .execute(&ctx.db)
+    .await?
+    .rows_affected();
+    if idempotency + jobs > 0 {
+        tracing::info!(idempotency, jobs, "pruned");
+    }
+    lock.commit().await?;
+    Ok(())
+}
+
+/// Brings one open payment to the gateway's truth, expiring it when its time is up.
+async fn reconcile(ctx: &WorkerContext, p: &Payment) -> anyhow::Result<()> {
+    let expired = p.expires_at < chrono::Utc::now();
+    let report = match &p.gateway_reference {
+        Some(intent) => ctx.stripe.retrieve(intent).await?.report(),
+        // No answer was ever recorded: ask again with the same idempotency key, which replays
+        // the first charge's outcome rather than charging twice.
+        None if p.status == PaymentStatus::Processing && !expired => {
+            Some(ctx.stripe.charge(p).await?)
+        }
+        None => None,
+    };
+    if let Some(report) = &report {
+        let moved = payment::apply(
+            &ctx.db,
+            p.id,
+            report.event,
+            &report.facts,
+            Actor::Gateway,
+            "reconcile",
+        )
+        .await;
+        if let Err(e) = moved {
+            tracing::error!(payment_id = %p.id, error = %e, "reconciliation report not applied");
+        }
+    }
+    if !expired {
+        return Ok(());
+    }
+    let Some(current) = store::get(&ctx.db, p.id).await? else {
+        return Ok(());
+    };
+    if current.status.is_terminal() {
+        return Ok(());
+    }
+    // Ask the gateway to cancel first: it may have been paid a moment ago.
+    if let Some(intent) = &current.gateway_reference {
+        match ctx.stripe.cancel(&current, intent).await {
+            Ok(_) => {}
+            Err(GatewayError::Rejected(reason)) => {
+                // Typically "already succeeded": take the gateway's word for it.
+                tracing::info!(payment_id = %p.id, %reason, "cancel refused; re-reading the intent");
+                if let Some(report) = ctx.stripe.retrieve(intent).await?.report() {
+                    payment::apply(
+                        &ctx.db,
+                        p.id,
+                        report.event,
+                        &report.facts,
+                        Actor::Gateway,
+                        "expiry",
+                    )
+                    .await?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    payment::apply(
+        &ctx.db,
+        p.id,
+        PaymentEvent::Expired,
+        &GatewayFacts::default(),
+        Actor::System,
+        "expiry",
+    )
+    .await?;
+    Ok(())
+}
