@@ -15,6 +15,15 @@ stale=$(psql "$DATABASE_URL" -Atc \
   "SELECT datname FROM pg_database WHERE datname ~ '^evisa_(test|cli|clients)_[0-9a-f]+$'" 2>/dev/null || true)
 for db in $stale; do psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true; done
 
+# Peers the Rust tests call: Stripe's official Python library signs webhooks.
+CACHE=${EVISA_CACHE:-$HOME/.cache/evisa}
+if [ ! -x "$CACHE/venv/bin/python" ]; then
+  mkdir -p "$CACHE"
+  python3 -m venv "$CACHE/venv"
+fi
+"$CACHE/venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/peers/requirements.txt
+export EVISA_PYTHON="$CACHE/venv/bin/python"
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"

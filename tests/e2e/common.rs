@@ -4,17 +4,24 @@ use evisa_core::{
     auth,
     config::{Config, Profile, Source},
     db, fees,
+    gateway::stripe::StripeGateway,
     person::Email,
     users::{self, Role},
 };
+use evisa_sandbox::{StripeSandbox, StripeSandboxConfig};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-/// The server under test and a client for it.
+/// The server under test, its Stripe sandbox, and a client for both.
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub db: PgPool,
+    pub sandbox: StripeSandbox,
+    pub sandbox_url: String,
+    /// The configuration the app runs with, to start workers (in process or as `evisa work`).
+    pub env: Vec<(String, String)>,
+    stop_workers: tokio::sync::watch::Sender<bool>,
     /// Dropped with the app, taking the database with it.
     database: TestDatabase,
 }
@@ -92,44 +99,102 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create("evisa_test").await;
-    let pool = db::connect(&database.url, 5).await.unwrap();
+    let pool = db::connect(&database.url, 10).await.unwrap();
     db::migrate(&pool).await.unwrap();
     evisa_worker::setup(&pool).await.unwrap();
     fees::seed_demo_schedule(&pool).await.unwrap();
 
+    let sandbox_acceptor = bind().await;
+    let sandbox_url = format!("http://{}", local_addr(&sandbox_acceptor));
+    let api_acceptor = bind().await;
+    let base = format!("http://{}", local_addr(&api_acceptor));
+
     let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let mut pairs = vec![
+    let mut env: Vec<(String, String)> = [
         ("DATABASE_URL", database.url.as_str()),
         ("REDIS_URL", redis_url.as_str()),
         ("EVISA_REDIS_PREFIX", prefix.as_str()),
         ("EVISA_LOGIN_ATTEMPTS_PER_MINUTE", "1000"),
         ("EVISA_MAX_BODY_BYTES", "8192"),
-    ];
-    pairs.extend_from_slice(extra);
-    let config = Config::load(Profile::Dev, &Source::from_pairs(pairs)).unwrap();
+        ("EVISA_PUBLIC_BASE_URL", base.as_str()),
+        (
+            "EVISA_JWT_SECRET",
+            "test-jwt-secret-test-jwt-secret-test-jwt-secret",
+        ),
+        (
+            "EVISA_DATA_KEYS",
+            "test:dGVzdC1vbmx5LWtleS0zMi1ieXRlcy1sb25nLi4uLi4=",
+        ),
+        ("STRIPE_SECRET_KEY", SANDBOX_KEY),
+        ("STRIPE_API_BASE", sandbox_url.as_str()),
+        (
+            "STRIPE_WEBHOOK_SECRETS",
+            "whsec_test_previous,whsec_test_current",
+        ),
+        ("EVISA_JOB_POLL_MS", "50"),
+        ("EVISA_JOB_ORPHAN_TIMEOUT_SECONDS", "3"),
+        ("EVISA_SWEEP_INTERVAL_SECONDS", "1"),
+        ("EVISA_RECONCILE_AFTER_SECONDS", "2"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    let config = load(&env);
     let redis = redis::aio::ConnectionManager::new(redis::Client::open(redis_url).unwrap())
         .await
         .expect("Redis must be running for the tests");
 
-    let acceptor =
-        poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0"))
-            .await
-            .unwrap();
-    let addr = poem::listener::Acceptor::local_addr(&acceptor)
-        .remove(0)
-        .as_socket_addr()
-        .copied()
-        .unwrap();
+    let sandbox = StripeSandbox::new(StripeSandboxConfig {
+        secret_key: SANDBOX_KEY.into(),
+        webhook_url: Some(format!("{base}/v1/webhooks/stripe")),
+        webhook_secret: "whsec_test_current".into(),
+        public_url: sandbox_url.clone(),
+        webhook_retry_base: std::time::Duration::from_millis(100),
+        webhook_max_attempts: 5,
+    });
+    tokio::spawn(poem::Server::new_with_acceptor(sandbox_acceptor).run(sandbox.routes()));
     let app = evisa_api::app(evisa_api::AppState::new(config, pool.clone(), redis));
-    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+    tokio::spawn(poem::Server::new_with_acceptor(api_acceptor).run(app));
+    let (stop_workers, _) = tokio::sync::watch::channel(false);
 
     TestApp {
-        base: format!("http://{addr}"),
+        base,
         http: reqwest::Client::new(),
         db: pool,
+        sandbox,
+        sandbox_url,
+        env,
+        stop_workers,
         database,
     }
+}
+
+pub const SANDBOX_KEY: &str = "sk_test_evisa_sandbox";
+
+fn load(env: &[(String, String)]) -> Config {
+    Config::load(
+        Profile::Production,
+        &Source::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+    )
+    .unwrap()
+}
+
+async fn bind() -> impl poem::listener::Acceptor {
+    poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0"))
+        .await
+        .unwrap()
+}
+
+fn local_addr(acceptor: &impl poem::listener::Acceptor) -> std::net::SocketAddr {
+    *poem::listener::Acceptor::local_addr(acceptor)
+        .remove(0)
+        .as_socket_addr()
+        .unwrap()
 }
 
 /// A response's status, content type and JSON body.
@@ -293,4 +358,120 @@ pub fn complete_fields(nationality: &str, visa_type: &str, speed: &str) -> Value
         "processing_speed": speed,
         "intended_arrival_date": arrival.to_string(),
     })
+}
+
+impl TestApp {
+    /// Starts the background workers in this process (stopped when the app is dropped).
+    pub fn start_worker(&self) {
+        let config = load(&self.env);
+        let gateway = StripeGateway::new(
+            config.stripe.secret_key.as_ref().unwrap(),
+            config.stripe.api_base.as_ref(),
+            config.payments.gateway_timeout,
+        )
+        .unwrap();
+        let pool = self.db.clone();
+        let mut stop = self.stop_workers.subscribe();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = evisa_worker::run(&config, pool, gateway, shutdown).await {
+                eprintln!("worker stopped: {e:#}");
+            }
+        });
+    }
+
+    /// A submitted application (FR tourist standard: 4000 USD) of a new applicant.
+    pub async fn submitted_application(&self) -> (String, String) {
+        let token = self.applicant().await;
+        let id = self
+            .draft(&token, &complete_fields("FR", "tourist", "standard"))
+            .await;
+        let r = self.submit(&token, &id).await;
+        assert_eq!(r.body["status"], "submitted", "{}", r.body);
+        (token, id)
+    }
+
+    /// `POST /v1/applications/{id}/payments` with a card.
+    pub async fn pay(&self, token: &str, application: &str, method: &str, key: &str) -> Answer {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/applications/{application}/payments")))
+                .bearer_auth(token)
+                .header("idempotency-key", key)
+                .json(&json!({"provider": "stripe", "payment_method": method})),
+        )
+        .await
+    }
+
+    /// Polls a payment until it has `status` (or panics after `secs`).
+    pub async fn wait_for_payment(
+        &self,
+        token: &str,
+        payment: &str,
+        status: &str,
+        secs: u64,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let r = self
+                .get(&format!("/v1/payments/{payment}"), Some(token))
+                .await;
+            if r.body["status"] == status {
+                return r.body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "payment {payment} did not become {status} within {secs} s; it is {}",
+                r.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Charges the sandbox made for one of our payments.
+    pub fn charges_for(&self, payment: &str) -> usize {
+        self.sandbox
+            .charges()
+            .iter()
+            .filter(|c| c.metadata.get("payment_id").map(String::as_str) == Some(payment))
+            .count()
+    }
+
+    /// The gateway reference (PaymentIntent id) stored for a payment.
+    pub async fn intent_of(&self, payment: &str) -> String {
+        sqlx::query_scalar("SELECT gateway_reference FROM payments WHERE id = $1::uuid")
+            .bind(payment)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// Posts to one of the sandbox's control endpoints.
+    pub async fn sandbox_post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.sandbox_url))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The payment's history: (event, to_status) in order.
+    pub async fn payment_history(&self, payment: &str) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "SELECT event, to_status FROM payment_events WHERE payment_id = $1::uuid ORDER BY id",
+        )
+        .bind(payment)
+        .fetch_all(&self.db)
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.stop_workers.send(true);
+    }
 }

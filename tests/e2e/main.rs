@@ -7,3 +7,4 @@ mod applications;
 mod cli;
 mod contract;
 mod fees;
+mod payments;

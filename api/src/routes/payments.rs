@@ -381,7 +381,7 @@ impl PaymentsApi {
                     }
                 }
             });
-        let stream = first
+        let deduplicated = first
             .chain(updates)
             // One event per status, in order.
             .scan(None::<PaymentStatus>, |last, p| {
@@ -390,16 +390,17 @@ impl PaymentsApi {
                 futures_util::future::ready(Some((repeat, p)))
             })
             .filter_map(|(repeat, p)| futures_util::future::ready((!repeat).then_some(p)))
-            // Up to and including the final status.
-            .take_while({
-                let mut done = false;
-                move |p: &Payment| {
-                    let go = !done;
-                    done = p.status.is_terminal();
-                    futures_util::future::ready(go)
+            .boxed();
+        // Up to and including the final status, then end at once.
+        let stream =
+            futures_util::stream::unfold((deduplicated, false), |(mut inner, done)| async move {
+                if done {
+                    return None;
                 }
+                let p = inner.next().await?;
+                let terminal = p.status.is_terminal();
+                Some((PaymentView::from(p), (inner, terminal)))
             })
-            .map(PaymentView::from)
             .boxed();
         Ok(EventStream::new(stream).keep_alive(std::time::Duration::from_secs(15)))
     }
