@@ -69,6 +69,18 @@ pub struct ChargeRecord {
     pub created: i64,
 }
 
+/// One refund the sandbox made.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefundRecord {
+    pub id: String,
+    pub payment_intent: String,
+    pub charge: String,
+    pub amount: i64,
+    pub currency: String,
+    pub metadata: BTreeMap<String, String>,
+    pub created: i64,
+}
+
 /// What a test payment method does when confirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Behaviour {
@@ -141,6 +153,7 @@ struct State {
     /// Idempotency-Key → (request fingerprint, status, body).
     idempotency: HashMap<String, (String, u16, Value)>,
     charges: Vec<ChargeRecord>,
+    refunds: Vec<RefundRecord>,
     events: Vec<EventRecord>,
     faults: Faults,
     /// Held webhooks per intent, when reordering.
@@ -245,6 +258,11 @@ impl StripeSandbox {
         self.state.lock().expect("sandbox state").charges.clone()
     }
 
+    /// What the sandbox has refunded so far.
+    pub fn refunds(&self) -> Vec<RefundRecord> {
+        self.state.lock().expect("sandbox state").refunds.clone()
+    }
+
     /// Replaces the fault knobs.
     pub fn set_faults(&self, faults: Faults) {
         self.state.lock().expect("sandbox state").faults = faults;
@@ -258,6 +276,8 @@ impl StripeSandbox {
             .at("/v1/payment_intents/:id/confirm", post(confirm_intent))
             .at("/v1/payment_intents/:id/cancel", post(cancel_intent))
             .at("/v1/payment_methods", post(create_payment_method))
+            .at("/v1/refunds", post(create_refund))
+            .at("/sandbox/refunds", get(list_refunds))
             .at("/sandbox/charges", get(list_charges))
             .at("/sandbox/events", get(list_events))
             .at("/sandbox/faults", post(set_faults).get(get_faults))
@@ -777,6 +797,86 @@ async fn create_payment_method(
             "card": {"brand": brand, "last4": &digits[digits.len() - 4..], "exp_month": 12, "exp_year": 2034, "funding": "credit"},
         }),
     ))
+}
+
+#[handler]
+async fn create_refund(req: &Request, body: Body, sandbox: Data<&StripeSandbox>) -> Response {
+    if let Err(r) = sandbox.gate(req).await {
+        return r;
+    }
+    let pairs = read_form(body).await;
+    let answer = sandbox.idempotent(req, &pairs, |state| {
+        let Some(intent_id) = param(&pairs, "payment_intent").map(str::to_string) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("parameter_missing"),
+                "Missing required param: payment_intent.",
+            );
+        };
+        let Some(intent) = state.intents.get(&intent_id).cloned() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("resource_missing"),
+                &format!("No such payment_intent: '{intent_id}'"),
+            );
+        };
+        let Some(charge) = intent
+            .latest_charge
+            .clone()
+            .filter(|_| intent.status == "succeeded")
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("charge_not_refundable"),
+                "This PaymentIntent has no successful charge to refund.",
+            );
+        };
+        let refunded: i64 = state
+            .refunds
+            .iter()
+            .filter(|r| r.payment_intent == intent_id)
+            .map(|r| r.amount)
+            .sum();
+        let amount = param(&pairs, "amount")
+            .and_then(|a| a.parse::<i64>().ok())
+            .unwrap_or(intent.amount - refunded);
+        if amount <= 0 || refunded + amount > intent.amount {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("charge_already_refunded"),
+                "The refund exceeds what remains of the charge.",
+            );
+        }
+        let id = state.next_id("re");
+        let record = RefundRecord {
+            id: id.clone(),
+            payment_intent: intent_id.clone(),
+            charge: charge.clone(),
+            amount,
+            currency: intent.currency.clone(),
+            metadata: metadata(&pairs),
+            created: now(),
+        };
+        state.refunds.push(record.clone());
+        (
+            200,
+            json!({
+                "id": id, "object": "refund", "amount": amount, "created": record.created,
+                "currency": record.currency, "status": "succeeded", "payment_intent": intent_id,
+                "charge": charge, "metadata": record.metadata, "reason": param(&pairs, "reason"),
+            }),
+        )
+    });
+    respond(answer)
+}
+
+#[handler]
+fn list_refunds(sandbox: Data<&StripeSandbox>) -> Json<Vec<RefundRecord>> {
+    Json(sandbox.refunds())
 }
 
 #[handler]

@@ -803,3 +803,132 @@ async fn sigterm_lets_the_charge_in_flight_finish() {
     assert_eq!(now.body["status"], "succeeded", "{}", now.body);
     assert_eq!(app.charges_for(&payment), 1);
 }
+
+#[tokio::test]
+async fn a_second_charge_at_the_gateway_is_flagged_and_refunded() {
+    let app = spawn_app_with(&[("EVISA_RECONCILE_AFTER_SECONDS", "3600")]).await;
+    app.start_worker();
+    let (token, application) = app.submitted_application().await;
+    // First attempt: 3-D Secure fails, so it is `failed` here and waiting for a method at Stripe.
+    let r = app
+        .pay(
+            &token,
+            &application,
+            "pm_card_authenticationRequired",
+            &key(),
+        )
+        .await;
+    let first = r.body["id"].as_str().unwrap().to_string();
+    app.wait_for_payment(&token, &first, "requires_action", 10)
+        .await;
+    let first_intent = app.intent_of(&first).await;
+    app.http
+        .post(format!(
+            "{}/sandbox/3ds/{first_intent}/fail",
+            app.sandbox_url
+        ))
+        .send()
+        .await
+        .unwrap();
+    app.wait_for_payment(&token, &first, "failed", 10).await;
+    // Second attempt succeeds: the application is paid.
+    let r = app.pay(&token, &application, "pm_card_visa", &key()).await;
+    let second = r.body["id"].as_str().unwrap().to_string();
+    app.wait_for_payment(&token, &second, "succeeded", 10).await;
+
+    // Then the first intent is confirmed again at Stripe (e.g. from a stale browser tab).
+    let confirmed = app
+        .http
+        .post(format!(
+            "{}/v1/payment_intents/{first_intent}/confirm",
+            app.sandbox_url
+        ))
+        .bearer_auth(SANDBOX_KEY)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("payment_method=pm_card_visa")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), 200);
+    assert_eq!(
+        app.charges_for(&first),
+        1,
+        "the gateway charged the first attempt too"
+    );
+
+    // Its webhook cannot make a second succeeded payment: it is flagged and refunded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if app
+            .sandbox
+            .refunds()
+            .iter()
+            .any(|r| r.payment_intent == first_intent)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the duplicate charge was not refunded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refund = app
+        .sandbox
+        .refunds()
+        .into_iter()
+        .find(|r| r.payment_intent == first_intent)
+        .unwrap();
+    assert_eq!(refund.amount, 4000);
+    let (flagged, refund_ref): (bool, Option<String>) = sqlx::query_as(
+        "SELECT duplicate_charge, duplicate_refund_reference FROM payments WHERE id = $1::uuid",
+    )
+    .bind(&first)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(flagged);
+    assert_eq!(refund_ref.as_deref(), Some(refund.id.as_str()));
+    let succeeded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM payments WHERE application_id = $1::uuid AND status = 'succeeded'",
+    )
+    .bind(&application)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(succeeded, 1);
+    assert_eq!(app.sandbox.refunds().len(), 1, "refunded once");
+}
+
+#[tokio::test]
+async fn stripe_test_card_numbers_behave_as_at_stripe() {
+    let app = spawn_app().await;
+    app.start_worker();
+    for (number, expected) in [
+        ("4242424242424242", "succeeded"),
+        ("4000000000000002", "failed"),
+        ("4000002760003184", "requires_action"),
+    ] {
+        // What Stripe.js does in the browser: tokenise the card into a PaymentMethod.
+        let pm: Value = app
+            .http
+            .post(format!("{}/v1/payment_methods", app.sandbox_url))
+            .bearer_auth(SANDBOX_KEY)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("type=card&card[number]={number}&card[exp_month]=12&card[exp_year]=2034&card[cvc]=123"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(pm["card"]["last4"], &number[12..]);
+        let (token, application) = app.submitted_application().await;
+        let r = app
+            .pay(&token, &application, pm["id"].as_str().unwrap(), &key())
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        app.wait_for_payment(&token, r.body["id"].as_str().unwrap(), expected, 10)
+            .await;
+    }
+}

@@ -44,6 +44,7 @@ pub async fn sweep_once(ctx: &WorkerContext, settings: &PaymentSettings) -> anyh
             tracing::warn!(payment_id = %p.id, error = %e, "reconciliation failed");
         }
     }
+    refund_duplicate_charges(ctx).await?;
     let idempotency = idempotency::prune(&ctx.db).await?;
     // Finished jobs stay in apalis.jobs forever otherwise, and a long table slows every fetch.
     let jobs = sqlx::query(
@@ -126,5 +127,40 @@ async fn reconcile(ctx: &WorkerContext, p: &Payment) -> anyhow::Result<()> {
         "expiry",
     )
     .await?;
+    Ok(())
+}
+
+/// Gives back money a gateway took twice for one application (flagged by `payment::apply`).
+async fn refund_duplicate_charges(ctx: &WorkerContext) -> anyhow::Result<()> {
+    let ids: Vec<evisa_core::ids::PaymentId> = sqlx::query_scalar(
+        "SELECT id FROM payments WHERE duplicate_charge AND duplicate_refund_reference IS NULL
+            AND gateway_reference IS NOT NULL AND provider = 'stripe' LIMIT 100",
+    )
+    .fetch_all(&ctx.db)
+    .await?;
+    for id in ids {
+        let Some(p) = store::get(&ctx.db, id).await? else {
+            continue;
+        };
+        let Some(intent) = p.gateway_reference.as_deref() else {
+            continue;
+        };
+        match ctx.stripe.refund_duplicate(&p, intent).await {
+            Ok(refund) => {
+                let mut tx = ctx.db.begin().await?;
+                sqlx::query("UPDATE payments SET duplicate_refund_reference = $2, updated_at = now() WHERE id = $1")
+                    .bind(id)
+                    .bind(&refund)
+                    .execute(&mut *tx)
+                    .await?;
+                store::record_refund_of_duplicate(&mut tx, &p, &refund).await?;
+                tx.commit().await?;
+                tracing::info!(payment_id = %id, %refund, "duplicate charge refunded");
+            }
+            Err(e) => {
+                tracing::warn!(payment_id = %id, error = %e, "duplicate charge not refunded yet")
+            }
+        }
+    }
     Ok(())
 }

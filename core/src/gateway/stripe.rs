@@ -11,6 +11,7 @@ use stripe_core::payment_intent::{
     CreatePaymentIntentAutomaticPaymentMethods,
     CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, RetrievePaymentIntent,
 };
+use stripe_core::refund::{CreateRefund, CreateRefundReason};
 
 use super::{GatewayError, Report};
 use crate::{
@@ -266,6 +267,31 @@ impl StripeGateway {
             .map(|pi| IntentSnapshot::from(&pi))
             .map_err(|e| match classify(e) {
                 Ok(_) => GatewayError::Rejected("unexpected card error on retrieve".into()),
+                Err(e) => e,
+            })
+    }
+
+    /// Refunds everything `payment` took on `intent` (a duplicate charge). Idempotent per payment.
+    pub async fn refund_duplicate(
+        &self,
+        payment: &Payment,
+        intent: &str,
+    ) -> Result<String, GatewayError> {
+        let metadata = HashMap::from([
+            ("payment_id".to_string(), payment.id.to_string()),
+            ("reason".to_string(), "duplicate_charge".to_string()),
+        ]);
+        CreateRefund::new()
+            .payment_intent(intent)
+            .reason(CreateRefundReason::Duplicate)
+            .metadata(metadata)
+            .customize()
+            .request_strategy(key(format!("payment:{}:refund-duplicate", payment.id)))
+            .send(&self.client)
+            .await
+            .map(|r| r.id.as_str().to_string())
+            .map_err(|e| match classify(e) {
+                Ok(_) => GatewayError::Rejected("unexpected card error on refund".into()),
                 Err(e) => e,
             })
     }

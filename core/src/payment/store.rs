@@ -372,3 +372,22 @@ pub async fn find_by_gateway_reference(
     .await?;
     row.map(PaymentRow::into_payment).transpose()
 }
+
+/// Records in a payment's history that its duplicate charge was refunded.
+pub async fn record_refund_of_duplicate(
+    conn: &mut PgConnection,
+    payment: &Payment,
+    refund: &str,
+) -> Result<(), sqlx::Error> {
+    let cause = format!("refund:{refund}");
+    record_event(
+        conn,
+        payment.id,
+        "duplicate_charge_refunded",
+        Some(payment.status),
+        payment.status,
+        Actor::System,
+        Some(&cause),
+    )
+    .await
+}
