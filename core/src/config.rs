@@ -582,7 +582,9 @@ mod tests {
                 "REDIS_URL",
                 "EVISA_PUBLIC_BASE_URL",
                 "EVISA_JWT_SECRET",
-                "EVISA_DATA_KEYS"
+                "EVISA_DATA_KEYS",
+                "STRIPE_SECRET_KEY",
+                "STRIPE_WEBHOOK_SECRETS"
             ]
         );
     }
