@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod idempotent;
 pub mod middleware;
 pub mod problem;
 pub mod routes;

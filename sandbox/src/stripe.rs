@@ -985,3 +985,105 @@ mod tests {
         assert_eq!(m["app"], "a");
     }
 }
+
+#[cfg(test)]
+mod delivery_tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A receiver that refuses the first two deliveries: the sandbox must keep trying.
+    #[tokio::test]
+    async fn webhooks_are_retried_until_acknowledged() {
+        let hits = Arc::new(AtomicU32::new(0));
+        let counter = hits.clone();
+        let receiver = poem::Route::new().at(
+            "/hook",
+            poem::post(poem::endpoint::make(move |_req| {
+                let counter = counter.clone();
+                async move {
+                    if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                }
+            })),
+        );
+        let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(
+            "127.0.0.1:0",
+        ))
+        .await
+        .unwrap();
+        let addr = *poem::listener::Acceptor::local_addr(&acceptor)[0]
+            .as_socket_addr()
+            .unwrap();
+        tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(receiver));
+
+        let sandbox = StripeSandbox::new(StripeSandboxConfig {
+            secret_key: "sk_test_x".into(),
+            webhook_url: Some(format!("http://{addr}/hook")),
+            webhook_secret: "whsec_x".into(),
+            public_url: "http://sandbox.invalid".into(),
+            webhook_retry_base: Duration::from_millis(20),
+            webhook_max_attempts: 5,
+        });
+        {
+            let mut s = sandbox.state.lock().unwrap();
+            sandbox.emit(&mut s, "payment_intent.succeeded", &json!({"id": "pi_1"}));
+        }
+        for _ in 0..100 {
+            let delivered = sandbox.state.lock().unwrap().events[0].delivered;
+            if delivered {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let event = sandbox.state.lock().unwrap().events[0].clone();
+        assert!(event.delivered);
+        assert_eq!(event.attempts, 3);
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn the_same_idempotency_key_with_other_parameters_is_refused() {
+        let sandbox = StripeSandbox::new(StripeSandboxConfig {
+            secret_key: "sk_test_x".into(),
+            webhook_url: None,
+            webhook_secret: "whsec_x".into(),
+            public_url: "http://sandbox.invalid".into(),
+            webhook_retry_base: Duration::from_millis(20),
+            webhook_max_attempts: 1,
+        });
+        let app = sandbox.routes();
+        let cli = poem::test::TestClient::new(app);
+        let send = |body: &'static str| {
+            cli.post("/v1/payment_intents")
+                .header("authorization", "Bearer sk_test_x")
+                .header("idempotency-key", "k1")
+                .content_type("application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+        };
+        let first = send("amount=100&currency=usd").await;
+        first.assert_status_is_ok();
+        let first: Value = first.json().await.value().deserialize();
+        let replay: Value = send("amount=100&currency=usd")
+            .await
+            .json()
+            .await
+            .value()
+            .deserialize();
+        assert_eq!(first, replay);
+        let other = send("amount=200&currency=usd").await;
+        other.assert_status(StatusCode::BAD_REQUEST);
+        let other: Value = other.json().await.value().deserialize();
+        assert_eq!(other["error"]["type"], "idempotency_error");
+        // And no key at all, wrong bearer: 401.
+        cli.post("/v1/payment_intents")
+            .body("amount=1")
+            .send()
+            .await
+            .assert_status(StatusCode::UNAUTHORIZED);
+    }
+}

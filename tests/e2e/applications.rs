@@ -336,3 +336,45 @@ async fn login_failures_do_not_reveal_whether_the_email_exists() {
         .await;
     assert_eq!(role.fields(), ["role"]);
 }
+
+#[tokio::test]
+async fn creating_an_application_is_idempotent_with_a_key() {
+    let app = spawn_app().await;
+    let token = app.applicant().await;
+    let post = |key: &str, body: Value| {
+        app.send(
+            app.http
+                .post(app.url("/v1/applications"))
+                .bearer_auth(&token)
+                .header("idempotency-key", key)
+                .json(&body),
+        )
+    };
+    let first = post("draft-1", json!({"full_name": "Ann Lee"})).await;
+    let again = post("draft-1", json!({"full_name": "Ann Lee"})).await;
+    assert_eq!((first.status, again.status), (201, 201));
+    assert_eq!(first.body, again.body);
+    let other = post("draft-1", json!({"full_name": "Bob Lee"})).await;
+    assert_eq!(
+        other.problem(422)["type"],
+        "/problems/idempotency-key-reused"
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM applications")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    // The key belongs to the user: another applicant's identical key is independent.
+    let bob = app.applicant().await;
+    let theirs = app
+        .send(
+            app.http
+                .post(app.url("/v1/applications"))
+                .bearer_auth(&bob)
+                .header("idempotency-key", "draft-1")
+                .json(&json!({"full_name": "Ann Lee"})),
+        )
+        .await;
+    assert_eq!(theirs.status, 201);
+    assert_ne!(theirs.body["id"], first.body["id"]);
+}

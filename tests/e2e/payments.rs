@@ -932,3 +932,51 @@ async fn stripe_test_card_numbers_behave_as_at_stripe() {
             .await;
     }
 }
+
+#[tokio::test]
+async fn duplicated_delayed_and_reordered_sandbox_webhooks_converge() {
+    // Webhooks alone must carry the outcome here: no reconciliation.
+    let app = spawn_app_with(&[("EVISA_RECONCILE_AFTER_SECONDS", "3600")]).await;
+    app.start_worker();
+    app.sandbox_post(
+        "/sandbox/faults",
+        &json!({"duplicate_webhooks": true, "webhook_delay_ms": 200}),
+    )
+    .await;
+    let (token, application) = app.submitted_application().await;
+    let r = app
+        .pay(
+            &token,
+            &application,
+            "pm_card_authenticationRequired",
+            &key(),
+        )
+        .await;
+    let payment = r.body["id"].as_str().unwrap().to_string();
+    app.wait_for_payment(&token, &payment, "requires_action", 10)
+        .await;
+    let intent = app.intent_of(&payment).await;
+    // From here on the sandbox holds each intent's webhooks and sends them newest first.
+    app.sandbox_post("/sandbox/faults", &json!({"reorder_webhooks": true}))
+        .await;
+    app.http
+        .post(format!("{}/sandbox/3ds/{intent}/complete", app.sandbox_url))
+        .send()
+        .await
+        .unwrap();
+    app.wait_for_payment(&token, &payment, "succeeded", 15)
+        .await;
+    assert_eq!(app.charges_for(&payment), 1);
+    let history = app.payment_history(&payment).await;
+    assert_eq!(
+        history.iter().filter(|(_, to)| to == "succeeded").count(),
+        1,
+        "{history:?}"
+    );
+    assert_eq!(
+        app.get(&format!("/v1/applications/{application}"), Some(&token))
+            .await
+            .body["status"],
+        "paid"
+    );
+}

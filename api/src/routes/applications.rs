@@ -10,9 +10,9 @@ use evisa_core::{
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::{Path, Query},
+    param::{Header, Path, Query},
     payload::Json,
-    types::Example,
+    types::{Example, ParseFromJSON, ToJSON},
 };
 
 use super::{
@@ -22,6 +22,7 @@ use super::{
 use crate::{
     auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
+    idempotent::{self, Outcome},
     problem::{ApiError, ApiResult, FieldProblem},
     state::AppState,
 };
@@ -220,15 +221,45 @@ impl ApplicationsApi {
         &self,
         auth: BearerAuth,
         state: Data<&AppState>,
+        /// Optional: the same key and body replay the first answer for 24 hours.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: JsonBody<ApplicationFieldsBody>,
     ) -> ApiResult<CreatedApplication> {
         let me = auth.applicant()?;
+        let mut tx = state.db.begin().await?;
+        let claim = match idempotent::claim(
+            &mut tx,
+            me.user_id,
+            idempotency_key.0.as_deref(),
+            "/v1/applications",
+            &body.1,
+        )
+        .await?
+        {
+            Outcome::Replay(saved) => {
+                let view = ApplicationView::parse_from_json(Some(saved))
+                    .map_err(|e| ApiError::internal(e.into_message()))?;
+                return Ok(CreatedApplication::Created(Json(view)));
+            }
+            Outcome::Proceed(claim) => claim,
+        };
         let changes = body.0.into_changes(Utc::now().date_naive())?;
-        let app = store::create_draft(&state.db, &state.config.data_keys, me.user_id, &changes)
+        let app = store::create_draft(&mut tx, &state.config.data_keys, me.user_id, &changes)
             .await
             .map_err(application_error)?;
-        tracing::info!(application_id = %app.id, "draft created");
-        Ok(CreatedApplication::Created(Json(app.into())))
+        let view = ApplicationView::from(app);
+        idempotent::remember(
+            &mut tx,
+            me.user_id,
+            claim,
+            201,
+            &view.to_json().unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(application_id = %view.id, "draft created");
+        Ok(CreatedApplication::Created(Json(view)))
     }
 
     /// List my applications.

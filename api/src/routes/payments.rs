@@ -1,7 +1,6 @@
 //! Paying an application's fee, following a payment, and its live event stream.
 
 use evisa_core::{
-    idempotency::{self, Begin, IdempotencyError, IdempotencyKey},
     ids::{ApplicationId, PaymentId},
     payment::{
         CreatePaymentError, NextAction, Payment, PaymentStatus, Provider,
@@ -22,7 +21,8 @@ use super::Tag;
 use crate::{
     auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
-    problem::{ApiError, ApiResult, FieldProblem},
+    idempotent::{self, Outcome},
+    problem::{ApiError, ApiResult},
     state::AppState,
 };
 
@@ -236,41 +236,25 @@ impl PaymentsApi {
         body: JsonBody<PaymentRequestBody>,
     ) -> ApiResult<PaymentAccepted> {
         let me = auth.applicant()?;
-        let key = IdempotencyKey::parse(&idempotency_key.0)
-            .map_err(|e| ApiError::bad_param("Idempotency-Key", e.to_string()))?;
-        let hash = idempotency::request_hash(
-            "POST",
-            &format!("/v1/applications/{}/payments", id.0),
-            &body.1,
-        );
-        let JsonBody(request, _) = body;
+        let path = format!("/v1/applications/{}/payments", id.0);
         let mut tx = state.db.begin().await?;
-        match idempotency::begin(&mut tx, me.user_id, &key, &hash).await {
-            Ok(Begin::New) => {}
-            Ok(Begin::Replay { body, .. }) => {
-                let view = PaymentView::parse_from_json(Some(body))
+        let claim = match idempotent::claim(
+            &mut tx,
+            me.user_id,
+            Some(&idempotency_key.0),
+            &path,
+            &body.1,
+        )
+        .await?
+        {
+            Outcome::Replay(saved) => {
+                let view = PaymentView::parse_from_json(Some(saved))
                     .map_err(|e| ApiError::internal(e.into_message()))?;
                 return Ok(PaymentAccepted::Accepted(Json(view)));
             }
-            Err(IdempotencyError::InFlight) => {
-                return Err(ApiError::conflict(
-                    "idempotency-in-flight",
-                    "a request with this Idempotency-Key is still being processed; retry shortly",
-                ));
-            }
-            Err(IdempotencyError::Mismatch) => {
-                return Err(ApiError::rule(
-                    "idempotency-key-reused",
-                    "this Idempotency-Key was already used with a different request; use a new key",
-                    vec![FieldProblem {
-                        field: "Idempotency-Key".into(),
-                        pointer: None,
-                        detail: "was used for a different request".into(),
-                    }],
-                ));
-            }
-            Err(IdempotencyError::Database(e)) => return Err(e.into()),
-        }
+            Outcome::Proceed(claim) => claim,
+        };
+        let JsonBody(request, _) = body;
         let ProviderWire::Stripe = request.provider;
         let payment = store::create(
             &mut tx,
@@ -296,8 +280,14 @@ impl PaymentsApi {
         .await
         .map_err(ApiError::internal)?;
         let view = PaymentView::from(payment);
-        let saved = view.to_json().unwrap_or_default();
-        idempotency::save(&mut tx, me.user_id, &key, &hash, 202, &saved).await?;
+        idempotent::remember(
+            &mut tx,
+            me.user_id,
+            claim,
+            202,
+            &view.to_json().unwrap_or_default(),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(payment_id = %view.id, "payment accepted");
         Ok(PaymentAccepted::Accepted(Json(view)))

@@ -320,7 +320,7 @@ impl Bindings {
 
 /// Starts a draft with whatever fields the applicant gave.
 pub async fn create_draft(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     keys: &DataKeys,
     applicant: UserId,
     changes: &ApplicationChanges,
@@ -343,7 +343,7 @@ pub async fn create_draft(
     .bind(b.visa_type)
     .bind(b.processing_speed)
     .bind(b.intended_arrival_date)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     row.open(keys)
 }

@@ -1,0 +1,72 @@
+//! The HTTP side of idempotent POSTs (see `evisa_core::idempotency`): parse the key, claim it in
+//! the request's transaction, replay a saved answer, or save the new one.
+
+use evisa_core::{
+    idempotency::{self, Begin, IdempotencyError, IdempotencyKey},
+    ids::UserId,
+};
+use sqlx::PgConnection;
+
+use crate::problem::{ApiError, FieldProblem};
+
+/// A claimed key: the work may proceed and its answer must be [`remember`]ed.
+pub struct Claim {
+    key: IdempotencyKey,
+    hash: Vec<u8>,
+}
+
+/// What to do with a keyed request.
+pub enum Outcome {
+    /// First time (or no key): do the work.
+    Proceed(Option<Claim>),
+    /// Answer this saved body again and do nothing.
+    Replay(serde_json::Value),
+}
+
+/// Claims `key` (if the client sent one) for this request in `conn`'s transaction.
+pub async fn claim(
+    conn: &mut PgConnection,
+    user: UserId,
+    key: Option<&str>,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<Outcome, ApiError> {
+    let Some(raw) = key else {
+        return Ok(Outcome::Proceed(None));
+    };
+    let key = IdempotencyKey::parse(raw)
+        .map_err(|e| ApiError::bad_param("Idempotency-Key", e.to_string()))?;
+    let hash = idempotency::request_hash("POST", path, body);
+    match idempotency::begin(conn, user, &key, &hash).await {
+        Ok(Begin::New) => Ok(Outcome::Proceed(Some(Claim { key, hash }))),
+        Ok(Begin::Replay { body, .. }) => Ok(Outcome::Replay(body)),
+        Err(IdempotencyError::InFlight) => Err(ApiError::conflict(
+            "idempotency-in-flight",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+        )),
+        Err(IdempotencyError::Mismatch) => Err(ApiError::rule(
+            "idempotency-key-reused",
+            "this Idempotency-Key was already used with a different request; use a new key",
+            vec![FieldProblem {
+                field: "Idempotency-Key".into(),
+                pointer: None,
+                detail: "was used for a different request".into(),
+            }],
+        )),
+        Err(IdempotencyError::Database(e)) => Err(e.into()),
+    }
+}
+
+/// Saves the answer of a claimed request in the same transaction as its work.
+pub async fn remember(
+    conn: &mut PgConnection,
+    user: UserId,
+    claim: Option<Claim>,
+    status: u16,
+    body: &serde_json::Value,
+) -> Result<(), ApiError> {
+    if let Some(c) = claim {
+        idempotency::save(conn, user, &c.key, &c.hash, status, body).await?;
+    }
+    Ok(())
+}
