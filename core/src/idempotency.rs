@@ -71,7 +71,8 @@ pub enum IdempotencyError {
     Database(#[from] sqlx::Error),
 }
 
-fn lock_id(user: UserId, key: &IdempotencyKey) -> i64 {
+/// The advisory lock that marks a key as in flight.
+pub fn lock_id(user: UserId, key: &IdempotencyKey) -> i64 {
     let digest = ring::digest::digest(
         &ring::digest::SHA256,
         format!("idempotency:{user}:{}", key.as_str()).as_bytes(),

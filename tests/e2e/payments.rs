@@ -980,3 +980,37 @@ async fn duplicated_delayed_and_reordered_sandbox_webhooks_converge() {
         "paid"
     );
 }
+
+#[tokio::test]
+async fn a_key_whose_first_request_is_still_running_is_409() {
+    let app = spawn_app().await;
+    let (token, application) = app.submitted_application().await;
+    let user: uuid::Uuid =
+        sqlx::query_scalar("SELECT applicant_id FROM applications WHERE id = $1::uuid")
+            .bind(&application)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let k = key();
+    // Hold the key's lock as a first request in progress would.
+    let lock = evisa_core::idempotency::lock_id(
+        evisa_core::ids::UserId::from_uuid(user),
+        &evisa_core::idempotency::IdempotencyKey::parse(&k).unwrap(),
+    );
+    let mut first = app.db.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(lock)
+        .execute(&mut *first)
+        .await
+        .unwrap();
+    let r = app.pay(&token, &application, "pm_card_visa", &k).await;
+    assert_eq!(r.problem(409)["type"], "/problems/idempotency-in-flight");
+    first.rollback().await.unwrap();
+    // Once it is done, the key works.
+    assert_eq!(
+        app.pay(&token, &application, "pm_card_visa", &k)
+            .await
+            .status,
+        202
+    );
+}
