@@ -1,5 +1,6 @@
 //! Clients of the payment gateways, and the translation of what they say into payment events.
 
+pub mod alipay;
 pub mod stripe;
 
 use crate::payment::{GatewayFacts, PaymentEvent};

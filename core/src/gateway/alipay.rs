@@ -1,0 +1,591 @@
+//! Alipay OpenAPI v2 (`gateway.do`), implemented here rather than through a third-party crate:
+//! RSA2 request signing (ring), verification of response signatures over the raw response text
+//! and of async notifies, and the trade calls evisa-pay makes.
+//!
+//! Signing rule: every parameter except `sign` (and, for notifies, `sign_type`), without empty
+//! values, sorted by key, joined as `k=v` with `&` using raw values; RSA PKCS#1 v1.5 with SHA-256;
+//! base64.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use base64::Engine;
+use chrono::{DateTime, FixedOffset, Utc};
+use ring::{
+    rand::SystemRandom,
+    signature::{RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair, UnparsedPublicKey},
+};
+
+use super::{GatewayError, Report};
+use crate::{
+    money::{Currency, Money},
+    payment::{GatewayFacts, NextAction, PaymentEvent},
+};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A key that could not be read. Never echoes the key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("is not base64 (with or without PEM armour)")]
+    NotBase64,
+    #[error("is not an RSA private key in PKCS#1 or PKCS#8 form")]
+    NotPrivateKey,
+    #[error("is not an RSA public key (SubjectPublicKeyInfo or PKCS#1)")]
+    NotPublicKey,
+}
+
+/// The DER inside optional PEM armour, or bare base64 as Alipay hands keys out.
+fn der_from_text(text: &str) -> Result<Vec<u8>, KeyError> {
+    let body: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    B64.decode(body.trim()).map_err(|_| KeyError::NotBase64)
+}
+
+/// The merchant's (our app's) RSA private key, which signs requests.
+#[derive(Clone)]
+pub struct AppPrivateKey(Arc<RsaKeyPair>);
+
+impl std::fmt::Debug for AppPrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppPrivateKey(***)")
+    }
+}
+
+impl AppPrivateKey {
+    /// Accepts PKCS#8 or PKCS#1, PEM or bare base64.
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        let der = der_from_text(text)?;
+        RsaKeyPair::from_pkcs8(&der)
+            .or_else(|_| RsaKeyPair::from_der(&der))
+            .map(|k| AppPrivateKey(Arc::new(k)))
+            .map_err(|_| KeyError::NotPrivateKey)
+    }
+
+    /// RSA2 signature of `message`, base64.
+    pub fn sign(&self, message: &str) -> String {
+        let mut sig = vec![0u8; self.0.public().modulus_len()];
+        self.0
+            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message.as_bytes(), &mut sig)
+            .expect("RSA signing with a valid key cannot fail");
+        B64.encode(sig)
+    }
+}
+
+/// An RSA public key that verifies RSA2 signatures (Alipay's, or a merchant's in the sandbox).
+#[derive(Clone)]
+pub struct RsaPublicKey(Arc<Vec<u8>>);
+
+impl std::fmt::Debug for RsaPublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RsaPublicKey")
+    }
+}
+
+/// Reads one DER element: (tag, contents, rest).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// The PKCS#1 RSAPublicKey inside a SubjectPublicKeyInfo, or the input if it already is one.
+fn rsa_public_key_der(der: &[u8]) -> Option<Vec<u8>> {
+    let (tag, seq, _) = der_element(der)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (first_tag, first, rest) = der_element(seq)?;
+    match first_tag {
+        // SPKI: SEQUENCE { AlgorithmIdentifier SEQUENCE, BIT STRING { RSAPublicKey } }
+        0x30 => {
+            let (bit_tag, bits, _) = der_element(rest)?;
+            let (&unused, key) = bits.split_first()?;
+            (bit_tag == 0x03 && unused == 0 && first.len() > 2).then(|| key.to_vec())
+        }
+        // PKCS#1: SEQUENCE { modulus INTEGER, exponent INTEGER } and nothing else.
+        0x02 => {
+            let (exp_tag, _, after) = der_element(rest)?;
+            (exp_tag == 0x02 && after.is_empty() && first.len() >= 256).then(|| der.to_vec())
+        }
+        _ => None,
+    }
+}
+
+impl RsaPublicKey {
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        let der = der_from_text(text)?;
+        let key = rsa_public_key_der(&der).ok_or(KeyError::NotPublicKey)?;
+        // A real key has a modulus of at least 2048 bits.
+        if key.len() < 256 {
+            return Err(KeyError::NotPublicKey);
+        }
+        Ok(RsaPublicKey(Arc::new(key)))
+    }
+
+    /// Whether `signature` (base64) is a valid RSA2 signature of `message`.
+    pub fn verify(&self, message: &str, signature: &str) -> bool {
+        let Ok(sig) = B64.decode(signature.trim()) else {
+            return false;
+        };
+        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, self.0.as_slice())
+            .verify(message.as_bytes(), &sig)
+            .is_ok()
+    }
+}
+
+/// The string that is signed: sorted `k=v` pairs joined by `&`, skipping `sign`, empty values and
+/// any `excluded` keys (`sign_type` for notifies).
+pub fn signing_string<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>, excluded: &[&str]) -> String {
+    let sorted: BTreeMap<&str, &str> = params
+        .into_iter()
+        .filter(|(k, v)| *k != "sign" && !excluded.contains(k) && !v.is_empty())
+        .collect();
+    sorted
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Alipay's clock: `yyyy-MM-dd HH:mm:ss` in GMT+8.
+pub fn beijing_time(t: DateTime<Utc>) -> String {
+    let gmt8 = FixedOffset::east_opt(8 * 3600).expect("valid offset");
+    t.with_timezone(&gmt8).format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Our payment's `out_trade_no`: its id without dashes (Alipay allows letters, digits, `_`).
+pub fn out_trade_no(payment: crate::ids::PaymentId) -> String {
+    payment.as_uuid().simple().to_string()
+}
+
+/// The payment an `out_trade_no` names.
+pub fn payment_of(out_trade_no: &str) -> Option<crate::ids::PaymentId> {
+    uuid::Uuid::try_parse(out_trade_no).ok().map(crate::ids::PaymentId::from_uuid)
+}
+
+/// Which cashier the buyer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Desktop browser: `alipay.trade.page.pay`.
+    Page,
+    /// Mobile browser: `alipay.trade.wap.pay`.
+    Wap,
+}
+
+impl Channel {
+    fn method_and_product(self) -> (&'static str, &'static str) {
+        match self {
+            Channel::Page => ("alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY"),
+            Channel::Wap => ("alipay.trade.wap.pay", "QUICK_WAP_WAY"),
+        }
+    }
+}
+
+/// A trade as Alipay reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TradeState {
+    /// The buyer has not opened the cashier yet (`ACQ.TRADE_NOT_EXIST`).
+    NotCreated,
+    WaitBuyerPay,
+    /// Paid (`TRADE_SUCCESS` or `TRADE_FINISHED`), with Alipay's trade number and the amount.
+    Paid { trade_no: String, total_amount: String },
+    /// Closed unpaid (timed out, cancelled) or fully refunded.
+    Closed,
+}
+
+impl TradeState {
+    fn from_status(status: &str, trade_no: Option<&str>, total: Option<&str>) -> Option<TradeState> {
+        Some(match status {
+            "WAIT_BUYER_PAY" => TradeState::WaitBuyerPay,
+            "TRADE_SUCCESS" | "TRADE_FINISHED" => TradeState::Paid {
+                trade_no: trade_no.unwrap_or_default().to_string(),
+                total_amount: total.unwrap_or_default().to_string(),
+            },
+            "TRADE_CLOSED" => TradeState::Closed,
+            _ => return None,
+        })
+    }
+
+    /// What the trade says about the payment, if anything.
+    pub fn report(&self, expired: bool) -> Option<Report> {
+        match self {
+            TradeState::Paid { trade_no, total_amount } => Some(Report {
+                event: PaymentEvent::GatewaySaysSucceeded,
+                facts: GatewayFacts {
+                    reference: Some(trade_no.clone()).filter(|t| !t.is_empty()),
+                    amount: parse_cny(total_amount),
+                    ..GatewayFacts::default()
+                },
+            }),
+            TradeState::Closed => Some(Report {
+                event: if expired { PaymentEvent::Expired } else { PaymentEvent::Cancelled },
+                facts: GatewayFacts::default(),
+            }),
+            TradeState::NotCreated | TradeState::WaitBuyerPay => None,
+        }
+    }
+}
+
+/// `total_amount` (yuan, two decimals) as money. Strict: exactly two decimals.
+pub fn parse_cny(amount: &str) -> Option<Money> {
+    let (yuan, fen) = amount.split_once('.')?;
+    if fen.len() != 2 || yuan.is_empty() || !yuan.bytes().chain(fen.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let minor = yuan.parse::<i64>().ok()?.checked_mul(100)?.checked_add(fen.parse::<i64>().ok()?)?;
+    Money::new(minor, Currency::parse("CNY").ok()?).ok()
+}
+
+/// How a notify was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotifyError {
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("signature does not verify with Alipay's public key")]
+    BadSignature,
+    #[error("app_id is not ours")]
+    ForeignApp,
+}
+
+/// An Alipay client for one app.
+#[derive(Clone, Debug)]
+pub struct AlipayClient {
+    app_id: String,
+    gateway: url::Url,
+    app_key: AppPrivateKey,
+    alipay_key: RsaPublicKey,
+    notify_url: String,
+    http: reqwest::Client,
+}
+
+/// The result object of a call, after its signature was checked.
+type CallResult = Result<serde_json::Map<String, serde_json::Value>, GatewayError>;
+
+impl AlipayClient {
+    pub fn new(
+        app_id: &str,
+        gateway: url::Url,
+        app_key: AppPrivateKey,
+        alipay_key: RsaPublicKey,
+        notify_url: String,
+        timeout: Duration,
+    ) -> Self {
+        AlipayClient {
+            app_id: app_id.to_string(),
+            gateway,
+            app_key,
+            alipay_key,
+            notify_url,
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("an HTTP client can be built"),
+        }
+    }
+
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// The common parameters plus `sign`, for `method` with `biz_content`.
+    fn signed_params(&self, method: &str, biz_content: &serde_json::Value, return_url: Option<&str>) -> BTreeMap<String, String> {
+        let mut params = BTreeMap::from([
+            ("app_id".to_string(), self.app_id.clone()),
+            ("method".to_string(), method.to_string()),
+            ("format".to_string(), "JSON".to_string()),
+            ("charset".to_string(), "utf-8".to_string()),
+            ("sign_type".to_string(), "RSA2".to_string()),
+            ("timestamp".to_string(), beijing_time(Utc::now())),
+            ("version".to_string(), "1.0".to_string()),
+            ("notify_url".to_string(), self.notify_url.clone()),
+            ("biz_content".to_string(), biz_content.to_string()),
+        ]);
+        if let Some(r) = return_url {
+            params.insert("return_url".into(), r.to_string());
+        }
+        let message = signing_string(params.iter().map(|(k, v)| (k.as_str(), v.as_str())), &[]);
+        params.insert("sign".into(), self.app_key.sign(&message));
+        params
+    }
+
+    /// The signed URL that sends the buyer to Alipay's cashier. Built locally; nothing is sent.
+    pub fn pay_url(
+        &self,
+        channel: Channel,
+        out_trade_no: &str,
+        amount: Money,
+        subject: &str,
+        expires_at: DateTime<Utc>,
+        return_url: &str,
+    ) -> url::Url {
+        let (method, product) = channel.method_and_product();
+        let biz = serde_json::json!({
+            "out_trade_no": out_trade_no,
+            "total_amount": amount.to_major_string(),
+            "subject": subject,
+            "product_code": product,
+            "time_expire": beijing_time(expires_at),
+        });
+        let mut url = self.gateway.clone();
+        url.query_pairs_mut()
+            .extend_pairs(self.signed_params(method, &biz, Some(return_url)));
+        url
+    }
+
+    /// Calls `method` and returns its `..._response` object once its signature verified.
+    async fn call(&self, method: &str, biz: serde_json::Value) -> CallResult {
+        let params = self.signed_params(method, &biz, None);
+        let response = self
+            .http
+            .post(self.gateway.clone())
+            .form(&params)
+            .send()
+            .await
+            .map_err(|e| GatewayError::Transient(format!("alipay unreachable: {e}")))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| GatewayError::Transient(format!("alipay response unreadable: {e}")))?;
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(GatewayError::Transient(format!("alipay answered HTTP {status}")));
+        }
+        let key = format!("{}_response", method.replace('.', "_"));
+        let (raw, sign) = match (raw_member(&text, &key), raw_member(&text, "error_response")) {
+            (Some(raw), _) | (None, Some(raw)) => (raw, string_member(&text, "sign")),
+            (None, None) => return Err(GatewayError::Transient("alipay response has no result".into())),
+        };
+        let parsed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(raw).map_err(|_| GatewayError::Transient("alipay result is not JSON".into()))?;
+        let code = parsed.get("code").and_then(|c| c.as_str()).unwrap_or_default();
+        // Alipay signs every answer it gives; an unsigned one is trusted only as an error.
+        match sign {
+            Some(sign) if self.alipay_key.verify(raw, &sign) => Ok(parsed),
+            _ if code != "10000" => Ok(parsed),
+            _ => Err(GatewayError::Rejected("alipay response signature does not verify".into())),
+        }
+    }
+
+    /// `alipay.trade.query`.
+    pub async fn query(&self, out_trade_no: &str) -> Result<TradeState, GatewayError> {
+        let r = self.call("alipay.trade.query", serde_json::json!({"out_trade_no": out_trade_no})).await?;
+        match code_of(&r) {
+            ("10000", _) => {
+                let s = |k: &str| r.get(k).and_then(|v| v.as_str());
+                TradeState::from_status(s("trade_status").unwrap_or_default(), s("trade_no"), s("total_amount"))
+                    .ok_or_else(|| GatewayError::Rejected("unknown trade_status".into()))
+            }
+            (_, "ACQ.TRADE_NOT_EXIST") => Ok(TradeState::NotCreated),
+            (code, sub) => Err(classify(code, sub)),
+        }
+    }
+
+    /// `alipay.trade.close`. `Ok(None)` when closed; `Ok(Some(state))` when the trade could not be
+    /// closed because it is already paid or never existed.
+    pub async fn close(&self, out_trade_no: &str) -> Result<Option<TradeState>, GatewayError> {
+        let r = self.call("alipay.trade.close", serde_json::json!({"out_trade_no": out_trade_no})).await?;
+        match code_of(&r) {
+            ("10000", _) => Ok(None),
+            (_, "ACQ.TRADE_NOT_EXIST") => Ok(Some(TradeState::NotCreated)),
+            // A paid trade cannot be closed: find out how it stands.
+            (_, "ACQ.TRADE_STATUS_ERROR") => self.query(out_trade_no).await.map(Some),
+            (code, sub) => Err(classify(code, sub)),
+        }
+    }
+
+    /// `alipay.trade.refund`, idempotent per `out_request_no`. Returns whether money moved.
+    pub async fn refund(&self, out_trade_no: &str, amount: Money, out_request_no: &str) -> Result<bool, GatewayError> {
+        let r = self
+            .call(
+                "alipay.trade.refund",
+                serde_json::json!({"out_trade_no": out_trade_no, "refund_amount": amount.to_major_string(), "out_request_no": out_request_no}),
+            )
+            .await?;
+        match code_of(&r) {
+            ("10000", _) => Ok(r.get("fund_change").and_then(|v| v.as_str()) == Some("Y")),
+            (code, sub) => Err(classify(code, sub)),
+        }
+    }
+
+    /// `alipay.trade.fastpay.refund.query`: whether the refund `out_request_no` succeeded.
+    pub async fn refund_query(&self, out_trade_no: &str, out_request_no: &str) -> Result<bool, GatewayError> {
+        let r = self
+            .call(
+                "alipay.trade.fastpay.refund.query",
+                serde_json::json!({"out_trade_no": out_trade_no, "out_request_no": out_request_no}),
+            )
+            .await?;
+        match code_of(&r) {
+            // 10000 means only that the query worked; the refund's own status says the rest.
+            ("10000", _) => Ok(r.get("refund_status").and_then(|v| v.as_str()) == Some("REFUND_SUCCESS")),
+            (code, sub) => Err(classify(code, sub)),
+        }
+    }
+
+    /// Verifies an async notify (form fields): signature over everything but `sign` and
+    /// `sign_type`, and that it is for our app.
+    pub fn verify_notify(&self, form: &[(String, String)]) -> Result<(), NotifyError> {
+        verify_notify(&self.alipay_key, &self.app_id, form)
+    }
+
+    /// The next action for a redirect URL.
+    pub fn next_action(url: &url::Url) -> NextAction {
+        NextAction::Redirect {
+            redirect_url: url.to_string(),
+        }
+    }
+}
+
+/// See [`AlipayClient::verify_notify`].
+pub fn verify_notify(key: &RsaPublicKey, app_id: &str, form: &[(String, String)]) -> Result<(), NotifyError> {
+    let get = |k: &'static str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .ok_or(NotifyError::Missing(k))
+    };
+    let sign = get("sign")?;
+    let message = signing_string(form.iter().map(|(k, v)| (k.as_str(), v.as_str())), &["sign_type"]);
+    if !key.verify(&message, sign) {
+        return Err(NotifyError::BadSignature);
+    }
+    if get("app_id")? != app_id {
+        return Err(NotifyError::ForeignApp);
+    }
+    Ok(())
+}
+
+fn code_of(r: &serde_json::Map<String, serde_json::Value>) -> (&str, &str) {
+    let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+    (s("code"), s("sub_code"))
+}
+
+fn classify(code: &str, sub: &str) -> GatewayError {
+    match code {
+        // Service unavailable / system busy: try again later.
+        "20000" | "20001" => GatewayError::Transient(format!("alipay {code} {sub}")),
+        _ if sub.ends_with("SYSTEM_ERROR") => GatewayError::Transient(format!("alipay {code} {sub}")),
+        _ => GatewayError::Rejected(format!("alipay {code} {sub}")),
+    }
+}
+
+/// The exact text of the JSON value of top-level member `key` (from its `{` to the matching `}`),
+/// as signed by Alipay; re-serialising would change it.
+pub fn raw_member<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let needle = format!("\"{key}\"");
+    let start = text.find(&needle)? + needle.len();
+    let rest = text[start..].trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    let offset = text.len() - rest.len();
+    if !rest.starts_with('{') {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, c) in rest.char_indices() {
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, '"') => in_string = true,
+            (false, _, '{') => depth += 1,
+            (false, _, '}') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&text[offset..offset + i + 1]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn string_member(text: &str, key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    v.get(key)?.as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRIVATE: &str = include_str!("../../../sandbox/keys/merchant_dev_private.pem");
+    const PRIVATE_PKCS1: &str = include_str!("../../../sandbox/keys/merchant_dev_private_pkcs1.pem");
+    const PUBLIC: &str = include_str!("../../../sandbox/keys/merchant_dev_public.pem");
+    const OTHER_PUBLIC: &str = include_str!("../../../sandbox/keys/alipay_sandbox_public.pem");
+
+    fn bare(pem: &str) -> String {
+        pem.lines().filter(|l| !l.starts_with("-----")).collect()
+    }
+
+    #[test]
+    fn keys_parse_in_every_form_alipay_hands_out() {
+        let pkcs8 = AppPrivateKey::parse(PRIVATE).unwrap();
+        let pkcs1 = AppPrivateKey::parse(PRIVATE_PKCS1).unwrap();
+        AppPrivateKey::parse(&bare(PRIVATE)).unwrap();
+        AppPrivateKey::parse(&bare(PRIVATE_PKCS1)).unwrap();
+        let public = RsaPublicKey::parse(PUBLIC).unwrap();
+        let public_bare = RsaPublicKey::parse(&bare(PUBLIC)).unwrap();
+        // PKCS#1 v1.5 signatures are deterministic: both encodings of one key sign alike.
+        assert_eq!(pkcs8.sign("a=1&b=2"), pkcs1.sign("a=1&b=2"));
+        assert!(public.verify("a=1&b=2", &pkcs8.sign("a=1&b=2")));
+        assert!(public_bare.verify("a=1&b=2", &pkcs1.sign("a=1&b=2")));
+        assert!(!public.verify("a=1&b=3", &pkcs8.sign("a=1&b=2")));
+        assert!(!RsaPublicKey::parse(OTHER_PUBLIC).unwrap().verify("a=1&b=2", &pkcs8.sign("a=1&b=2")));
+        assert_eq!(AppPrivateKey::parse("not a key!").unwrap_err(), KeyError::NotBase64);
+        assert_eq!(AppPrivateKey::parse("AAAA").unwrap_err(), KeyError::NotPrivateKey);
+        assert_eq!(RsaPublicKey::parse("AAAA").unwrap_err(), KeyError::NotPublicKey);
+        assert_eq!(RsaPublicKey::parse(PRIVATE).unwrap_err(), KeyError::NotPublicKey);
+    }
+
+    #[test]
+    fn the_signing_string_is_sorted_raw_and_skips_sign_and_empties() {
+        let s = signing_string(
+            [("b", "2"), ("sign", "x"), ("a", "1 &ü"), ("empty", ""), ("sign_type", "RSA2")],
+            &["sign_type"],
+        );
+        assert_eq!(s, "a=1 &ü&b=2");
+    }
+
+    #[test]
+    fn raw_members_are_cut_from_the_text_as_sent() {
+        let text = r#"{"alipay_trade_query_response":{"code":"10000","msg":"Success","x":"a}\"{b"} ,"sign":"SIG"}"#;
+        assert_eq!(
+            raw_member(text, "alipay_trade_query_response"),
+            Some(r#"{"code":"10000","msg":"Success","x":"a}\"{b"}"#)
+        );
+        assert_eq!(string_member(text, "sign").as_deref(), Some("SIG"));
+        assert_eq!(raw_member(text, "error_response"), None);
+    }
+
+    #[test]
+    fn amounts_and_times() {
+        assert_eq!(parse_cny("360.00").unwrap().amount_minor(), 36000);
+        assert_eq!(parse_cny("0.01").unwrap().amount_minor(), 1);
+        for bad in ["360", "360.0", "360.000", "-1.00", "1e2.00", ""] {
+            assert!(parse_cny(bad).is_none(), "{bad}");
+        }
+        let t: DateTime<Utc> = "2026-11-26T16:30:00Z".parse().unwrap();
+        assert_eq!(beijing_time(t), "2026-11-27 00:30:00");
+        let id = crate::ids::PaymentId::new();
+        assert_eq!(payment_of(&out_trade_no(id)), Some(id));
+        assert_eq!(out_trade_no(id).len(), 32);
+    }
+}
