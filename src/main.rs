@@ -39,7 +39,7 @@ enum Command {
     Serve,
     /// Run the background workers (charging, gateway callbacks, reconciliation, expiry).
     Work,
-    /// Run the simulated Stripe gateway on EVISA_SANDBOX_ADDR (test mode).
+    /// Run the simulated Stripe and Alipay gateways on EVISA_SANDBOX_ADDR (test mode).
     Sandbox,
     /// Apply database migrations.
     Migrate {
@@ -156,9 +156,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .context("seeding the demo fee schedule")?;
             let shutdown = Shutdown::on_signals();
-            if config.stripe.uses_sandbox {
+            if config.stripe.uses_sandbox || config.alipay.uses_sandbox {
                 let sandbox = start_sandbox(&config, shutdown.clone()).await?;
-                tracing::info!(url = %sandbox, "Stripe sandbox listening");
+                tracing::info!(url = %sandbox, "gateway sandbox (Stripe and Alipay) listening");
             }
             let gateway = stripe_gateway(&config)?;
             let worker = {
@@ -200,7 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(config.log_format);
             let shutdown = Shutdown::on_signals();
             let url = start_sandbox(&config, shutdown.clone()).await?;
-            tracing::info!(%url, "Stripe sandbox listening");
+            tracing::info!(%url, "gateway sandbox (Stripe and Alipay) listening");
             shutdown.wait().await;
         }
         Command::Jobs { command } => {
@@ -341,7 +341,8 @@ fn stripe_gateway(config: &Config) -> anyhow::Result<StripeGateway> {
     )?)
 }
 
-/// Serves the Stripe sandbox on `EVISA_SANDBOX_ADDR`, delivering webhooks to this service.
+/// Serves the gateway sandbox (Stripe and Alipay) on `EVISA_SANDBOX_ADDR`, delivering webhooks and
+/// notifies to this service.
 async fn start_sandbox(config: &Config, shutdown: Shutdown) -> anyhow::Result<String> {
     let addr = config.sandbox_addr;
     let public_url = format!("http://{addr}");
@@ -372,9 +373,11 @@ async fn start_sandbox(config: &Config, shutdown: Shutdown) -> anyhow::Result<St
     let acceptor = poem::listener::Listener::into_acceptor(listener)
         .await
         .with_context(|| format!("binding the sandbox to {addr} (EVISA_SANDBOX_ADDR)"))?;
+    // Alipay retries notifies after 4, 10, 10, 60... minutes; in the sandbox a "minute" is a second.
+    let alipay = evisa_sandbox::dev_alipay(Duration::from_secs(1));
     tokio::spawn(
         poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-            sandbox.routes(),
+            evisa_sandbox::routes(&sandbox, &alipay),
             shutdown.wait(),
             Some(Duration::from_secs(5)),
         ),

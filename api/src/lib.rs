@@ -45,6 +45,11 @@ pub fn app(state: AppState) -> impl Endpoint {
         .nest("/", service.around(problem::name_path_params))
         .at("/openapi.json", spec)
         .at("/v1/webhooks/stripe", poem::post(webhooks::stripe))
+        .at("/v1/webhooks/alipay", poem::post(webhooks::alipay))
+        .at(
+            "/v1/payments/:id/return",
+            poem::get(webhooks::payment_return),
+        )
         .nest("/docs", docs)
         .catch_all_error(problem::into_problem)
         .with(poem::middleware::CatchPanic::new().with_handler(|_| {

@@ -25,6 +25,10 @@ pub struct Inner {
     pub tokens: TokenAuthority,
     /// Every committed payment status change, from any process (via Postgres NOTIFY).
     pub status_changes: broadcast::Sender<(PaymentId, PaymentStatus)>,
+    /// `None` when Alipay is not configured.
+    pub alipay: Option<evisa_core::gateway::alipay::AlipayClient>,
+    /// Alipay notifies refused (bad signature, foreign app, mismatched amount...), for operators.
+    pub alipay_notifies_refused: std::sync::atomic::AtomicU64,
 }
 
 impl std::ops::Deref for AppState {
@@ -39,6 +43,7 @@ impl AppState {
         let limiter = RateLimiter::new(redis.clone(), &config.redis_prefix);
         let tokens = TokenAuthority::new(config.jwt.clone());
         let (status_changes, _) = broadcast::channel(1024);
+        let alipay = evisa_worker::alipay_client(&config);
         tokio::spawn(listen_for_status_changes(
             db.clone(),
             status_changes.clone(),
@@ -50,6 +55,8 @@ impl AppState {
             limiter,
             tokens,
             status_changes,
+            alipay,
+            alipay_notifies_refused: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 }

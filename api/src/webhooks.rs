@@ -1,4 +1,5 @@
-//! Gateway callbacks. Not part of the OpenAPI document: the gateways define these contracts.
+//! Gateway callbacks and the browser's return from a gateway. Not part of the OpenAPI document:
+//! the gateways define these contracts.
 //!
 //! `POST /v1/webhooks/stripe`: verify the `Stripe-Signature` over the raw body (every configured
 //! secret, 300 s tolerance), store the event in the inbox (unique by event id) and enqueue its
@@ -6,7 +7,13 @@
 //! event type we do not act on is acknowledged and ignored; anything unverifiable is 400 and
 //! nothing is stored.
 
-use evisa_core::gateway::stripe::{StripeEvent, verify_signature};
+use evisa_core::{
+    gateway::{
+        alipay as alipay_v2,
+        stripe::{StripeEvent, verify_signature},
+    },
+    payment::{PaymentStatus, Provider, store as payment_store},
+};
 use evisa_worker::{ProcessGatewayEvent, enqueue};
 use poem::{IntoResponse, Request, Response, handler, http::StatusCode, web::Data};
 
@@ -102,4 +109,155 @@ async fn store(state: &AppState, event: &StripeEvent, raw: &[u8]) -> anyhow::Res
     .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// `POST /v1/webhooks/alipay`: Alipay's async notify (a form). Verified with Alipay's public key
+/// (RSA2 over every field but `sign` and `sign_type`), checked against our record (`app_id`,
+/// `out_trade_no`, `total_amount`), stored in the inbox unique by `notify_id` with its processing
+/// enqueued, and only then answered with the bare body `success`. Anything else is answered
+/// `fail`, so Alipay retries, and is counted and logged.
+#[handler]
+pub async fn alipay(body: poem::Body, state: Data<&AppState>) -> Response {
+    let refuse = |reason: &str| {
+        let n = state
+            .alipay_notifies_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        tracing::warn!(reason, refused_total = n, "alipay notify refused");
+        Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .content_type("text/plain")
+            .body("fail")
+    };
+    let Some(client) = state.alipay.as_ref() else {
+        return refuse("Alipay is not configured");
+    };
+    let Ok(bytes) = body.into_bytes_limit(64 * 1024).await else {
+        return refuse("unreadable body");
+    };
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&bytes).into_owned().collect();
+    if let Err(e) = client.verify_notify(&form) {
+        return refuse(&e.to_string());
+    }
+    let field = |k: &str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    let Some(payment_id) = alipay_v2::payment_of(field("out_trade_no")) else {
+        return refuse("out_trade_no is not one of ours");
+    };
+    let payment = match payment_store::get(&state.db, payment_id).await {
+        Ok(Some(p)) if p.provider == Provider::Alipay => p,
+        Ok(_) => return refuse("out_trade_no is not one of ours"),
+        Err(e) => {
+            tracing::error!(error = %e, "alipay notify not stored");
+            return refuse("storage unavailable");
+        }
+    };
+    if alipay_v2::parse_cny(field("total_amount")) != Some(payment.amount) {
+        return refuse("total_amount does not match the payment");
+    }
+    let notify_id = field("notify_id");
+    if notify_id.is_empty() {
+        return refuse("missing notify_id");
+    }
+    let payload = serde_json::Value::Object(
+        form.iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    );
+    match store_alipay(&state, notify_id, field("trade_status"), &payload).await {
+        Ok(stored) => {
+            tracing::info!(payment_id = %payment.id, stored, "alipay notify accepted");
+            Response::builder()
+                .content_type("text/plain")
+                .body("success")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "alipay notify not stored");
+            refuse("storage unavailable")
+        }
+    }
+}
+
+async fn store_alipay(
+    state: &AppState,
+    notify_id: &str,
+    status: &str,
+    payload: &serde_json::Value,
+) -> anyhow::Result<bool> {
+    let mut tx = state.db.begin().await?;
+    let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO gateway_inbox (id, provider, event_id, event_type, payload)
+         VALUES ($1, 'alipay', $2, $3, $4)
+         ON CONFLICT (provider, event_id) DO NOTHING RETURNING id",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(notify_id)
+    .bind(status)
+    .bind(payload)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(inbox_id) = inserted else {
+        return Ok(false);
+    };
+    enqueue(
+        &mut tx,
+        &ProcessGatewayEvent { inbox_id },
+        state.config.jobs.max_attempts,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// `GET /v1/payments/{id}/return`: where Alipay sends the payer's browser back. It never changes
+/// a payment — query parameters are ignored, since anyone can forge them — and it shows the
+/// payment's status as we know it, or sends the browser on to the portal's `return_url`.
+#[handler]
+pub async fn payment_return(
+    poem::web::Path(id): poem::web::Path<String>,
+    state: Data<&AppState>,
+) -> Response {
+    let payment = match id.parse::<evisa_core::ids::PaymentId>() {
+        Ok(id) => payment_store::get(&state.db, id).await,
+        Err(_) => Ok(None),
+    };
+    let payment = match payment {
+        Ok(Some(p)) => p,
+        Ok(None) => return ApiError::not_found("payment").into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if let Some(target) = payment
+        .return_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+    {
+        let mut target = target;
+        target
+            .query_pairs_mut()
+            .append_pair("payment_id", &payment.id.to_string())
+            .append_pair("status", payment.status.as_str());
+        return poem::web::Redirect::see_other(target.as_str()).into_response();
+    }
+    let message = match payment.status {
+        PaymentStatus::Succeeded => "Your payment was received. Thank you.",
+        PaymentStatus::Failed | PaymentStatus::Cancelled | PaymentStatus::Expired => {
+            "This payment did not go through. You can try again from the portal."
+        }
+        _ => {
+            "We are waiting for confirmation from Alipay. This page does not update by itself; check your application in the portal."
+        }
+    };
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Payment status</title></head>\
+         <body><h1>Payment status: <span id=\"status\">{}</span></h1><p>{message}</p></body></html>",
+        payment.status
+    );
+    Response::builder()
+        .content_type("text/html; charset=utf-8")
+        .header("content-security-policy", "default-src 'none'")
+        .body(page)
 }

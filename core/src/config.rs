@@ -5,7 +5,11 @@
 
 use std::{collections::HashMap, fmt, net::SocketAddr, path::Path, time::Duration};
 
-use crate::{crypto::DataKeys, secret::Secret};
+use crate::{
+    crypto::DataKeys,
+    gateway::alipay::{AppPrivateKey, RsaPublicKey},
+    secret::Secret,
+};
 
 /// How strict the defaults are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,14 +50,36 @@ pub struct StripeSettings {
 pub const SANDBOX_STRIPE_KEY: &str = "sk_test_evisa_sandbox";
 pub const SANDBOX_WEBHOOK_SECRET: &str = "whsec_evisa_dev_sandbox";
 
-/// Alipay settings. Used by Alipay payments; validated now so a bad value fails start-up.
+/// Alipay settings. Alipay is offered when all four are set (in `dev`, the built-in sandbox
+/// supplies them); keys are parsed at start-up, so a bad key stops the process.
 #[derive(Debug, Clone)]
 pub struct AlipaySettings {
     pub app_id: Option<String>,
     pub gateway_url: Option<url::Url>,
-    pub app_private_key: Option<Secret<String>>,
-    pub public_key: Option<Secret<String>>,
+    pub app_private_key: Option<AppPrivateKey>,
+    pub public_key: Option<RsaPublicKey>,
+    /// `dev` with no Alipay settings: the built-in sandbox plays Alipay.
+    pub uses_sandbox: bool,
+    /// First poll of a trade after the redirect; later polls back off up to the deadline.
+    pub poll_first: Duration,
 }
+
+impl AlipaySettings {
+    /// Whether Alipay payments can be offered.
+    pub fn enabled(&self) -> bool {
+        self.app_id.is_some()
+            && self.gateway_url.is_some()
+            && self.app_private_key.is_some()
+            && self.public_key.is_some()
+    }
+}
+
+/// The dev sandbox's Alipay credentials (test mode only; see `sandbox/keys/README.md`).
+pub const SANDBOX_ALIPAY_APP_ID: &str = "2021000000000001";
+const SANDBOX_MERCHANT_PRIVATE_KEY: &str =
+    include_str!("../../sandbox/keys/merchant_dev_private.pem");
+const SANDBOX_ALIPAY_PUBLIC_KEY: &str =
+    include_str!("../../sandbox/keys/alipay_sandbox_public.pem");
 
 /// Everything the service needs to start.
 #[derive(Debug)]
@@ -479,15 +505,63 @@ impl Config {
         {
             r.problem("ALIPAY_APP_ID", "must be Alipay's numeric app id");
         }
+        let gateway_url = r.url("ALIPAY_GATEWAY_URL");
+        let private_text = r.secret("ALIPAY_APP_PRIVATE_KEY", "ALIPAY_APP_PRIVATE_KEY_FILE");
+        let public_text = r.secret("ALIPAY_PUBLIC_KEY", "ALIPAY_PUBLIC_KEY_FILE");
+        let any_alipay = app_id.is_some()
+            || gateway_url.is_some()
+            || private_text.is_some()
+            || public_text.is_some();
+        let alipay_sandbox = dev && !any_alipay;
+        if any_alipay {
+            for (var, missing) in [
+                ("ALIPAY_APP_ID", app_id.is_none()),
+                ("ALIPAY_GATEWAY_URL", gateway_url.is_none()),
+                ("ALIPAY_APP_PRIVATE_KEY", private_text.is_none()),
+                ("ALIPAY_PUBLIC_KEY", public_text.is_none()),
+            ] {
+                if missing {
+                    r.problem(var, "is required when any ALIPAY_* variable is set");
+                }
+            }
+        }
+        let private_text = private_text
+            .or_else(|| alipay_sandbox.then(|| SANDBOX_MERCHANT_PRIVATE_KEY.to_string()));
+        let public_text =
+            public_text.or_else(|| alipay_sandbox.then(|| SANDBOX_ALIPAY_PUBLIC_KEY.to_string()));
+        let app_private_key = private_text.and_then(|t| match AppPrivateKey::parse(&t) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                r.problem("ALIPAY_APP_PRIVATE_KEY", e.to_string());
+                None
+            }
+        });
+        let public_key = public_text.and_then(|t| match RsaPublicKey::parse(&t) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                r.problem("ALIPAY_PUBLIC_KEY", e.to_string());
+                None
+            }
+        });
         let alipay = AlipaySettings {
-            app_id,
-            gateway_url: r.url("ALIPAY_GATEWAY_URL"),
-            app_private_key: r
-                .secret("ALIPAY_APP_PRIVATE_KEY", "ALIPAY_APP_PRIVATE_KEY_FILE")
-                .map(Secret::new),
-            public_key: r
-                .secret("ALIPAY_PUBLIC_KEY", "ALIPAY_PUBLIC_KEY_FILE")
-                .map(Secret::new),
+            app_id: app_id.or_else(|| alipay_sandbox.then(|| SANDBOX_ALIPAY_APP_ID.to_string())),
+            gateway_url: gateway_url.or_else(|| {
+                alipay_sandbox.then(|| {
+                    url::Url::parse(&format!("http://{sandbox_addr}/gateway.do"))
+                        .expect("valid URL")
+                })
+            }),
+            app_private_key,
+            public_key,
+            uses_sandbox: alipay_sandbox,
+            poll_first: r.parsed(
+                "EVISA_ALIPAY_POLL_SECONDS",
+                Duration::from_secs(5),
+                |v| match v.parse::<u64>() {
+                    Ok(n) if (1..=600).contains(&n) => Ok(Duration::from_secs(n)),
+                    _ => Err("must be a number of seconds from 1 to 600".into()),
+                },
+            ),
         };
 
         let seconds = |r: &mut Reader, var: &'static str, default: u64, min: u64, max: u64| {

@@ -270,7 +270,12 @@ impl StripeSandbox {
 
     /// The HTTP routes: Stripe's API under `/v1`, control endpoints under `/sandbox`.
     pub fn routes(&self) -> impl poem::Endpoint + 'static {
-        Route::new()
+        self.add_routes(Route::new()).data(self.clone())
+    }
+
+    /// Adds this sandbox's paths to `route`; the caller adds the sandbox itself as data.
+    pub fn add_routes(&self, route: Route) -> Route {
+        route
             .at("/v1/payment_intents", post(create_intent))
             .at("/v1/payment_intents/:id", get(retrieve_intent))
             .at("/v1/payment_intents/:id/confirm", post(confirm_intent))
@@ -283,7 +288,6 @@ impl StripeSandbox {
             .at("/sandbox/faults", post(set_faults).get(get_faults))
             .at("/sandbox/3ds/:id", get(three_ds_page))
             .at("/sandbox/3ds/:id/:outcome", post(three_ds_outcome))
-            .data(self.clone())
     }
 
     /// Checks auth and injected faults before an API call. `Err` is the answer to give.

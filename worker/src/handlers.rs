@@ -6,12 +6,16 @@ use std::{sync::Arc, time::Duration};
 use apalis::prelude::*;
 use evisa_core::{
     application::Actor,
-    gateway::{GatewayError, stripe::IntentSnapshot},
+    gateway::{
+        GatewayError,
+        alipay::{self, TradeState},
+        stripe::IntentSnapshot,
+    },
     payment::{self, GatewayFacts, PaymentEvent, PaymentStatus, apply::ApplyError, store},
 };
 use rand::Rng;
 
-use crate::{ChargeCard, ProcessGatewayEvent, WorkerContext};
+use crate::{ChargeCard, PollAlipay, ProcessGatewayEvent, WorkerContext};
 
 /// Exponential backoff with jitter: 1 s, 2 s, 4 s … capped at 5 minutes, each scaled by a random
 /// factor in [0.5, 1) so that retries of many jobs do not arrive together.
@@ -125,55 +129,76 @@ pub async fn process_gateway_event(
     job: ProcessGatewayEvent,
     ctx: Data<Arc<WorkerContext>>,
 ) -> Result<(), BoxDynError> {
-    let row: Option<(String, String, String, serde_json::Value)> = sqlx::query_as(
-        "SELECT event_id, event_type, state, payload FROM gateway_inbox WHERE id = $1",
+    let row: Option<(String, String, String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT provider, event_id, event_type, state, payload FROM gateway_inbox WHERE id = $1",
     )
     .bind(job.inbox_id)
     .fetch_optional(&ctx.db)
     .await?;
-    let Some((event_id, kind, state, payload)) = row else {
+    let Some((provider, event_id, kind, state, payload)) = row else {
         return Ok(());
     };
     if state != "received" {
         return Ok(());
     }
-    let cause = format!("stripe:{event_id}");
-    let outcome = match serde_json::from_value::<IntentSnapshot>(payload["data"]["object"].clone())
-    {
-        Err(e) => ("ignored", Some(format!("not a payment intent: {e}"))),
-        Ok(intent) => {
-            let payment = match intent.payment_id() {
-                Some(id) => store::get(&ctx.db, id).await?,
-                None => {
-                    store::find_by_gateway_reference(&ctx.db, payment::Provider::Stripe, &intent.id)
+    let cause = format!("{provider}:{event_id}");
+    // Which payment, and what the callback says about it.
+    let (payment, report) = if provider == "alipay" {
+        let field = |k: &str| payload[k].as_str().unwrap_or_default().to_string();
+        let payment = match alipay::payment_of(&field("out_trade_no")) {
+            Some(id) => store::get(&ctx.db, id).await?,
+            None => None,
+        };
+        let trade = TradeState::from_notify(
+            &field("trade_status"),
+            &field("trade_no"),
+            &field("total_amount"),
+        );
+        let expired = payment
+            .as_ref()
+            .is_some_and(|p| p.expires_at <= chrono::Utc::now());
+        (payment, trade.and_then(|t| t.report(expired)))
+    } else {
+        match serde_json::from_value::<IntentSnapshot>(payload["data"]["object"].clone()) {
+            Err(_) => (None, None),
+            Ok(intent) => {
+                let payment = match intent.payment_id() {
+                    Some(id) => store::get(&ctx.db, id).await?,
+                    None => {
+                        store::find_by_gateway_reference(
+                            &ctx.db,
+                            payment::Provider::Stripe,
+                            &intent.id,
+                        )
                         .await?
-                }
-            };
-            match (payment, intent.report()) {
-                (None, _) => ("ignored", Some("no payment of ours".to_string())),
-                (Some(_), None) => ("ignored", Some(format!("{kind}: nothing to apply"))),
-                (Some(p), Some(report)) => {
-                    match payment::apply(
-                        &ctx.db,
-                        p.id,
-                        report.event,
-                        &report.facts,
-                        Actor::Gateway,
-                        &cause,
-                    )
-                    .await
-                    {
-                        Ok(_) => ("processed", None),
-                        Err(
-                            e @ (ApplyError::AmountMismatch { .. }
-                            | ApplyError::ReferenceMismatch { .. }),
-                        ) => {
-                            tracing::error!(event_id, payment_id = %p.id, error = %e, "webhook quarantined");
-                            ("quarantined", Some(e.to_string()))
-                        }
-                        Err(e) => return Err(e.into()),
                     }
+                };
+                (payment, intent.report())
+            }
+        }
+    };
+    let outcome = match (payment, report) {
+        (None, _) => ("ignored", Some("no payment of ours".to_string())),
+        (Some(_), None) => ("ignored", Some(format!("{kind}: nothing to apply"))),
+        (Some(p), Some(report)) => {
+            match payment::apply(
+                &ctx.db,
+                p.id,
+                report.event,
+                &report.facts,
+                Actor::Gateway,
+                &cause,
+            )
+            .await
+            {
+                Ok(_) => ("processed", None),
+                Err(
+                    e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. }),
+                ) => {
+                    tracing::error!(event_id, payment_id = %p.id, error = %e, "gateway callback quarantined");
+                    ("quarantined", Some(e.to_string()))
                 }
+                Err(e) => return Err(e.into()),
             }
         }
     };
@@ -183,6 +208,94 @@ pub async fn process_gateway_event(
         .bind(outcome.1)
         .execute(&ctx.db)
         .await?;
+    Ok(())
+}
+
+/// The delay before poll `round` + 1: the first configured delay, doubling, at most 2 minutes.
+pub fn poll_delay(first: Duration, round: u32) -> Duration {
+    first
+        .saturating_mul(2u32.saturating_pow(round.min(10)))
+        .min(Duration::from_secs(120))
+}
+
+/// Polls an Alipay trade: applies a final status, or re-schedules itself; at the deadline it
+/// closes the trade (and if closing finds it paid, the payment succeeds).
+pub async fn poll_alipay(
+    job: PollAlipay,
+    task: TaskId,
+    attempt: Attempt,
+    ctx: Data<Arc<WorkerContext>>,
+) -> Result<(), BoxDynError> {
+    let Some(alipay) = ctx.alipay.as_ref() else {
+        tracing::error!(payment_id = %job.payment_id, "Alipay poll but Alipay is not configured");
+        return Ok(());
+    };
+    let Some(payment) = store::get(&ctx.db, job.payment_id).await? else {
+        return Ok(());
+    };
+    if payment.status.is_terminal() {
+        return Ok(());
+    }
+    let cause = format!("job:{task}");
+    let trade_no = alipay::out_trade_no(payment.id);
+    let now = chrono::Utc::now();
+    let at_deadline = payment.expires_at <= now;
+    let result = if at_deadline {
+        match alipay.close(&trade_no).await {
+            // Closed, or never opened: nothing was paid.
+            Ok(None) | Ok(Some(TradeState::NotCreated)) => Ok(Some(TradeState::Closed)),
+            Ok(Some(state)) => Ok(Some(state)),
+            Err(e) => Err(e),
+        }
+    } else {
+        alipay.query(&trade_no).await.map(Some)
+    };
+    let state = match result {
+        Ok(state) => state,
+        Err(GatewayError::Transient(reason)) => {
+            tracing::warn!(payment_id = %payment.id, %reason, "Alipay unavailable");
+            retry_later(&ctx, &task, &attempt).await?;
+            return Err(format!("alipay unavailable: {reason}").into());
+        }
+        Err(GatewayError::Rejected(reason)) => {
+            tracing::error!(payment_id = %payment.id, %reason, "Alipay refused the poll");
+            return Err(AbortError::new(std::io::Error::other(reason)).into());
+        }
+    };
+    if let Some(report) = state.as_ref().and_then(|s| s.report(at_deadline)) {
+        match payment::apply(
+            &ctx.db,
+            payment.id,
+            report.event,
+            &report.facts,
+            Actor::Gateway,
+            &cause,
+        )
+        .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. })) => {
+                tracing::error!(payment_id = %payment.id, error = %e, "Alipay trade does not match the payment");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Not final yet: ask again later, and no later than the deadline.
+    let until_deadline = (payment.expires_at - now).to_std().unwrap_or_default();
+    let delay = poll_delay(ctx.alipay_poll_first, job.round).min(until_deadline);
+    let mut tx = ctx.db.begin().await?;
+    crate::enqueue_after(
+        &mut tx,
+        &PollAlipay {
+            payment_id: payment.id,
+            round: job.round + 1,
+        },
+        delay,
+        ctx.max_attempts,
+    )
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -33,6 +33,34 @@ impl Job for ProcessGatewayEvent {
     const QUEUE: &'static str = "evisa.gateway_event";
 }
 
+/// Ask Alipay how a redirect payment stands; re-schedules itself with a later `run_at` until a
+/// final status or the payment's deadline, when it closes the trade.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PollAlipay {
+    pub payment_id: PaymentId,
+    /// How many polls came before this one (drives the backoff).
+    pub round: u32,
+}
+
+impl Job for PollAlipay {
+    const QUEUE: &'static str = "evisa.poll_alipay";
+}
+
+/// Adds `job` to run after `delay`, in the caller's transaction.
+pub async fn enqueue_after<J: Job>(
+    conn: &mut PgConnection,
+    job: &J,
+    delay: std::time::Duration,
+    max_attempts: usize,
+) -> Result<(), apalis_postgres::Error> {
+    let args = serde_json::to_vec(job).map_err(apalis_postgres::Error::JsonError)?;
+    let task = TaskBuilder::new(args)
+        .run_after(delay)
+        .max_attempts(max_attempts)
+        .build();
+    push_tasks(conn, J::QUEUE, vec![task]).await
+}
+
 /// Adds `job` to its queue in the caller's transaction. `max_attempts` bounds retries; a job that
 /// exhausts them is dead until an operator retries it.
 pub async fn enqueue<J: Job>(

@@ -17,16 +17,40 @@ use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use apalis_postgres::{Config as QueueConfig, PostgresStorage};
-use evisa_core::{config::Config, gateway::stripe::StripeGateway};
+use evisa_core::{
+    config::Config,
+    gateway::{alipay::AlipayClient, stripe::StripeGateway},
+};
 use sqlx::PgPool;
 
-pub use jobs::{ChargeCard, Job, ProcessGatewayEvent, enqueue};
+pub use jobs::{ChargeCard, Job, PollAlipay, ProcessGatewayEvent, enqueue, enqueue_after};
 
 /// What handlers need.
 pub struct WorkerContext {
     pub db: PgPool,
     pub stripe: StripeGateway,
+    /// `None` when Alipay is not configured.
+    pub alipay: Option<AlipayClient>,
     pub max_attempts: usize,
+    /// First poll delay of an Alipay trade (later polls back off).
+    pub alipay_poll_first: Duration,
+}
+
+/// The Alipay client for `config`, when Alipay is configured.
+pub fn alipay_client(config: &Config) -> Option<AlipayClient> {
+    let a = &config.alipay;
+    Some(AlipayClient::new(
+        a.app_id.as_deref()?,
+        a.gateway_url.clone()?,
+        a.app_private_key.clone()?,
+        a.public_key.clone()?,
+        config
+            .public_base_url
+            .join("v1/webhooks/alipay")
+            .ok()?
+            .to_string(),
+        config.payments.gateway_timeout,
+    ))
 }
 
 /// Creates apalis's own schema (`apalis.*`); idempotent and safe to run from several processes.
@@ -57,7 +81,9 @@ pub async fn run(
     let ctx = Arc::new(WorkerContext {
         db: db.clone(),
         stripe,
+        alipay: alipay_client(config),
         max_attempts: config.jobs.max_attempts,
+        alipay_poll_first: config.alipay.poll_first,
     });
     // Unique per process: apalis tracks liveness by worker name.
     let instance = uuid::Uuid::now_v7().simple().to_string();
@@ -73,8 +99,16 @@ pub async fn run(
         .with_pubsub()
         .poll_with_interval(poll);
 
-    let (ctx1, ctx2) = (ctx.clone(), ctx.clone());
-    let (name1, name2) = (format!("charge-{instance}"), format!("events-{instance}"));
+    let polls = PostgresStorage::<PollAlipay>::new(&db)
+        .with_config(queue_config(PollAlipay::QUEUE, config))
+        .with_pubsub()
+        .poll_with_interval(poll);
+    let (ctx1, ctx2, ctx3) = (ctx.clone(), ctx.clone(), ctx.clone());
+    let (name1, name2, name3) = (
+        format!("charge-{instance}"),
+        format!("events-{instance}"),
+        format!("poll-{instance}"),
+    );
     let sweeper = tokio::spawn(sweeper::run(ctx.clone(), config.payments.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -98,6 +132,14 @@ pub async fn run(
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
                 .build(handlers::process_gateway_event)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(name3.clone())
+                .backend(polls.clone())
+                .data(ctx3.clone())
+                .concurrency(concurrency)
+                .parallelize(tokio::spawn)
+                .build(handlers::poll_alipay)
         })
         .shutdown_timeout(Duration::from_secs(30))
         .run_with_signal(async move {

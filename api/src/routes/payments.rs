@@ -1,13 +1,19 @@
 //! Paying an application's fee, following a payment, and its live event stream.
 
 use evisa_core::{
+    application::Actor,
+    gateway::alipay::{self, AlipayClient, Channel},
+    money::Currency,
+    payment::{GatewayFacts, PaymentEvent, apply_in},
+};
+use evisa_core::{
     ids::{ApplicationId, PaymentId},
     payment::{
         CreatePaymentError, NextAction, Payment, PaymentStatus, Provider,
         store::{self, NewPayment},
     },
 };
-use evisa_worker::{ChargeCard, enqueue};
+use evisa_worker::{ChargeCard, PollAlipay, enqueue, enqueue_after};
 use futures_util::StreamExt;
 use poem::web::Data;
 use poem_openapi::{
@@ -22,19 +28,32 @@ use crate::{
     auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
     idempotent::{self, Outcome},
-    problem::{ApiError, ApiResult},
+    problem::{ApiError, ApiResult, FieldProblem},
     state::AppState,
 };
 
 pub struct PaymentsApi;
 
 /// The gateway to pay through.
-#[derive(Enum, Clone, Copy, Debug, serde::Deserialize)]
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderWire {
     /// Card payments through Stripe.
     Stripe,
+    /// Alipay (in CNY, where the fee schedule prices the application in CNY).
+    Alipay,
+}
+
+/// Which Alipay cashier the buyer sees.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelWire {
+    /// Desktop browsers (`alipay.trade.page.pay`).
+    Page,
+    /// Mobile browsers (`alipay.trade.wap.pay`).
+    Wap,
 }
 
 /// A request to pay an application's fee. The amount is never sent: it is the fee fixed on the
@@ -44,17 +63,107 @@ pub enum ProviderWire {
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequestBody {
     pub provider: ProviderWire,
-    /// A Stripe PaymentMethod id from Stripe.js (or a test method such as `pm_card_visa`). Card
-    /// details never reach this API.
+    /// Stripe only, required: a PaymentMethod id from Stripe.js (or a test method such as
+    /// `pm_card_visa`). Card details never reach this API.
     #[oai(validator(pattern = "^pm_[A-Za-z0-9_]{1,250}$"))]
-    pub payment_method: String,
+    pub payment_method: Option<String>,
+    /// Alipay only: the cashier (default `page`).
+    pub channel: Option<ChannelWire>,
+    /// Alipay only: where to send the payer's browser afterwards (absolute http(s) URL). The
+    /// browser's return never changes a payment; its status comes from Alipay.
+    #[oai(validator(max_length = 2000))]
+    pub return_url: Option<String>,
 }
 
 impl Example for PaymentRequestBody {
     fn example() -> Self {
         PaymentRequestBody {
             provider: ProviderWire::Stripe,
-            payment_method: "pm_card_visa".into(),
+            payment_method: Some("pm_card_visa".into()),
+            channel: None,
+            return_url: None,
+        }
+    }
+}
+
+/// The checked parts of a payment request.
+enum Method {
+    Card {
+        payment_method: String,
+    },
+    Alipay {
+        channel: Channel,
+        return_url: Option<url::Url>,
+    },
+}
+
+fn field_problem(field: &str, detail: &str) -> FieldProblem {
+    FieldProblem {
+        field: field.into(),
+        pointer: Some(format!("/{field}")),
+        detail: detail.into(),
+    }
+}
+
+impl PaymentRequestBody {
+    fn into_method(self) -> Result<Method, ApiError> {
+        match self.provider {
+            ProviderWire::Stripe => {
+                let mut errors = Vec::new();
+                if self.channel.is_some() {
+                    errors.push(field_problem("channel", "is for Alipay only"));
+                }
+                if self.return_url.is_some() {
+                    errors.push(field_problem("return_url", "is for Alipay only"));
+                }
+                match self.payment_method {
+                    Some(pm) if errors.is_empty() && pm.starts_with("pm_") => {
+                        Ok(Method::Card { payment_method: pm })
+                    }
+                    Some(_) if errors.is_empty() => Err(ApiError::invalid(vec![field_problem(
+                        "payment_method",
+                        "must be a Stripe PaymentMethod id (pm_...)",
+                    )])),
+                    None => {
+                        errors.insert(
+                            0,
+                            field_problem("payment_method", "is required for card payments"),
+                        );
+                        Err(ApiError::invalid(errors))
+                    }
+                    Some(_) => Err(ApiError::invalid(errors)),
+                }
+            }
+            ProviderWire::Alipay => {
+                if self.payment_method.is_some() {
+                    return Err(ApiError::invalid(vec![field_problem(
+                        "payment_method",
+                        "is for card payments only",
+                    )]));
+                }
+                let return_url = self
+                    .return_url
+                    .map(|u| match url::Url::parse(&u) {
+                        Ok(url)
+                            if matches!(url.scheme(), "http" | "https") && url.host().is_some() =>
+                        {
+                            Ok(url)
+                        }
+                        _ => Err(ApiError::invalid(vec![field_problem(
+                            "return_url",
+                            "must be an absolute http(s) URL",
+                        )])),
+                    })
+                    .transpose()?;
+                let channel = match self.channel.unwrap_or(ChannelWire::Page) {
+                    ChannelWire::Page => Channel::Page,
+                    ChannelWire::Wap => Channel::Wap,
+                };
+                Ok(Method::Alipay {
+                    channel,
+                    return_url,
+                })
+            }
         }
     }
 }
@@ -123,7 +232,7 @@ pub enum NextActionView {
 pub struct PaymentView {
     pub id: uuid::Uuid,
     pub application_id: uuid::Uuid,
-    /// `stripe`.
+    /// `stripe` or `alipay`.
     pub provider: String,
     pub status: PaymentStatusWire,
     /// Integer minor units of `currency`.
@@ -214,8 +323,10 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 impl PaymentsApi {
     /// Pay an application's fee.
     ///
-    /// Starts a card payment for a submitted application and answers 202 at once; the charge
-    /// runs in the background. The amount is the fee fixed at submission. Requires an
+    /// Starts a payment for a submitted application and answers 202 at once. By card
+    /// (`provider: stripe`), the charge runs in the background; with Alipay, the payment is
+    /// `requires_action` with a signed `redirect_url` to Alipay's cashier, charged in CNY. The
+    /// amount is the fee fixed at submission. Requires an
     /// `Idempotency-Key`: the same key and body replay the first answer for 24 hours; the same
     /// key with another body is 422; while the first request is still running, 409. Only one
     /// payment per application may be in progress (409 names it); after `failed`, `cancelled`
@@ -255,31 +366,114 @@ impl PaymentsApi {
             Outcome::Proceed(claim) => claim,
         };
         let JsonBody(request, _) = body;
-        let ProviderWire::Stripe = request.provider;
-        let payment = store::create(
-            &mut tx,
-            &NewPayment {
-                applicant: me.user_id,
-                application: ApplicationId::from_uuid(id.0),
-                provider: Provider::Stripe,
-                currency: None,
-                payment_method: Some(&request.payment_method),
-                expires_in: chrono::Duration::from_std(state.config.payments.expiry)
-                    .map_err(ApiError::internal)?,
-            },
-        )
-        .await
-        .map_err(create_error)?;
-        enqueue(
-            &mut tx,
-            &ChargeCard {
-                payment_id: payment.id,
-            },
-            state.config.jobs.max_attempts,
-        )
-        .await
-        .map_err(ApiError::internal)?;
-        let view = PaymentView::from(payment);
+        let method = request.into_method()?;
+        let expires_in =
+            chrono::Duration::from_std(state.config.payments.expiry).map_err(ApiError::internal)?;
+        let max_attempts = state.config.jobs.max_attempts;
+        let view = match method {
+            Method::Card { payment_method } => {
+                let payment = store::create(
+                    &mut tx,
+                    &NewPayment {
+                        applicant: me.user_id,
+                        application: ApplicationId::from_uuid(id.0),
+                        provider: Provider::Stripe,
+                        currency: None,
+                        payment_method: Some(&payment_method),
+                        return_url: None,
+                        expires_in,
+                    },
+                )
+                .await
+                .map_err(create_error)?;
+                enqueue(
+                    &mut tx,
+                    &ChargeCard {
+                        payment_id: payment.id,
+                    },
+                    max_attempts,
+                )
+                .await
+                .map_err(ApiError::internal)?;
+                PaymentView::from(payment)
+            }
+            Method::Alipay {
+                channel,
+                return_url,
+            } => {
+                let Some(alipay) = state.alipay.as_ref() else {
+                    return Err(ApiError::rule(
+                        "provider-not-offered",
+                        "Alipay is not offered by this service",
+                        vec![],
+                    ));
+                };
+                let payment = store::create(
+                    &mut tx,
+                    &NewPayment {
+                        applicant: me.user_id,
+                        application: ApplicationId::from_uuid(id.0),
+                        provider: Provider::Alipay,
+                        currency: Some(Currency::parse("CNY").expect("CNY is ISO 4217")),
+                        payment_method: None,
+                        return_url: return_url.as_ref().map(url::Url::as_str),
+                        expires_in,
+                    },
+                )
+                .await
+                .map_err(|e| match e {
+                    CreatePaymentError::NoPriceInCurrency(_) => ApiError::rule(
+                        "provider-not-offered",
+                        "Alipay is not offered for this application: the fee schedule has no CNY price for it",
+                        vec![field_problem("provider", "Alipay needs a CNY price")],
+                    ),
+                    other => create_error(other),
+                })?;
+                // The buyer comes back to us; we never trust what the browser says.
+                let back = state
+                    .config
+                    .public_base_url
+                    .join(&format!("v1/payments/{}/return", payment.id))
+                    .map_err(ApiError::internal)?;
+                let url = alipay.pay_url(
+                    channel,
+                    &alipay::out_trade_no(payment.id),
+                    payment.amount,
+                    &format!("Visa application fee {}", payment.application_id),
+                    payment.expires_at,
+                    back.as_str(),
+                );
+                let facts = GatewayFacts {
+                    next_action: Some(AlipayClient::next_action(&url)),
+                    ..GatewayFacts::default()
+                };
+                apply_in(
+                    &mut tx,
+                    payment.id,
+                    PaymentEvent::GatewayRequiresAction,
+                    &facts,
+                    Actor::System,
+                    "alipay redirect",
+                )
+                .await
+                .map_err(ApiError::internal)?;
+                enqueue_after(
+                    &mut tx,
+                    &PollAlipay {
+                        payment_id: payment.id,
+                        round: 0,
+                    },
+                    state.config.alipay.poll_first,
+                    max_attempts,
+                )
+                .await
+                .map_err(ApiError::internal)?;
+                let payment = store::get_in(&mut tx, payment.id)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("payment vanished"))?;
+                PaymentView::from(payment)
+            }
+        };
         idempotent::remember(
             &mut tx,
             me.user_id,

@@ -68,7 +68,12 @@ impl AppPrivateKey {
     pub fn sign(&self, message: &str) -> String {
         let mut sig = vec![0u8; self.0.public().modulus_len()];
         self.0
-            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message.as_bytes(), &mut sig)
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                message.as_bytes(),
+                &mut sig,
+            )
             .expect("RSA signing with a valid key cannot fail");
         B64.encode(sig)
     }
@@ -95,7 +100,9 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -151,7 +158,10 @@ impl RsaPublicKey {
 
 /// The string that is signed: sorted `k=v` pairs joined by `&`, skipping `sign`, empty values and
 /// any `excluded` keys (`sign_type` for notifies).
-pub fn signing_string<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>, excluded: &[&str]) -> String {
+pub fn signing_string<'a>(
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    excluded: &[&str],
+) -> String {
     let sorted: BTreeMap<&str, &str> = params
         .into_iter()
         .filter(|(k, v)| *k != "sign" && !excluded.contains(k) && !v.is_empty())
@@ -166,7 +176,9 @@ pub fn signing_string<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>, 
 /// Alipay's clock: `yyyy-MM-dd HH:mm:ss` in GMT+8.
 pub fn beijing_time(t: DateTime<Utc>) -> String {
     let gmt8 = FixedOffset::east_opt(8 * 3600).expect("valid offset");
-    t.with_timezone(&gmt8).format("%Y-%m-%d %H:%M:%S").to_string()
+    t.with_timezone(&gmt8)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// Our payment's `out_trade_no`: its id without dashes (Alipay allows letters, digits, `_`).
@@ -176,7 +188,9 @@ pub fn out_trade_no(payment: crate::ids::PaymentId) -> String {
 
 /// The payment an `out_trade_no` names.
 pub fn payment_of(out_trade_no: &str) -> Option<crate::ids::PaymentId> {
-    uuid::Uuid::try_parse(out_trade_no).ok().map(crate::ids::PaymentId::from_uuid)
+    uuid::Uuid::try_parse(out_trade_no)
+        .ok()
+        .map(crate::ids::PaymentId::from_uuid)
 }
 
 /// Which cashier the buyer uses.
@@ -204,13 +218,25 @@ pub enum TradeState {
     NotCreated,
     WaitBuyerPay,
     /// Paid (`TRADE_SUCCESS` or `TRADE_FINISHED`), with Alipay's trade number and the amount.
-    Paid { trade_no: String, total_amount: String },
+    Paid {
+        trade_no: String,
+        total_amount: String,
+    },
     /// Closed unpaid (timed out, cancelled) or fully refunded.
     Closed,
 }
 
 impl TradeState {
-    fn from_status(status: &str, trade_no: Option<&str>, total: Option<&str>) -> Option<TradeState> {
+    /// The state a notify reports.
+    pub fn from_notify(status: &str, trade_no: &str, total_amount: &str) -> Option<TradeState> {
+        Self::from_status(status, Some(trade_no), Some(total_amount))
+    }
+
+    fn from_status(
+        status: &str,
+        trade_no: Option<&str>,
+        total: Option<&str>,
+    ) -> Option<TradeState> {
         Some(match status {
             "WAIT_BUYER_PAY" => TradeState::WaitBuyerPay,
             "TRADE_SUCCESS" | "TRADE_FINISHED" => TradeState::Paid {
@@ -225,7 +251,10 @@ impl TradeState {
     /// What the trade says about the payment, if anything.
     pub fn report(&self, expired: bool) -> Option<Report> {
         match self {
-            TradeState::Paid { trade_no, total_amount } => Some(Report {
+            TradeState::Paid {
+                trade_no,
+                total_amount,
+            } => Some(Report {
                 event: PaymentEvent::GatewaySaysSucceeded,
                 facts: GatewayFacts {
                     reference: Some(trade_no.clone()).filter(|t| !t.is_empty()),
@@ -234,7 +263,11 @@ impl TradeState {
                 },
             }),
             TradeState::Closed => Some(Report {
-                event: if expired { PaymentEvent::Expired } else { PaymentEvent::Cancelled },
+                event: if expired {
+                    PaymentEvent::Expired
+                } else {
+                    PaymentEvent::Cancelled
+                },
                 facts: GatewayFacts::default(),
             }),
             TradeState::NotCreated | TradeState::WaitBuyerPay => None,
@@ -245,10 +278,17 @@ impl TradeState {
 /// `total_amount` (yuan, two decimals) as money. Strict: exactly two decimals.
 pub fn parse_cny(amount: &str) -> Option<Money> {
     let (yuan, fen) = amount.split_once('.')?;
-    if fen.len() != 2 || yuan.is_empty() || !yuan.bytes().chain(fen.bytes()).all(|b| b.is_ascii_digit()) {
+    if fen.len() != 2
+        || yuan.is_empty()
+        || !yuan.bytes().chain(fen.bytes()).all(|b| b.is_ascii_digit())
+    {
         return None;
     }
-    let minor = yuan.parse::<i64>().ok()?.checked_mul(100)?.checked_add(fen.parse::<i64>().ok()?)?;
+    let minor = yuan
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(fen.parse::<i64>().ok()?)?;
     Money::new(minor, Currency::parse("CNY").ok()?).ok()
 }
 
@@ -304,7 +344,12 @@ impl AlipayClient {
     }
 
     /// The common parameters plus `sign`, for `method` with `biz_content`.
-    fn signed_params(&self, method: &str, biz_content: &serde_json::Value, return_url: Option<&str>) -> BTreeMap<String, String> {
+    fn signed_params(
+        &self,
+        method: &str,
+        biz_content: &serde_json::Value,
+        return_url: Option<&str>,
+    ) -> BTreeMap<String, String> {
         let mut params = BTreeMap::from([
             ("app_id".to_string(), self.app_id.clone()),
             ("method".to_string(), method.to_string()),
@@ -364,32 +409,52 @@ impl AlipayClient {
             .await
             .map_err(|e| GatewayError::Transient(format!("alipay response unreadable: {e}")))?;
         if status.is_server_error() || status.as_u16() == 429 {
-            return Err(GatewayError::Transient(format!("alipay answered HTTP {status}")));
+            return Err(GatewayError::Transient(format!(
+                "alipay answered HTTP {status}"
+            )));
         }
         let key = format!("{}_response", method.replace('.', "_"));
         let (raw, sign) = match (raw_member(&text, &key), raw_member(&text, "error_response")) {
             (Some(raw), _) | (None, Some(raw)) => (raw, string_member(&text, "sign")),
-            (None, None) => return Err(GatewayError::Transient("alipay response has no result".into())),
+            (None, None) => {
+                return Err(GatewayError::Transient(
+                    "alipay response has no result".into(),
+                ));
+            }
         };
-        let parsed: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(raw).map_err(|_| GatewayError::Transient("alipay result is not JSON".into()))?;
-        let code = parsed.get("code").and_then(|c| c.as_str()).unwrap_or_default();
+        let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw)
+            .map_err(|_| GatewayError::Transient("alipay result is not JSON".into()))?;
+        let code = parsed
+            .get("code")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default();
         // Alipay signs every answer it gives; an unsigned one is trusted only as an error.
         match sign {
             Some(sign) if self.alipay_key.verify(raw, &sign) => Ok(parsed),
             _ if code != "10000" => Ok(parsed),
-            _ => Err(GatewayError::Rejected("alipay response signature does not verify".into())),
+            _ => Err(GatewayError::Rejected(
+                "alipay response signature does not verify".into(),
+            )),
         }
     }
 
     /// `alipay.trade.query`.
     pub async fn query(&self, out_trade_no: &str) -> Result<TradeState, GatewayError> {
-        let r = self.call("alipay.trade.query", serde_json::json!({"out_trade_no": out_trade_no})).await?;
+        let r = self
+            .call(
+                "alipay.trade.query",
+                serde_json::json!({"out_trade_no": out_trade_no}),
+            )
+            .await?;
         match code_of(&r) {
             ("10000", _) => {
                 let s = |k: &str| r.get(k).and_then(|v| v.as_str());
-                TradeState::from_status(s("trade_status").unwrap_or_default(), s("trade_no"), s("total_amount"))
-                    .ok_or_else(|| GatewayError::Rejected("unknown trade_status".into()))
+                TradeState::from_status(
+                    s("trade_status").unwrap_or_default(),
+                    s("trade_no"),
+                    s("total_amount"),
+                )
+                .ok_or_else(|| GatewayError::Rejected("unknown trade_status".into()))
             }
             (_, "ACQ.TRADE_NOT_EXIST") => Ok(TradeState::NotCreated),
             (code, sub) => Err(classify(code, sub)),
@@ -399,7 +464,12 @@ impl AlipayClient {
     /// `alipay.trade.close`. `Ok(None)` when closed; `Ok(Some(state))` when the trade could not be
     /// closed because it is already paid or never existed.
     pub async fn close(&self, out_trade_no: &str) -> Result<Option<TradeState>, GatewayError> {
-        let r = self.call("alipay.trade.close", serde_json::json!({"out_trade_no": out_trade_no})).await?;
+        let r = self
+            .call(
+                "alipay.trade.close",
+                serde_json::json!({"out_trade_no": out_trade_no}),
+            )
+            .await?;
         match code_of(&r) {
             ("10000", _) => Ok(None),
             (_, "ACQ.TRADE_NOT_EXIST") => Ok(Some(TradeState::NotCreated)),
@@ -410,7 +480,12 @@ impl AlipayClient {
     }
 
     /// `alipay.trade.refund`, idempotent per `out_request_no`. Returns whether money moved.
-    pub async fn refund(&self, out_trade_no: &str, amount: Money, out_request_no: &str) -> Result<bool, GatewayError> {
+    pub async fn refund(
+        &self,
+        out_trade_no: &str,
+        amount: Money,
+        out_request_no: &str,
+    ) -> Result<bool, GatewayError> {
         let r = self
             .call(
                 "alipay.trade.refund",
@@ -424,7 +499,11 @@ impl AlipayClient {
     }
 
     /// `alipay.trade.fastpay.refund.query`: whether the refund `out_request_no` succeeded.
-    pub async fn refund_query(&self, out_trade_no: &str, out_request_no: &str) -> Result<bool, GatewayError> {
+    pub async fn refund_query(
+        &self,
+        out_trade_no: &str,
+        out_request_no: &str,
+    ) -> Result<bool, GatewayError> {
         let r = self
             .call(
                 "alipay.trade.fastpay.refund.query",
@@ -433,7 +512,9 @@ impl AlipayClient {
             .await?;
         match code_of(&r) {
             // 10000 means only that the query worked; the refund's own status says the rest.
-            ("10000", _) => Ok(r.get("refund_status").and_then(|v| v.as_str()) == Some("REFUND_SUCCESS")),
+            ("10000", _) => {
+                Ok(r.get("refund_status").and_then(|v| v.as_str()) == Some("REFUND_SUCCESS"))
+            }
             (code, sub) => Err(classify(code, sub)),
         }
     }
@@ -453,7 +534,11 @@ impl AlipayClient {
 }
 
 /// See [`AlipayClient::verify_notify`].
-pub fn verify_notify(key: &RsaPublicKey, app_id: &str, form: &[(String, String)]) -> Result<(), NotifyError> {
+pub fn verify_notify(
+    key: &RsaPublicKey,
+    app_id: &str,
+    form: &[(String, String)],
+) -> Result<(), NotifyError> {
     let get = |k: &'static str| {
         form.iter()
             .find(|(key, _)| key == k)
@@ -461,7 +546,10 @@ pub fn verify_notify(key: &RsaPublicKey, app_id: &str, form: &[(String, String)]
             .ok_or(NotifyError::Missing(k))
     };
     let sign = get("sign")?;
-    let message = signing_string(form.iter().map(|(k, v)| (k.as_str(), v.as_str())), &["sign_type"]);
+    let message = signing_string(
+        form.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &["sign_type"],
+    );
     if !key.verify(&message, sign) {
         return Err(NotifyError::BadSignature);
     }
@@ -480,7 +568,9 @@ fn classify(code: &str, sub: &str) -> GatewayError {
     match code {
         // Service unavailable / system busy: try again later.
         "20000" | "20001" => GatewayError::Transient(format!("alipay {code} {sub}")),
-        _ if sub.ends_with("SYSTEM_ERROR") => GatewayError::Transient(format!("alipay {code} {sub}")),
+        _ if sub.ends_with("SYSTEM_ERROR") => {
+            GatewayError::Transient(format!("alipay {code} {sub}"))
+        }
         _ => GatewayError::Rejected(format!("alipay {code} {sub}")),
     }
 }
@@ -527,7 +617,8 @@ mod tests {
     use super::*;
 
     const PRIVATE: &str = include_str!("../../../sandbox/keys/merchant_dev_private.pem");
-    const PRIVATE_PKCS1: &str = include_str!("../../../sandbox/keys/merchant_dev_private_pkcs1.pem");
+    const PRIVATE_PKCS1: &str =
+        include_str!("../../../sandbox/keys/merchant_dev_private_pkcs1.pem");
     const PUBLIC: &str = include_str!("../../../sandbox/keys/merchant_dev_public.pem");
     const OTHER_PUBLIC: &str = include_str!("../../../sandbox/keys/alipay_sandbox_public.pem");
 
@@ -548,17 +639,39 @@ mod tests {
         assert!(public.verify("a=1&b=2", &pkcs8.sign("a=1&b=2")));
         assert!(public_bare.verify("a=1&b=2", &pkcs1.sign("a=1&b=2")));
         assert!(!public.verify("a=1&b=3", &pkcs8.sign("a=1&b=2")));
-        assert!(!RsaPublicKey::parse(OTHER_PUBLIC).unwrap().verify("a=1&b=2", &pkcs8.sign("a=1&b=2")));
-        assert_eq!(AppPrivateKey::parse("not a key!").unwrap_err(), KeyError::NotBase64);
-        assert_eq!(AppPrivateKey::parse("AAAA").unwrap_err(), KeyError::NotPrivateKey);
-        assert_eq!(RsaPublicKey::parse("AAAA").unwrap_err(), KeyError::NotPublicKey);
-        assert_eq!(RsaPublicKey::parse(PRIVATE).unwrap_err(), KeyError::NotPublicKey);
+        assert!(
+            !RsaPublicKey::parse(OTHER_PUBLIC)
+                .unwrap()
+                .verify("a=1&b=2", &pkcs8.sign("a=1&b=2"))
+        );
+        assert_eq!(
+            AppPrivateKey::parse("not a key!").unwrap_err(),
+            KeyError::NotBase64
+        );
+        assert_eq!(
+            AppPrivateKey::parse("AAAA").unwrap_err(),
+            KeyError::NotPrivateKey
+        );
+        assert_eq!(
+            RsaPublicKey::parse("AAAA").unwrap_err(),
+            KeyError::NotPublicKey
+        );
+        assert_eq!(
+            RsaPublicKey::parse(PRIVATE).unwrap_err(),
+            KeyError::NotPublicKey
+        );
     }
 
     #[test]
     fn the_signing_string_is_sorted_raw_and_skips_sign_and_empties() {
         let s = signing_string(
-            [("b", "2"), ("sign", "x"), ("a", "1 &ü"), ("empty", ""), ("sign_type", "RSA2")],
+            [
+                ("b", "2"),
+                ("sign", "x"),
+                ("a", "1 &ü"),
+                ("empty", ""),
+                ("sign_type", "RSA2"),
+            ],
             &["sign_type"],
         );
         assert_eq!(s, "a=1 &ü&b=2");

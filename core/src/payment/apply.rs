@@ -2,7 +2,7 @@
 //! reports on a payment. Every report goes through [`apply`], so every path converges on the
 //! same state, whatever order or how often reports arrive.
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::{
     NextAction, PaymentEvent, PaymentRefusal, PaymentStatus,
@@ -73,6 +73,20 @@ pub async fn apply(
     cause: &str,
 ) -> Result<Applied, ApplyError> {
     let mut tx = pool.begin().await?;
+    let applied = apply_in(&mut tx, id, event, facts, actor, cause).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// [`apply`] inside the caller's transaction (which commits it, or rolls it back on error).
+pub async fn apply_in(
+    tx: &mut PgConnection,
+    id: PaymentId,
+    event: PaymentEvent,
+    facts: &GatewayFacts,
+    actor: Actor,
+    cause: &str,
+) -> Result<Applied, ApplyError> {
     // Lock order everywhere: application, then payment.
     let application: ApplicationId =
         sqlx::query_scalar("SELECT application_id FROM payments WHERE id = $1")
@@ -123,7 +137,6 @@ pub async fn apply(
                     .bind(&facts.reference)
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await?;
             }
             tracing::info!(payment_id = %id, %refusal, cause, "report ignored: stale or duplicate");
             return Ok(Applied::Unchanged(refusal));
@@ -149,7 +162,7 @@ pub async fn apply(
             .execute(&mut *tx)
             .await?;
             store::record_event(
-                &mut tx,
+                tx,
                 id,
                 "duplicate_charge",
                 Some(from),
@@ -158,7 +171,6 @@ pub async fn apply(
                 Some(cause),
             )
             .await?;
-            tx.commit().await?;
             tracing::warn!(payment_id = %id, paid_by = %other, cause, "gateway charged a second payment; flagged for refund");
             return Ok(Applied::DuplicateCharge);
         }
@@ -181,17 +193,8 @@ pub async fn apply(
     .bind(failed.then(|| facts.failure_message.clone()).flatten())
     .execute(&mut *tx)
     .await?;
-    store::record_event(
-        &mut tx,
-        id,
-        event.as_str(),
-        Some(from),
-        to,
-        actor,
-        Some(cause),
-    )
-    .await?;
-    store::notify(&mut tx, id, to).await?;
+    store::record_event(tx, id, event.as_str(), Some(from), to, actor, Some(cause)).await?;
+    store::notify(tx, id, to).await?;
 
     let mut application_paid = false;
     if to == PaymentStatus::Succeeded {
@@ -207,7 +210,7 @@ pub async fn apply(
                     .await?;
                 let cause = format!("payment:{id}");
                 record_application_event(
-                    &mut tx,
+                    tx,
                     application,
                     ApplicationEvent::PaymentSucceeded,
                     app_from,
@@ -223,7 +226,6 @@ pub async fn apply(
             }
         }
     }
-    tx.commit().await?;
     tracing::info!(payment_id = %id, %from, %to, cause, "payment moved");
     Ok(Applied::Moved {
         from,

@@ -5,7 +5,7 @@ mod status;
 pub mod store;
 
 pub mod apply;
-pub use apply::{Applied, GatewayFacts, apply};
+pub use apply::{Applied, GatewayFacts, apply, apply_in};
 pub use status::{PaymentEvent, PaymentRefusal, PaymentStatus};
 pub use store::{CreatePaymentError, NextAction, Payment, Provider};
 

@@ -46,6 +46,8 @@ pub struct Payment {
     pub failure_message: Option<String>,
     pub duplicate_charge: bool,
     pub expires_at: DateTime<Utc>,
+    /// Where the payer's browser goes after a redirect payment, when the portal gave one.
+    pub return_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -54,7 +56,7 @@ macro_rules! payment_columns {
     () => {
         "id, application_id, applicant_id, provider, status, amount_minor, currency, \
          payment_method, gateway_reference, next_action, failure_code, failure_message, \
-         duplicate_charge, expires_at, created_at, updated_at"
+         duplicate_charge, expires_at, return_url, created_at, updated_at"
     };
 }
 pub(crate) use payment_columns;
@@ -75,6 +77,7 @@ pub(crate) struct PaymentRow {
     failure_message: Option<String>,
     duplicate_charge: bool,
     expires_at: DateTime<Utc>,
+    return_url: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -99,6 +102,7 @@ impl PaymentRow {
             failure_message: self.failure_message,
             duplicate_charge: self.duplicate_charge,
             expires_at: self.expires_at,
+            return_url: self.return_url,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -135,6 +139,7 @@ pub struct NewPayment<'a> {
     /// The currency the provider charges in; `None` takes the fee's base currency.
     pub currency: Option<Currency>,
     pub payment_method: Option<&'a str>,
+    pub return_url: Option<&'a str>,
     pub expires_in: Duration,
 }
 
@@ -202,8 +207,8 @@ pub async fn create(
     let id = PaymentId::new();
     let row: PaymentRow = sqlx::query_as(concat!(
         "INSERT INTO payments (id, application_id, applicant_id, provider, status, amount_minor,
-             currency, payment_method, expires_at)
-         VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, now() + $8)
+             currency, payment_method, expires_at, return_url)
+         VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, now() + $8, $9)
          RETURNING ",
         payment_columns!()
     ))
@@ -215,6 +220,7 @@ pub async fn create(
     .bind(currency.code())
     .bind(new.payment_method)
     .bind(new.expires_in)
+    .bind(new.return_url)
     .fetch_one(&mut *conn)
     .await?;
     record_event(
@@ -300,6 +306,22 @@ pub async fn get(pool: &PgPool, id: PaymentId) -> Result<Option<Payment>, sqlx::
     ))
     .bind(id)
     .fetch_optional(pool)
+    .await?;
+    row.map(PaymentRow::into_payment).transpose()
+}
+
+/// A payment by id, inside the caller's transaction.
+pub async fn get_in(
+    conn: &mut PgConnection,
+    id: PaymentId,
+) -> Result<Option<Payment>, sqlx::Error> {
+    let row: Option<PaymentRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
     .await?;
     row.map(PaymentRow::into_payment).transpose()
 }
