@@ -577,7 +577,7 @@ impl Config {
                 &mut r,
                 "EVISA_PAYMENT_EXPIRY_SECONDS",
                 90 * 60,
-                10,
+                2,
                 7 * 86_400,
             ),
             reconcile_after: seconds(&mut r, "EVISA_RECONCILE_AFTER_SECONDS", 600, 1, 86_400),

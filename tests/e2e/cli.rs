@@ -180,3 +180,32 @@ async fn user_create_makes_an_officer_who_can_sign_in() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--role"));
 }
+
+#[test]
+fn a_bad_alipay_key_stops_start_up_naming_the_variable() {
+    let key_file = std::env::temp_dir().join(format!("alipay-public-{}.pem", uuid::Uuid::now_v7()));
+    std::fs::write(&key_file, evisa_sandbox::test_keys::ALIPAY_SANDBOX_PUBLIC).unwrap();
+    let out = Command::new(BIN)
+        .arg("dev")
+        .env("ALIPAY_APP_ID", "2021000000000001")
+        .env("ALIPAY_GATEWAY_URL", "http://127.0.0.1:1/gateway.do")
+        .env("ALIPAY_APP_PRIVATE_KEY", "bm90IGEga2V5IGF0IGFsbA==")
+        .env("ALIPAY_PUBLIC_KEY_FILE", &key_file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&key_file);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ALIPAY_APP_PRIVATE_KEY: is not an RSA private key"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("ALIPAY_PUBLIC_KEY"),
+        "the public key file was fine: {stderr}"
+    );
+    assert!(
+        !stderr.contains("bm90IGEga2V5"),
+        "keys are not echoed: {stderr}"
+    );
+}

@@ -8,7 +8,7 @@ use evisa_core::{
     person::Email,
     users::{self, Role},
 };
-use evisa_sandbox::{StripeSandbox, StripeSandboxConfig};
+use evisa_sandbox::{AlipaySandbox, StripeSandbox, StripeSandboxConfig, test_keys};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -18,6 +18,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub db: PgPool,
     pub sandbox: StripeSandbox,
+    pub alipay: AlipaySandbox,
     pub sandbox_url: String,
     /// The configuration the app runs with, to start workers (in process or as `evisa work`).
     pub env: Vec<(String, String)>,
@@ -110,6 +111,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let base = format!("http://{}", local_addr(&api_acceptor));
 
     let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
+    let alipay_gateway = format!("{sandbox_url}/gateway.do");
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let mut env: Vec<(String, String)> = [
         ("DATABASE_URL", database.url.as_str()),
@@ -136,6 +138,11 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         ("EVISA_JOB_ORPHAN_TIMEOUT_SECONDS", "3"),
         ("EVISA_SWEEP_INTERVAL_SECONDS", "1"),
         ("EVISA_RECONCILE_AFTER_SECONDS", "2"),
+        ("ALIPAY_APP_ID", test_keys::APP_ID),
+        ("ALIPAY_GATEWAY_URL", alipay_gateway.as_str()),
+        ("ALIPAY_APP_PRIVATE_KEY", test_keys::MERCHANT_DEV_PRIVATE),
+        ("ALIPAY_PUBLIC_KEY", test_keys::ALIPAY_SANDBOX_PUBLIC),
+        ("EVISA_ALIPAY_POLL_SECONDS", "1"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -157,7 +164,12 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         webhook_retry_base: std::time::Duration::from_millis(100),
         webhook_max_attempts: 5,
     });
-    tokio::spawn(poem::Server::new_with_acceptor(sandbox_acceptor).run(sandbox.routes()));
+    // Alipay's notify retry "minute" is 20 ms here.
+    let alipay = evisa_sandbox::dev_alipay(std::time::Duration::from_millis(20));
+    tokio::spawn(
+        poem::Server::new_with_acceptor(sandbox_acceptor)
+            .run(evisa_sandbox::routes(&sandbox, &alipay)),
+    );
     let app = evisa_api::app(evisa_api::AppState::new(config, pool.clone(), redis));
     tokio::spawn(poem::Server::new_with_acceptor(api_acceptor).run(app));
     let (stop_workers, _) = tokio::sync::watch::channel(false);
@@ -167,6 +179,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         http: reqwest::Client::new(),
         db: pool,
         sandbox,
+        alipay,
         sandbox_url,
         env,
         stop_workers,

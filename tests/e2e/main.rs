@@ -3,6 +3,7 @@
 mod common;
 
 mod admin;
+mod alipay;
 mod applications;
 mod cli;
 mod contract;

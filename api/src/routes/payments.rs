@@ -463,7 +463,12 @@ impl PaymentsApi {
                         payment_id: payment.id,
                         round: 0,
                     },
-                    state.config.alipay.poll_first,
+                    // The first look, and never later than the deadline.
+                    state
+                        .config
+                        .alipay
+                        .poll_first
+                        .min(state.config.payments.expiry),
                     max_attempts,
                 )
                 .await

@@ -343,8 +343,9 @@ impl AlipayClient {
         &self.app_id
     }
 
-    /// The common parameters plus `sign`, for `method` with `biz_content`.
-    fn signed_params(
+    /// The common parameters plus `sign`, for `method` with `biz_content`: exactly what a call
+    /// sends (public so that peers can check our signatures).
+    pub fn signed_params(
         &self,
         method: &str,
         biz_content: &serde_json::Value,
