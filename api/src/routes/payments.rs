@@ -36,7 +36,7 @@ pub struct PaymentsApi;
 
 /// The gateway to pay through.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[oai(rename_all = "snake_case")]
+#[oai(rename = "PaymentProvider", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderWire {
     /// Card payments through Stripe.
@@ -45,9 +45,9 @@ pub enum ProviderWire {
     Alipay,
 }
 
-/// Which Alipay cashier the buyer sees.
+/// Alipay only: which cashier the buyer sees (default `page`).
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[oai(rename_all = "snake_case")]
+#[oai(rename = "AlipayChannel", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelWire {
     /// Desktop browsers (`alipay.trade.page.pay`).
@@ -65,13 +65,16 @@ pub struct PaymentRequestBody {
     pub provider: ProviderWire,
     /// Stripe only, required: a PaymentMethod id from Stripe.js (or a test method such as
     /// `pm_card_visa`). Card details never reach this API.
-    #[oai(validator(pattern = "^pm_[A-Za-z0-9_]{1,250}$"))]
+    #[oai(
+        validator(pattern = "^pm_[A-Za-z0-9_]{1,250}$"),
+        skip_serializing_if_is_none
+    )]
     pub payment_method: Option<String>,
-    /// Alipay only: the cashier (default `page`).
+    #[oai(skip_serializing_if_is_none)]
     pub channel: Option<ChannelWire>,
     /// Alipay only: where to send the payer's browser afterwards (absolute http(s) URL). The
     /// browser's return never changes a payment; its status comes from Alipay.
-    #[oai(validator(max_length = 2000))]
+    #[oai(validator(max_length = 2000), skip_serializing_if_is_none)]
     pub return_url: Option<String>,
 }
 

@@ -65,7 +65,7 @@ impl From<Money> for MoneyView {
     }
 }
 
-/// The fee fixed on an application at submission.
+/// The fee fixed on an application at submission; absent on drafts.
 #[derive(Object, Debug, Clone)]
 #[oai(rename = "Fee")]
 pub struct FeeView {
@@ -113,7 +113,7 @@ pub struct ApplicationView {
     pub processing_speed: Option<SpeedWire>,
     #[oai(skip_serializing_if_is_none)]
     pub intended_arrival_date: Option<NaiveDate>,
-    /// The fee, fixed at submission; absent on drafts.
+    // (No doc comment: on a `$ref` field it makes generators copy the `Fee` model.)
     #[oai(skip_serializing_if_is_none)]
     pub fee: Option<FeeView>,
     /// The officer's reason, on rejected applications.
@@ -180,7 +180,6 @@ pub struct FeeQuoteView {
     pub speed: SpeedWire,
     /// The day the quote is for (UTC).
     pub valid_on: NaiveDate,
-    /// The fee in the schedule's base currency for this case.
     pub fee: MoneyView,
     /// The same fee in every currency it can be paid in.
     pub options: Vec<MoneyView>,
