@@ -1,5 +1,7 @@
 //! `evisa`: the one binary. With no subcommand it runs `dev`.
 
+mod bench;
+
 use std::{io::BufRead, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
@@ -49,6 +51,11 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Spec,
+    /// Load a running service and print throughput and latency figures.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Background jobs.
     Jobs {
         #[command(subcommand)]
@@ -78,6 +85,24 @@ enum UserCommand {
         role: String,
         #[arg(long)]
         password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Card payments end to end (sandbox gateway): payments/s and POST→succeeded latency.
+    Payments {
+        /// The service's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        base: String,
+        /// Payments offered per second (open loop); 0 for closed loop at --concurrency.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Payers in closed-loop mode.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
     },
 }
 
@@ -203,6 +228,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(%url, "gateway sandbox (Stripe and Alipay) listening");
             shutdown.wait().await;
         }
+        Command::Bench {
+            command:
+                BenchCommand::Payments {
+                    base,
+                    rate,
+                    seconds,
+                    concurrency,
+                },
+        } => {
+            bench::run(bench::Bench {
+                base,
+                rate,
+                seconds,
+                concurrency,
+            })
+            .await?;
+        }
         Command::Jobs { command } => {
             let url = std::env::var("DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
@@ -311,7 +353,10 @@ async fn serve(config: Config, pool: sqlx::PgPool, shutdown: Shutdown) -> anyhow
     let base = config.public_base_url.clone();
     let app = evisa_api::app(evisa_api::AppState::new(config, pool, redis));
     tracing::info!(%addr, docs = %base.join("docs").map(|u| u.to_string()).unwrap_or_default(), "API listening");
-    poem::Server::new(poem::listener::TcpListener::bind(addr))
+    let acceptor = evisa_api::listener::NoDelay::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (EVISA_HTTP_ADDR)"))?;
+    poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app, shutdown.wait(), Some(Duration::from_secs(20)))
         .await
         .with_context(|| format!("serving on {addr} (EVISA_HTTP_ADDR)"))?;
@@ -369,8 +414,7 @@ async fn start_sandbox(config: &Config, shutdown: Shutdown) -> anyhow::Result<St
         webhook_retry_base: Duration::from_secs(1),
         webhook_max_attempts: 8,
     });
-    let listener = poem::listener::TcpListener::bind(addr);
-    let acceptor = poem::listener::Listener::into_acceptor(listener)
+    let acceptor = evisa_api::listener::NoDelay::bind(addr)
         .await
         .with_context(|| format!("binding the sandbox to {addr} (EVISA_SANDBOX_ADDR)"))?;
     // Alipay retries notifies after 4, 10, 10, 60... minutes; in the sandbox a "minute" is a second.

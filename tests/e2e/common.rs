@@ -198,7 +198,7 @@ fn load(env: &[(String, String)]) -> Config {
 }
 
 async fn bind() -> impl poem::listener::Acceptor {
-    poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0"))
+    evisa_api::listener::NoDelay::bind("127.0.0.1:0")
         .await
         .unwrap()
 }

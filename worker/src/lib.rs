@@ -69,6 +69,8 @@ fn queue_config(queue: &str, config: &Config) -> QueueConfig {
         .batch_size(jobs.concurrency)
         .heartbeat_interval(heartbeat)
         .missed_heartbeats(3)
+        // Marking each job `Running` costs an UPDATE per job; orphan recovery covers `Queued` too.
+        .lock_tasks(false)
 }
 
 /// Runs the workers and the sweeper until `shutdown` resolves; in-flight jobs finish first.
