@@ -9,3 +9,4 @@ mod cli;
 mod contract;
 mod fees;
 mod payments;
+mod refunds;

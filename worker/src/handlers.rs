@@ -12,10 +12,11 @@ use evisa_core::{
         stripe::IntentSnapshot,
     },
     payment::{self, GatewayFacts, PaymentEvent, PaymentStatus, apply::ApplyError, store},
+    refund,
 };
 use rand::Rng;
 
-use crate::{ChargeCard, PollAlipay, ProcessGatewayEvent, WorkerContext};
+use crate::{ChargeCard, PollAlipay, ProcessGatewayEvent, RefundPayment, WorkerContext};
 
 /// Exponential backoff with jitter: 1 s, 2 s, 4 s … capped at 5 minutes, each scaled by a random
 /// factor in [0.5, 1) so that retries of many jobs do not arrive together.
@@ -297,6 +298,80 @@ pub async fn poll_alipay(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Carries out a pending refund: Stripe with the refund id as idempotency key, Alipay with it as
+/// `out_request_no`, then confirms (Alipay: by refund query) and records the outcome once.
+pub async fn refund_payment(
+    job: RefundPayment,
+    task: TaskId,
+    attempt: Attempt,
+    ctx: Data<Arc<WorkerContext>>,
+) -> Result<(), BoxDynError> {
+    let Some(r) = refund::get(&ctx.db, job.refund_id).await? else {
+        return Ok(());
+    };
+    if r.status != refund::RefundStatus::Pending {
+        return Ok(());
+    }
+    let Some(p) = store::get(&ctx.db, r.payment_id).await? else {
+        return Ok(());
+    };
+    let key = r.id.simple().to_string();
+    let outcome = match p.provider {
+        payment::Provider::Stripe => match p.gateway_reference.as_deref() {
+            Some(intent) => ctx
+                .stripe
+                .refund(intent, r.amount, &key)
+                .await
+                .map(|(id, done)| (Some(id), done)),
+            None => Err(GatewayError::Rejected(
+                "payment has no PaymentIntent".into(),
+            )),
+        },
+        payment::Provider::Alipay => match ctx.alipay.as_ref() {
+            None => Err(GatewayError::Rejected("Alipay is not configured".into())),
+            Some(alipay) => {
+                let trade = alipay::out_trade_no(p.id);
+                match alipay.refund(&trade, r.amount, &key).await {
+                    // Ask whether it went through: code 10000 alone only means the call worked.
+                    Ok(_) => alipay
+                        .refund_query(&trade, &key)
+                        .await
+                        .map(|done| (None, done.then_some(true))),
+                    Err(e) => Err(e),
+                }
+            }
+        },
+    };
+    match outcome {
+        Ok((reference, Some(succeeded))) => {
+            refund::settle(
+                &ctx.db,
+                r.id,
+                succeeded,
+                reference.as_deref(),
+                (!succeeded).then_some("the gateway declined the refund"),
+            )
+            .await?;
+            tracing::info!(refund_id = %r.id, succeeded, "refund settled");
+            Ok(())
+        }
+        Ok((_, None)) => {
+            // Accepted but not final yet: look again later.
+            retry_later(&ctx, &task, &attempt).await?;
+            Err("refund pending at the gateway".into())
+        }
+        Err(GatewayError::Transient(reason)) => {
+            retry_later(&ctx, &task, &attempt).await?;
+            Err(format!("gateway unavailable: {reason}").into())
+        }
+        Err(GatewayError::Rejected(reason)) => {
+            tracing::error!(refund_id = %r.id, %reason, "refund refused by the gateway");
+            refund::settle(&ctx.db, r.id, false, None, Some(&reason)).await?;
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

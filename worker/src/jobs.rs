@@ -46,6 +46,16 @@ impl Job for PollAlipay {
     const QUEUE: &'static str = "evisa.poll_alipay";
 }
 
+/// Carry out a pending refund at the gateway and record its outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundPayment {
+    pub refund_id: uuid::Uuid,
+}
+
+impl Job for RefundPayment {
+    const QUEUE: &'static str = "evisa.refund";
+}
+
 /// Adds `job` to run after `delay`, in the caller's transaction.
 pub async fn enqueue_after<J: Job>(
     conn: &mut PgConnection,

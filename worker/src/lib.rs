@@ -23,7 +23,9 @@ use evisa_core::{
 };
 use sqlx::PgPool;
 
-pub use jobs::{ChargeCard, Job, PollAlipay, ProcessGatewayEvent, enqueue, enqueue_after};
+pub use jobs::{
+    ChargeCard, Job, PollAlipay, ProcessGatewayEvent, RefundPayment, enqueue, enqueue_after,
+};
 
 /// What handlers need.
 pub struct WorkerContext {
@@ -105,11 +107,16 @@ pub async fn run(
         .with_config(queue_config(PollAlipay::QUEUE, config))
         .with_pubsub()
         .poll_with_interval(poll);
-    let (ctx1, ctx2, ctx3) = (ctx.clone(), ctx.clone(), ctx.clone());
-    let (name1, name2, name3) = (
+    let refunds = PostgresStorage::<RefundPayment>::new(&db)
+        .with_config(queue_config(RefundPayment::QUEUE, config))
+        .with_pubsub()
+        .poll_with_interval(poll);
+    let (ctx1, ctx2, ctx3, ctx4) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
+    let (name1, name2, name3, name4) = (
         format!("charge-{instance}"),
         format!("events-{instance}"),
         format!("poll-{instance}"),
+        format!("refund-{instance}"),
     );
     let sweeper = tokio::spawn(sweeper::run(ctx.clone(), config.payments.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -142,6 +149,14 @@ pub async fn run(
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
                 .build(handlers::poll_alipay)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(name4.clone())
+                .backend(refunds.clone())
+                .data(ctx4.clone())
+                .concurrency(concurrency)
+                .parallelize(tokio::spawn)
+                .build(handlers::refund_payment)
         })
         .shutdown_timeout(Duration::from_secs(30))
         .run_with_signal(async move {

@@ -7,6 +7,7 @@ mod auth;
 mod fees;
 mod health;
 mod payments;
+mod refunds;
 pub mod views;
 
 use poem_openapi::Tags;
@@ -35,6 +36,7 @@ pub type Api = (
     applications::ApplicationsApi,
     payments::PaymentsApi,
     admin::AdminApi,
+    refunds::RefundsApi,
 );
 
 pub fn api() -> Api {
@@ -45,5 +47,6 @@ pub fn api() -> Api {
         applications::ApplicationsApi,
         payments::PaymentsApi,
         admin::AdminApi,
+        refunds::RefundsApi,
     )
 }

@@ -242,6 +242,8 @@ pub struct PaymentView {
     pub amount: i64,
     /// ISO 4217 currency code.
     pub currency: String,
+    /// What succeeded refunds gave back, in minor units of `currency`.
+    pub refunded_amount: i64,
     #[oai(skip_serializing_if_is_none)]
     pub next_action: Option<NextActionView>,
     /// The gateway's reason, when `failed` (e.g. `generic_decline`, `insufficient_funds`).
@@ -263,6 +265,7 @@ impl From<Payment> for PaymentView {
             status: p.status.into(),
             amount: p.amount.amount_minor(),
             currency: p.amount.currency().code().to_string(),
+            refunded_amount: p.refunded_amount,
             next_action: p.next_action.map(|n| match n {
                 NextAction::UseStripeSdk { client_secret } => {
                     NextActionView::UseStripeSdk(UseStripeSdk { client_secret })

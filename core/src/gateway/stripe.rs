@@ -296,6 +296,37 @@ impl StripeGateway {
             })
     }
 
+    /// Refunds `amount` of `intent` for our refund `refund_id` (its idempotency key). Returns the
+    /// gateway's refund id and whether it already succeeded (`None` while pending).
+    pub async fn refund(
+        &self,
+        intent: &str,
+        amount: Money,
+        refund_id: &str,
+    ) -> Result<(String, Option<bool>), GatewayError> {
+        let refund = CreateRefund::new()
+            .payment_intent(intent)
+            .amount(amount.amount_minor())
+            .metadata(HashMap::from([(
+                "refund_id".to_string(),
+                refund_id.to_string(),
+            )]))
+            .customize()
+            .request_strategy(key(format!("refund:{refund_id}")))
+            .send(&self.client)
+            .await
+            .map_err(|e| match classify(e) {
+                Ok(_) => GatewayError::Rejected("unexpected card error on refund".into()),
+                Err(e) => e,
+            })?;
+        let outcome = match refund.status.as_deref() {
+            Some("succeeded") => Some(true),
+            Some("failed") | Some("canceled") => Some(false),
+            _ => None,
+        };
+        Ok((refund.id.as_str().to_string(), outcome))
+    }
+
     /// Cancels an abandoned intent (idempotently).
     pub async fn cancel(
         &self,

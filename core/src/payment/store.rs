@@ -48,6 +48,8 @@ pub struct Payment {
     pub expires_at: DateTime<Utc>,
     /// Where the payer's browser goes after a redirect payment, when the portal gave one.
     pub return_url: Option<String>,
+    /// What succeeded refunds gave back, in minor units of the payment's currency.
+    pub refunded_amount: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -56,7 +58,7 @@ macro_rules! payment_columns {
     () => {
         "id, application_id, applicant_id, provider, status, amount_minor, currency, \
          payment_method, gateway_reference, next_action, failure_code, failure_message, \
-         duplicate_charge, expires_at, return_url, created_at, updated_at"
+         duplicate_charge, expires_at, return_url, refunded_amount_minor, created_at, updated_at"
     };
 }
 pub(crate) use payment_columns;
@@ -78,6 +80,7 @@ pub(crate) struct PaymentRow {
     duplicate_charge: bool,
     expires_at: DateTime<Utc>,
     return_url: Option<String>,
+    refunded_amount_minor: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -103,6 +106,7 @@ impl PaymentRow {
             duplicate_charge: self.duplicate_charge,
             expires_at: self.expires_at,
             return_url: self.return_url,
+            refunded_amount: self.refunded_amount_minor,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -257,7 +261,7 @@ struct PriceRow {
 }
 
 /// Appends one change to a payment's history.
-pub(crate) async fn record_event(
+pub async fn record_event(
     conn: &mut PgConnection,
     id: PaymentId,
     event: &str,
@@ -306,6 +310,22 @@ pub async fn get(pool: &PgPool, id: PaymentId) -> Result<Option<Payment>, sqlx::
     ))
     .bind(id)
     .fetch_optional(pool)
+    .await?;
+    row.map(PaymentRow::into_payment).transpose()
+}
+
+/// A payment by id, locked for the rest of the caller's transaction.
+pub async fn get_for_update(
+    conn: &mut PgConnection,
+    id: PaymentId,
+) -> Result<Option<Payment>, sqlx::Error> {
+    let row: Option<PaymentRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
     .await?;
     row.map(PaymentRow::into_payment).transpose()
 }

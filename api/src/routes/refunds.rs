@@ -1,0 +1,261 @@
+//! Officers refund succeeded payments, in full or in parts, never more than was paid.
+
+use evisa_core::{
+    ids::PaymentId,
+    payment::store as payments,
+    refund::{self, Refund, RefundError},
+};
+use evisa_worker::{RefundPayment, enqueue};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Header, Path},
+    payload::Json,
+    types::{Example, ParseFromJSON, ToJSON},
+};
+
+use super::{Tag, payments::PaymentView};
+use crate::{
+    auth::BearerAuth,
+    body::{JsonBody, ServerSetFields},
+    idempotent::{self, Outcome},
+    problem::{ApiError, ApiResult, FieldProblem},
+    state::AppState,
+};
+
+pub struct RefundsApi;
+
+/// A refund an officer asks for.
+#[derive(Object, serde::Deserialize)]
+#[oai(rename = "RefundRequest", example)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequestBody {
+    /// Minor units of the payment's currency; everything that remains when omitted.
+    #[oai(validator(minimum(value = "1")), skip_serializing_if_is_none)]
+    pub amount: Option<i64>,
+    /// Why (kept with the refund and in the payment's history).
+    #[oai(validator(min_length = 1, max_length = 1000))]
+    pub reason: String,
+}
+
+impl Example for RefundRequestBody {
+    fn example() -> Self {
+        RefundRequestBody {
+            amount: Some(1000),
+            reason: "Fee charged twice by the bank; partial goodwill refund.".into(),
+        }
+    }
+}
+
+impl ServerSetFields for RefundRequestBody {
+    const SERVER_SET: &'static [(&'static str, &'static str)] =
+        &[("currency", "refunds are in the payment's currency")];
+}
+
+/// A refund of (part of) a payment.
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "Refund")]
+pub struct RefundView {
+    pub id: uuid::Uuid,
+    pub payment_id: uuid::Uuid,
+    /// Minor units of `currency`.
+    pub amount: i64,
+    pub currency: String,
+    pub reason: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub failure_message: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<Refund> for RefundView {
+    fn from(r: Refund) -> Self {
+        RefundView {
+            id: r.id,
+            payment_id: r.payment_id.as_uuid(),
+            amount: r.amount.amount_minor(),
+            currency: r.amount.currency().code().to_string(),
+            reason: r.reason,
+            status: r.status.as_str().to_string(),
+            failure_message: r.failure_message,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum RefundAccepted {
+    /// The refund is pending; a job carries it out at the gateway.
+    #[oai(status = 202)]
+    Accepted(Json<RefundView>),
+}
+
+fn refund_error(e: RefundError) -> ApiError {
+    match e {
+        RefundError::PaymentNotFound => ApiError::not_found("payment"),
+        RefundError::NotRefundable(status) => ApiError::conflict(
+            "not-refundable",
+            format!("only succeeded payments can be refunded; this one is {status}"),
+        ),
+        RefundError::NothingLeft => {
+            ApiError::conflict("fully-refunded", "the payment has been refunded in full")
+        }
+        RefundError::TooMuch { remaining } => ApiError::rule(
+            "refund-exceeds-remainder",
+            format!(
+                "at most {} ({} minor units) can still be refunded",
+                remaining,
+                remaining.amount_minor()
+            ),
+            vec![FieldProblem {
+                field: "amount".into(),
+                pointer: Some("/amount".into()),
+                detail: format!("must be at most {}", remaining.amount_minor()),
+            }],
+        ),
+        RefundError::Database(e) => e.into(),
+    }
+}
+
+#[OpenApi(tag = "Tag::Admin")]
+impl RefundsApi {
+    /// Get any payment (officers).
+    #[oai(
+        path = "/v1/admin/payments/:id",
+        method = "get",
+        operation_id = "adminGetPayment"
+    )]
+    async fn payment(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+    ) -> ApiResult<Json<PaymentView>> {
+        auth.staff()?;
+        let p = payments::get(&state.db, PaymentId::from_uuid(id.0))
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment"))?;
+        Ok(Json(p.into()))
+    }
+
+    /// Refund a payment (officers).
+    ///
+    /// In full (no `amount`) or in part, any number of times, never beyond what was paid: what
+    /// is pending counts as refunded. Requires an `Idempotency-Key`. The refund is `pending`
+    /// until the gateway confirms it.
+    #[oai(
+        path = "/v1/admin/payments/:id/refunds",
+        method = "post",
+        operation_id = "refundPayment"
+    )]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+        /// A unique key per refund (a UUID), 1 to 255 visible ASCII characters.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<String>,
+        body: JsonBody<RefundRequestBody>,
+    ) -> ApiResult<RefundAccepted> {
+        let me = auth.staff()?;
+        let path = format!("/v1/admin/payments/{}/refunds", id.0);
+        let mut tx = state.db.begin().await?;
+        let claim = match idempotent::claim(
+            &mut tx,
+            me.user_id,
+            Some(&idempotency_key.0),
+            &path,
+            &body.1,
+        )
+        .await?
+        {
+            Outcome::Replay(saved) => {
+                let view = RefundView::parse_from_json(Some(saved))
+                    .map_err(|e| ApiError::internal(e.into_message()))?;
+                return Ok(RefundAccepted::Accepted(Json(view)));
+            }
+            Outcome::Proceed(claim) => claim,
+        };
+        let request = body.0;
+        let reason = request.reason.trim();
+        let mut errors = Vec::new();
+        if reason.is_empty() || reason.chars().count() > 1000 {
+            errors.push(FieldProblem {
+                field: "reason".into(),
+                pointer: Some("/reason".into()),
+                detail: "must be 1 to 1000 characters".into(),
+            });
+        }
+        if request.amount.is_some_and(|a| a < 1) {
+            errors.push(FieldProblem {
+                field: "amount".into(),
+                pointer: Some("/amount".into()),
+                detail: "must be a positive number of minor units".into(),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(errors));
+        }
+        let (refund, _) = refund::request(
+            &mut tx,
+            PaymentId::from_uuid(id.0),
+            request.amount,
+            reason,
+            auth.actor(),
+            me.user_id,
+        )
+        .await
+        .map_err(refund_error)?;
+        enqueue(
+            &mut tx,
+            &RefundPayment {
+                refund_id: refund.id,
+            },
+            state.config.jobs.max_attempts,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        let view = RefundView::from(refund);
+        idempotent::remember(
+            &mut tx,
+            me.user_id,
+            claim,
+            202,
+            &view.to_json().unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(refund_id = %view.id, payment_id = %view.payment_id, "refund requested");
+        Ok(RefundAccepted::Accepted(Json(view)))
+    }
+
+    /// List a payment's refunds, oldest first (officers).
+    #[oai(
+        path = "/v1/admin/payments/:id/refunds",
+        method = "get",
+        operation_id = "listRefunds"
+    )]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+    ) -> ApiResult<Json<Vec<RefundView>>> {
+        auth.staff()?;
+        let id = PaymentId::from_uuid(id.0);
+        payments::get(&state.db, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment"))?;
+        Ok(Json(
+            refund::list(&state.db, id)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        ))
+    }
+}

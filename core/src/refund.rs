@@ -1,0 +1,232 @@
+//! Refunds of succeeded payments: asked for by officers, carried out by a job, confirmed by the
+//! gateway. Over-refunding is impossible: the payment row is locked while what is already pending
+//! or refunded is added up, and a CHECK constraint bounds `refunded_amount_minor`.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use crate::{
+    application::Actor,
+    ids::{PaymentId, UserId},
+    money::{Currency, Money},
+    payment::{Payment, PaymentStatus, store as payments},
+    visa::string_enum,
+};
+
+/// A refund's own id (also its idempotency key at the gateway).
+pub type RefundId = uuid::Uuid;
+
+/// Where a refund is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+string_enum!(RefundStatus, "refund status", Pending => "pending", Succeeded => "succeeded", Failed => "failed");
+
+/// A refund.
+#[derive(Debug, Clone)]
+pub struct Refund {
+    pub id: RefundId,
+    pub payment_id: PaymentId,
+    pub amount: Money,
+    pub reason: String,
+    pub status: RefundStatus,
+    pub gateway_reference: Option<String>,
+    pub failure_message: Option<String>,
+    pub requested_by: UserId,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RefundRow {
+    id: RefundId,
+    payment_id: PaymentId,
+    amount_minor: i64,
+    currency: String,
+    reason: String,
+    status: String,
+    gateway_reference: Option<String>,
+    failure_message: Option<String>,
+    requested_by: UserId,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl RefundRow {
+    fn into_refund(self) -> Result<Refund, sqlx::Error> {
+        let corrupt = |what: &str| {
+            sqlx::Error::Decode(format!("refund {}: stored {what} is invalid", self.id).into())
+        };
+        let currency = Currency::parse(&self.currency).map_err(|_| corrupt("currency"))?;
+        Ok(Refund {
+            id: self.id,
+            payment_id: self.payment_id,
+            amount: Money::new(self.amount_minor, currency).map_err(|_| corrupt("amount"))?,
+            reason: self.reason,
+            status: self.status.parse().map_err(|_| corrupt("status"))?,
+            gateway_reference: self.gateway_reference,
+            failure_message: self.failure_message,
+            requested_by: self.requested_by,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, payment_id, amount_minor, currency, reason, status, gateway_reference, \
+                       failure_message, requested_by, created_at, updated_at";
+
+/// Why a refund cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    #[error("payment not found")]
+    PaymentNotFound,
+    #[error("only succeeded payments can be refunded; this one is {0}")]
+    NotRefundable(PaymentStatus),
+    /// More than what remains refundable (what is pending counts as given back).
+    #[error("at most {remaining:?} can still be refunded")]
+    TooMuch { remaining: Money },
+    #[error("the payment has been refunded in full")]
+    NothingLeft,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Records a pending refund of `amount` (everything that remains when `None`) inside the caller's
+/// transaction, which also enqueues the gateway work.
+pub async fn request(
+    conn: &mut PgConnection,
+    payment: PaymentId,
+    amount: Option<i64>,
+    reason: &str,
+    officer: Actor,
+    officer_id: UserId,
+) -> Result<(Refund, Payment), RefundError> {
+    let p = payments::get_for_update(conn, payment)
+        .await?
+        .ok_or(RefundError::PaymentNotFound)?;
+    if p.status != PaymentStatus::Succeeded {
+        return Err(RefundError::NotRefundable(p.status));
+    }
+    let committed: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(amount_minor), 0)::bigint FROM refunds WHERE payment_id = $1 AND status <> 'failed'",
+    )
+    .bind(payment)
+    .fetch_one(&mut *conn)
+    .await?;
+    let remaining = p.amount.amount_minor() - committed;
+    if remaining <= 0 {
+        return Err(RefundError::NothingLeft);
+    }
+    let amount = amount.unwrap_or(remaining);
+    if amount <= 0 || amount > remaining {
+        return Err(RefundError::TooMuch {
+            remaining: Money::new(remaining, p.amount.currency()).expect("positive"),
+        });
+    }
+    let id = uuid::Uuid::now_v7();
+    let row: RefundRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO refunds (id, payment_id, amount_minor, currency, reason, requested_by)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(payment)
+    .bind(amount)
+    .bind(p.amount.currency().code())
+    .bind(reason)
+    .bind(officer_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let cause = format!("refund:{id}");
+    payments::record_event(
+        conn,
+        payment,
+        "refund_requested",
+        Some(p.status),
+        p.status,
+        officer,
+        Some(&cause),
+    )
+    .await?;
+    Ok((row.into_refund()?, p))
+}
+
+/// A refund by id.
+pub async fn get(pool: &PgPool, id: RefundId) -> Result<Option<Refund>, sqlx::Error> {
+    let row: Option<RefundRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM refunds WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(RefundRow::into_refund).transpose()
+}
+
+/// A payment's refunds, oldest first.
+pub async fn list(pool: &PgPool, payment: PaymentId) -> Result<Vec<Refund>, sqlx::Error> {
+    let rows: Vec<RefundRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM refunds WHERE payment_id = $1 ORDER BY id"
+    )))
+    .bind(payment)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(RefundRow::into_refund).collect()
+}
+
+/// Records the gateway's verdict on a pending refund (once; later verdicts are ignored).
+pub async fn settle(
+    pool: &PgPool,
+    id: RefundId,
+    succeeded: bool,
+    gateway_reference: Option<&str>,
+    failure: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let status = if succeeded { "succeeded" } else { "failed" };
+    let updated: Option<(PaymentId, i64)> = sqlx::query_as(
+        "UPDATE refunds SET status = $2, gateway_reference = coalesce($3, gateway_reference),
+             failure_message = $4, updated_at = now()
+         WHERE id = $1 AND status = 'pending' RETURNING payment_id, amount_minor",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(gateway_reference)
+    .bind(failure)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((payment, amount)) = updated else {
+        return Ok(false);
+    };
+    if succeeded {
+        sqlx::query("UPDATE payments SET refunded_amount_minor = refunded_amount_minor + $2, updated_at = now() WHERE id = $1")
+            .bind(payment)
+            .bind(amount)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let p = payments::get_in(&mut tx, payment)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let cause = format!("refund:{id}");
+    let event = if succeeded {
+        "refund_succeeded"
+    } else {
+        "refund_failed"
+    };
+    payments::record_event(
+        &mut tx,
+        payment,
+        event,
+        Some(p.status),
+        p.status,
+        Actor::Gateway,
+        Some(&cause),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}

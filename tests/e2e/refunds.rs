@@ -1,0 +1,271 @@
+//! Officers' refunds: full, partial, several partials, on Stripe and Alipay payments; never more
+//! than was paid, also under concurrent requests.
+
+use std::time::Duration;
+
+use evisa_core::users::Role;
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, complete_fields, spawn_app};
+
+fn key() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A succeeded card payment of 4000 USD; returns (applicant token, payment id).
+async fn paid_by_card(app: &TestApp) -> (String, String) {
+    let (token, application) = app.submitted_application().await;
+    let r = app.pay(&token, &application, "pm_card_visa", &key()).await;
+    let payment = r.body["id"].as_str().unwrap().to_string();
+    app.wait_for_payment(&token, &payment, "succeeded", 10)
+        .await;
+    (token, payment)
+}
+
+async fn refund(app: &TestApp, officer: &str, payment: &str, body: Value) -> crate::common::Answer {
+    app.send(
+        app.http
+            .post(app.url(&format!("/v1/admin/payments/{payment}/refunds")))
+            .bearer_auth(officer)
+            .header("idempotency-key", key())
+            .json(&body),
+    )
+    .await
+}
+
+/// Waits until no refund of the payment is pending; returns the payment as officers see it.
+async fn settled(app: &TestApp, officer: &str, payment: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = app
+            .get(
+                &format!("/v1/admin/payments/{payment}/refunds"),
+                Some(officer),
+            )
+            .await;
+        let pending = list
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["status"] == "pending");
+        if !pending {
+            return app
+                .get(&format!("/v1/admin/payments/{payment}"), Some(officer))
+                .await
+                .body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refunds still pending: {}",
+            list.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn card_refunds_in_full_and_in_parts_add_up() {
+    let app = spawn_app().await;
+    app.start_worker();
+    let officer = app.staff(Role::Officer).await;
+
+    let (_, full) = paid_by_card(&app).await;
+    let r = refund(
+        &app,
+        &officer,
+        &full,
+        json!({"reason": "Visa not needed after all"}),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(
+        (r.body["amount"].clone(), r.body["status"].clone()),
+        (json!(4000), json!("pending"))
+    );
+    assert_eq!(
+        settled(&app, &officer, &full).await["refunded_amount"],
+        4000
+    );
+    let again = refund(&app, &officer, &full, json!({"reason": "again"})).await;
+    assert_eq!(again.problem(409)["type"], "/problems/fully-refunded");
+
+    let (token, partial) = paid_by_card(&app).await;
+    for amount in [1000, 1500] {
+        let r = refund(
+            &app,
+            &officer,
+            &partial,
+            json!({"amount": amount, "reason": "partial"}),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    assert_eq!(
+        settled(&app, &officer, &partial).await["refunded_amount"],
+        2500
+    );
+    let too_much = refund(
+        &app,
+        &officer,
+        &partial,
+        json!({"amount": 2000, "reason": "too much"}),
+    )
+    .await;
+    assert_eq!(
+        too_much.problem(422)["type"],
+        "/problems/refund-exceeds-remainder"
+    );
+    assert_eq!(too_much.fields(), ["amount"]);
+    let rest = refund(&app, &officer, &partial, json!({"reason": "the rest"})).await;
+    assert_eq!(rest.body["amount"], 1500);
+    assert_eq!(
+        settled(&app, &officer, &partial).await["refunded_amount"],
+        4000
+    );
+    // The applicant sees it too.
+    assert_eq!(
+        app.get(&format!("/v1/payments/{partial}"), Some(&token))
+            .await
+            .body["refunded_amount"],
+        4000
+    );
+
+    // The sandbox refunded exactly what we recorded, with our refund ids as idempotency keys.
+    let refunded: i64 = app.sandbox.refunds().iter().map(|r| r.amount).sum();
+    assert_eq!(refunded, 8000);
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM refunds ORDER BY id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(statuses, ["succeeded"; 4]);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_partial_refunds_never_exceed_the_payment() {
+    let app = spawn_app().await;
+    app.start_worker();
+    let officer = app.staff(Role::Officer).await;
+    let (_, payment) = paid_by_card(&app).await;
+    // 20 × 300 = 6000 asked for a 4000 payment.
+    let attempts = (0..20).map(|_| {
+        refund(
+            &app,
+            &officer,
+            &payment,
+            json!({"amount": 300, "reason": "concurrent"}),
+        )
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let accepted = answers.iter().filter(|a| a.status == 202).count();
+    let refused = answers.iter().filter(|a| a.status == 422).count();
+    assert_eq!(
+        accepted + refused,
+        20,
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    assert_eq!(accepted, 13, "13 × 300 = 3900 fit into 4000");
+    let view = settled(&app, &officer, &payment).await;
+    assert_eq!(view["refunded_amount"], 3900);
+    let total: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(amount_minor), 0)::bigint FROM refunds")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert!(total <= 4000, "{total}");
+    let at_gateway: i64 = app.sandbox.refunds().iter().map(|r| r.amount).sum();
+    assert_eq!(at_gateway, 3900);
+}
+
+#[tokio::test]
+async fn alipay_refunds_go_through_trade_refund_and_refund_query() {
+    let app = spawn_app().await;
+    app.start_worker();
+    let officer = app.staff(Role::Officer).await;
+    let token = app.applicant().await;
+    let application = app
+        .draft(&token, &complete_fields("CN", "tourist", "standard"))
+        .await;
+    app.submit(&token, &application).await;
+    let r = app
+        .send(
+            app.http
+                .post(app.url(&format!("/v1/applications/{application}/payments")))
+                .bearer_auth(&token)
+                .header("idempotency-key", key())
+                .json(&json!({"provider": "alipay"})),
+        )
+        .await;
+    let payment = r.body["id"].as_str().unwrap().to_string();
+    app.http
+        .get(r.body["next_action"]["redirect_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let trade = evisa_core::gateway::alipay::out_trade_no(payment.parse().unwrap());
+    app.http
+        .post(format!(
+            "{}/sandbox/alipay/cashier/{trade}/pay",
+            app.sandbox_url
+        ))
+        .send()
+        .await
+        .unwrap();
+    app.wait_for_payment(&token, &payment, "succeeded", 10)
+        .await;
+
+    for body in [
+        json!({"amount": 10000, "reason": "partial"}),
+        json!({"reason": "the rest"}),
+    ] {
+        assert_eq!(refund(&app, &officer, &payment, body).await.status, 202);
+    }
+    let view = settled(&app, &officer, &payment).await;
+    assert_eq!(
+        (view["refunded_amount"].clone(), view["currency"].clone()),
+        (json!(36000), json!("CNY"))
+    );
+    let sandbox_trade = app
+        .alipay
+        .trades()
+        .into_iter()
+        .find(|t| t.out_trade_no == trade)
+        .unwrap();
+    let amounts: Vec<&str> = sandbox_trade
+        .refunded
+        .iter()
+        .map(|(_, a)| a.as_str())
+        .collect();
+    assert_eq!(amounts, ["100.00", "260.00"]);
+}
+
+#[tokio::test]
+async fn only_officers_refund_and_only_succeeded_payments() {
+    let app = spawn_app().await;
+    let officer = app.staff(Role::Officer).await;
+    let (token, application) = app.submitted_application().await;
+    let r = app.pay(&token, &application, "pm_card_visa", &key()).await; // no worker: stays created
+    let payment = r.body["id"].as_str().unwrap().to_string();
+    refund(&app, &token, &payment, json!({"reason": "me"}))
+        .await
+        .problem(403);
+    let r = refund(&app, &officer, &payment, json!({"reason": "not yet"})).await;
+    assert_eq!(r.problem(409)["type"], "/problems/not-refundable");
+    refund(
+        &app,
+        &officer,
+        &uuid::Uuid::now_v7().to_string(),
+        json!({"reason": "x"}),
+    )
+    .await
+    .problem(404);
+    let r = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"reason": "x", "amount": 0}),
+    )
+    .await;
+    assert_eq!(r.fields(), ["amount"]);
+}
