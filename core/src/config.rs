@@ -92,6 +92,8 @@ pub struct Config {
     pub public_base_url: url::Url,
     pub jwt: JwtSettings,
     pub data_keys: DataKeys,
+    /// Signs receipts' verification codes.
+    pub receipt_key: Secret<Vec<u8>>,
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
     /// Login attempts allowed per minute, per client address and per account.
@@ -115,6 +117,10 @@ pub struct PaymentSettings {
     pub sweep_interval: Duration,
     /// Per-call timeout of gateway requests.
     pub gateway_timeout: Duration,
+    /// A submitted application still unpaid after this (and with no payment in flight) expires.
+    pub application_expiry: Duration,
+    /// Whether rejecting an application refunds its fee (most e-visa systems: no).
+    pub refund_on_rejection: bool,
 }
 
 /// The background job layer.
@@ -406,6 +412,23 @@ impl Config {
             }
         });
 
+        let receipt_key = match r.secret("EVISA_RECEIPT_KEY", "EVISA_RECEIPT_KEY_FILE") {
+            Some(k) if k.len() >= 32 => k.into_bytes(),
+            Some(_) => {
+                r.problem("EVISA_RECEIPT_KEY", "must be at least 32 bytes");
+                Vec::new()
+            }
+            // Stable across dev restarts so that dev receipts keep verifying; published on purpose.
+            None if dev => b"evisa-dev-receipt-key-not-for-production".to_vec(),
+            None => {
+                r.problem(
+                    "EVISA_RECEIPT_KEY",
+                    "is required (or EVISA_RECEIPT_KEY_FILE), at least 32 bytes",
+                );
+                Vec::new()
+            }
+        };
+
         let log_format = r.parsed(
             "EVISA_LOG_FORMAT",
             if dev {
@@ -583,6 +606,18 @@ impl Config {
             reconcile_after: seconds(&mut r, "EVISA_RECONCILE_AFTER_SECONDS", 600, 1, 86_400),
             sweep_interval: seconds(&mut r, "EVISA_SWEEP_INTERVAL_SECONDS", 30, 1, 3_600),
             gateway_timeout: seconds(&mut r, "EVISA_GATEWAY_TIMEOUT_SECONDS", 10, 1, 120),
+            application_expiry: seconds(
+                &mut r,
+                "EVISA_APPLICATION_EXPIRY_SECONDS",
+                7 * 86_400,
+                2,
+                365 * 86_400,
+            ),
+            refund_on_rejection: r.parsed("EVISA_REFUND_ON_REJECTION", false, |v| match v {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err("must be `true` or `false`".into()),
+            }),
         };
         let jobs = JobSettings {
             concurrency: r.parsed("EVISA_WORKER_CONCURRENCY", 8, |v| {
@@ -613,6 +648,7 @@ impl Config {
                 public_base_url,
                 jwt,
                 data_keys,
+                receipt_key: Secret::new(receipt_key),
                 log_format,
                 max_body_bytes,
                 login_attempts_per_minute,
@@ -657,6 +693,7 @@ mod tests {
                 "EVISA_PUBLIC_BASE_URL",
                 "EVISA_JWT_SECRET",
                 "EVISA_DATA_KEYS",
+                "EVISA_RECEIPT_KEY",
                 "STRIPE_SECRET_KEY",
                 "STRIPE_WEBHOOK_SECRETS"
             ]

@@ -15,6 +15,7 @@ pub mod money;
 pub mod payment;
 pub mod person;
 pub mod ratelimit;
+pub mod receipt;
 pub mod refund;
 pub mod secret;
 pub mod users;

@@ -150,6 +150,8 @@ struct EventRecord {
 struct State {
     intents: HashMap<String, Intent>,
     payment_methods: HashMap<String, Behaviour>,
+    /// Card brand and last four of methods created from card numbers.
+    cards: HashMap<String, (String, String)>,
     /// Idempotency-Key → (request fingerprint, status, body).
     idempotency: HashMap<String, (String, u16, Value)>,
     charges: Vec<ChargeRecord>,
@@ -281,6 +283,7 @@ impl StripeSandbox {
             .at("/v1/payment_intents/:id/confirm", post(confirm_intent))
             .at("/v1/payment_intents/:id/cancel", post(cancel_intent))
             .at("/v1/payment_methods", post(create_payment_method))
+            .at("/v1/payment_methods/:id", get(retrieve_payment_method))
             .at("/v1/refunds", post(create_refund))
             .at("/sandbox/refunds", get(list_refunds))
             .at("/sandbox/charges", get(list_charges))
@@ -793,6 +796,10 @@ async fn create_payment_method(
     let id = s.next_id("pm");
     s.payment_methods.insert(id.clone(), behaviour);
     let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+    s.cards.insert(
+        id.clone(),
+        (brand.to_string(), digits[digits.len() - 4..].to_string()),
+    );
     respond((
         200,
         json!({
@@ -881,6 +888,52 @@ async fn create_refund(req: &Request, body: Body, sandbox: Data<&StripeSandbox>)
 #[handler]
 fn list_refunds(sandbox: Data<&StripeSandbox>) -> Json<Vec<RefundRecord>> {
     Json(sandbox.refunds())
+}
+
+/// The card behind Stripe's test payment methods.
+fn builtin_card(pm: &str) -> Option<(&'static str, &'static str)> {
+    Some(match pm {
+        "pm_card_visa" => ("visa", "4242"),
+        "pm_card_visa_debit" => ("visa", "5556"),
+        "pm_card_mastercard" => ("mastercard", "4444"),
+        "pm_card_amex" => ("amex", "8431"),
+        "pm_card_chargeDeclined" | "pm_card_visa_chargeDeclined" => ("visa", "0002"),
+        "pm_card_chargeDeclinedInsufficientFunds" => ("visa", "9995"),
+        "pm_card_chargeDeclinedExpiredCard" => ("visa", "0069"),
+        "pm_card_authenticationRequired" | "pm_card_threeDSecure2Required" => ("visa", "3184"),
+        _ => return None,
+    })
+}
+
+#[handler]
+async fn retrieve_payment_method(
+    req: &Request,
+    Path(id): Path<String>,
+    sandbox: Data<&StripeSandbox>,
+) -> Response {
+    if let Err(r) = sandbox.gate(req).await {
+        return r;
+    }
+    let s = sandbox.state.lock().expect("sandbox state");
+    let card = builtin_card(&id)
+        .map(|(b, l)| (b.to_string(), l.to_string()))
+        .or_else(|| s.cards.get(&id).cloned());
+    respond(match card {
+        Some((brand, last4)) => (
+            200,
+            json!({
+                "id": id, "object": "payment_method", "type": "card", "created": now(), "livemode": false,
+                "billing_details": {},
+                "card": {"brand": brand, "last4": last4, "exp_month": 12, "exp_year": 2034, "funding": "credit"},
+            }),
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("resource_missing"),
+            &format!("No such PaymentMethod: '{id}'"),
+        ),
+    })
 }
 
 #[handler]

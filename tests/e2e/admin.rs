@@ -142,3 +142,58 @@ async fn officers_list_and_filter_all_applications() {
         .await
         .problem(400);
 }
+
+#[tokio::test]
+async fn rejection_refunds_the_fee_only_when_the_policy_says_so() {
+    for (policy, refunded) in [("false", 0), ("true", 4000)] {
+        let app = crate::common::spawn_app_with(&[("EVISA_REFUND_ON_REJECTION", policy)]).await;
+        app.start_worker();
+        let officer = app.staff(Role::Officer).await;
+        let (token, application) = app.submitted_application().await;
+        let r = app
+            .pay(
+                &token,
+                &application,
+                "pm_card_visa",
+                &uuid::Uuid::now_v7().to_string(),
+            )
+            .await;
+        let payment = r.body["id"].as_str().unwrap().to_string();
+        app.wait_for_payment(&token, &payment, "succeeded", 10)
+            .await;
+        let decide = |body: serde_json::Value| {
+            let (app, officer, application) = (&app, officer.clone(), application.clone());
+            async move {
+                app.post(
+                    &format!("/v1/admin/applications/{application}/decision"),
+                    Some(&officer),
+                    &body,
+                )
+                .await
+            }
+        };
+        decide(json!({"decision": "begin_processing"})).await;
+        let r = decide(json!({"decision": "reject", "reason": "Incomplete documents."})).await;
+        assert_eq!(r.body["status"], "rejected");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let p = app
+                .get(&format!("/v1/payments/{payment}"), Some(&token))
+                .await;
+            if p.body["refunded_amount"] == refunded {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "policy {policy}: {}",
+                p.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let refunds: i64 = sqlx::query_scalar("SELECT count(*) FROM refunds")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(refunds, if policy == "true" { 1 } else { 0 });
+    }
+}

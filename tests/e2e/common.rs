@@ -128,6 +128,10 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
             "EVISA_DATA_KEYS",
             "test:dGVzdC1vbmx5LWtleS0zMi1ieXRlcy1sb25nLi4uLi4=",
         ),
+        (
+            "EVISA_RECEIPT_KEY",
+            "test-receipt-key-test-receipt-key-test",
+        ),
         ("STRIPE_SECRET_KEY", SANDBOX_KEY),
         ("STRIPE_API_BASE", sandbox_url.as_str()),
         (

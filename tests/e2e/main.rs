@@ -7,6 +7,7 @@ mod alipay;
 mod applications;
 mod cli;
 mod contract;
+mod expiry;
 mod fees;
 mod payments;
 mod refunds;

@@ -269,3 +269,96 @@ async fn only_officers_refund_and_only_succeeded_payments() {
     .await;
     assert_eq!(r.fields(), ["amount"]);
 }
+
+#[tokio::test]
+async fn receipts_verify_and_altered_codes_do_not() {
+    let app = spawn_app().await;
+    app.start_worker();
+    let officer = app.staff(Role::Officer).await;
+    let (token, payment) = paid_by_card(&app).await;
+    // The card details are fetched after success: wait for them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let receipt = loop {
+        let r = app
+            .get(&format!("/v1/payments/{payment}/receipt"), Some(&token))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        if r.body.get("card_last4").is_some() || std::time::Instant::now() > deadline {
+            break r.body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (receipt["amount"].clone(), receipt["currency"].clone()),
+        (json!(4000), json!("USD"))
+    );
+    assert_eq!(
+        (receipt["card_brand"].clone(), receipt["card_last4"].clone()),
+        (json!("visa"), json!("4242"))
+    );
+    assert_eq!(receipt["payment_reference"], payment);
+    let code = receipt["verification_code"].as_str().unwrap().to_string();
+
+    let check = app.get(&format!("/v1/receipts/{code}"), None).await;
+    assert_eq!(check.status, 200, "{}", check.body);
+    assert_eq!(check.body["genuine"], true);
+    assert_eq!(check.body["amount"], 4000);
+    // Nothing personal in the public answer.
+    let public = check.body.to_string();
+    for pii in [
+        "Ann Lee",
+        "X1234567",
+        "1990-05-17",
+        "applicant-",
+        "@example.org",
+    ] {
+        assert!(!public.contains(pii), "{pii} in {public}");
+    }
+    // One changed character and the code is not genuine.
+    let mut altered: Vec<char> = code.chars().collect();
+    let i = altered.len() - 3;
+    altered[i] = if altered[i] == 'A' { 'B' } else { 'A' };
+    let altered: String = altered.into_iter().collect();
+    app.get(&format!("/v1/receipts/{altered}"), None)
+        .await
+        .problem(404);
+    app.get("/v1/receipts/EVP-MADEUP", None).await.problem(404);
+
+    // Refunds show on the receipt; the printable page carries the code.
+    refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 500, "reason": "goodwill"}),
+    )
+    .await;
+    settled(&app, &officer, &payment).await;
+    let again = app
+        .get(&format!("/v1/payments/{payment}/receipt"), Some(&token))
+        .await;
+    assert_eq!(again.body["refunded_amount"], 500);
+    assert_eq!(again.body["refunds"][0]["amount"], 500);
+    let page = app
+        .http
+        .get(app.url(&format!("/v1/payments/{payment}/receipt/printable")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("40.00 USD") && html.contains(&code) && html.contains("visa ending 4242"),
+        "{html}"
+    );
+    // Someone else's receipt is 404; an unpaid payment has none.
+    let stranger = app.applicant().await;
+    app.get(&format!("/v1/payments/{payment}/receipt"), Some(&stranger))
+        .await
+        .problem(404);
+}

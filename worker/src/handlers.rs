@@ -43,6 +43,41 @@ async fn retry_later(
     Ok(())
 }
 
+/// Keeps the card's brand and last four digits for the receipt, once a card payment succeeded.
+/// Best effort: a receipt without them still says "card".
+pub(crate) async fn remember_card(ctx: &WorkerContext, payment: &payment::Payment) {
+    let Some(method) = payment.payment_method.as_deref() else {
+        return;
+    };
+    match ctx.stripe.card_of(method).await {
+        Ok((brand, last4)) => {
+            let stored =
+                sqlx::query("UPDATE payments SET card_brand = $2, card_last4 = $3 WHERE id = $1")
+                    .bind(payment.id)
+                    .bind(brand)
+                    .bind(last4)
+                    .execute(&ctx.db)
+                    .await;
+            if let Err(e) = stored {
+                tracing::warn!(payment_id = %payment.id, error = %e, "card details not stored");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(payment_id = %payment.id, error = %e, "card details not available")
+        }
+    }
+}
+
+fn succeeded(applied: &payment::Applied) -> bool {
+    matches!(
+        applied,
+        payment::Applied::Moved {
+            to: PaymentStatus::Succeeded,
+            ..
+        }
+    )
+}
+
 /// Charges a card payment: created → processing → the gateway's answer.
 pub async fn charge_card(
     job: ChargeCard,
@@ -85,7 +120,12 @@ pub async fn charge_card(
             )
             .await
             {
-                Ok(_) => Ok(()),
+                Ok(applied) => {
+                    if succeeded(&applied) {
+                        remember_card(&ctx, &payment).await;
+                    }
+                    Ok(())
+                }
                 Err(
                     e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. }),
                 ) => {
@@ -192,7 +232,12 @@ pub async fn process_gateway_event(
             )
             .await
             {
-                Ok(_) => ("processed", None),
+                Ok(applied) => {
+                    if succeeded(&applied) && p.provider == payment::Provider::Stripe {
+                        remember_card(&ctx, &p).await;
+                    }
+                    ("processed", None)
+                }
                 Err(
                     e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. }),
                 ) => {

@@ -1,5 +1,5 @@
 //! Periodic work: reconcile payments the gateway has not told us about, expire abandoned ones,
-//! and prune old rows. One process at a time does it (a Postgres advisory lock), so several
+//! expire applications left unpaid, and prune old rows. One process at a time does it (a Postgres advisory lock), so several
 //! workers can run without doing it twice; a missed period is caught up by the next.
 
 use std::sync::Arc;
@@ -45,6 +45,11 @@ pub async fn sweep_once(ctx: &WorkerContext, settings: &PaymentSettings) -> anyh
         }
     }
     refund_duplicate_charges(ctx).await?;
+    let after = chrono::Duration::from_std(settings.application_expiry)?;
+    let expired = evisa_core::application::store::expire_unpaid(&ctx.db, after, 500).await?;
+    if !expired.is_empty() {
+        tracing::info!(count = expired.len(), "unpaid applications expired");
+    }
     let idempotency = idempotency::prune(&ctx.db).await?;
     // Finished jobs stay in apalis.jobs forever otherwise, and a long table slows every fetch.
     let jobs = sqlx::query(
@@ -82,8 +87,15 @@ async fn reconcile(ctx: &WorkerContext, p: &Payment) -> anyhow::Result<()> {
             "reconcile",
         )
         .await;
-        if let Err(e) = moved {
-            tracing::error!(payment_id = %p.id, error = %e, "reconciliation report not applied");
+        match moved {
+            Ok(payment::Applied::Moved {
+                to: PaymentStatus::Succeeded,
+                ..
+            }) => crate::handlers::remember_card(ctx, p).await,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(payment_id = %p.id, error = %e, "reconciliation report not applied")
+            }
         }
     }
     if !expired {

@@ -4,8 +4,10 @@ use chrono::{DateTime, Utc};
 use evisa_core::{
     CountryCode,
     application::{AdminFilter, Decision, store},
-    ids::ApplicationId,
+    ids::{ApplicationId, PaymentId},
+    refund::{self, RefundError},
 };
+use evisa_worker::{RefundPayment, enqueue};
 use poem::web::Data;
 use poem_openapi::{
     Enum, Object, OpenApi,
@@ -176,7 +178,8 @@ impl AdminApi {
     /// Decide an application (officers).
     ///
     /// `begin_processing` takes a paid application into processing; `approve` and `reject`
-    /// decide it. Any other order is 409.
+    /// decide it. Any other order is 409. When the service refunds fees on rejection
+    /// (`EVISA_REFUND_ON_REJECTION`), a rejection starts a full refund of the fee.
     #[oai(
         path = "/v1/admin/applications/:id/decision",
         method = "post",
@@ -189,17 +192,55 @@ impl AdminApi {
         id: Path<uuid::Uuid>,
         body: JsonBody<DecisionBody>,
     ) -> ApiResult<Json<ApplicationView>> {
-        auth.staff()?;
+        let me = auth.staff()?;
         let decision = body.0.into_decision()?;
+        let id = ApplicationId::from_uuid(id.0);
+        let mut tx = state.db.begin().await?;
         let app = store::decide(
-            &state.db,
+            &mut tx,
             &state.config.data_keys,
             auth.actor(),
-            ApplicationId::from_uuid(id.0),
+            id,
             &decision,
         )
         .await
         .map_err(application_error)?;
+        // The configured policy may give the fee back on rejection.
+        if let (Decision::Reject { reason }, true) =
+            (&decision, state.config.payments.refund_on_rejection)
+        {
+            let paid_by: Option<uuid::Uuid> = sqlx::query_scalar(
+                "SELECT id FROM payments WHERE application_id = $1 AND status = 'succeeded'",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(payment) = paid_by {
+                let reason = format!("application rejected: {reason}");
+                match refund::request(
+                    &mut tx,
+                    PaymentId::from_uuid(payment),
+                    None,
+                    &reason,
+                    auth.actor(),
+                    me.user_id,
+                )
+                .await
+                {
+                    Ok((r, _)) => enqueue(
+                        &mut tx,
+                        &RefundPayment { refund_id: r.id },
+                        state.config.jobs.max_attempts,
+                    )
+                    .await
+                    .map_err(ApiError::internal)?,
+                    // Already refunded by hand: nothing left to give back.
+                    Err(RefundError::NothingLeft) => {}
+                    Err(e) => return Err(ApiError::internal(e)),
+                }
+            }
+        }
+        tx.commit().await?;
         tracing::info!(application_id = %app.id, status = %app.status, "application decided");
         Ok(Json(app.into()))
     }

@@ -7,6 +7,7 @@ mod auth;
 mod fees;
 mod health;
 mod payments;
+mod receipts;
 mod refunds;
 pub mod views;
 
@@ -37,6 +38,7 @@ pub type Api = (
     payments::PaymentsApi,
     admin::AdminApi,
     refunds::RefundsApi,
+    receipts::ReceiptsApi,
 );
 
 pub fn api() -> Api {
@@ -48,5 +50,6 @@ pub fn api() -> Api {
         payments::PaymentsApi,
         admin::AdminApi,
         refunds::RefundsApi,
+        receipts::ReceiptsApi,
     )
 }

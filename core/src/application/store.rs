@@ -656,9 +656,10 @@ pub async fn list_all(
     page(keys, rows, limit)
 }
 
-/// An officer's decision: paid → processing → approved | rejected.
+/// An officer's decision: paid → processing → approved | rejected, inside the caller's
+/// transaction (a rejection may start a refund in the same transaction).
 pub async fn decide(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     keys: &DataKeys,
     officer: Actor,
     id: ApplicationId,
@@ -673,11 +674,10 @@ pub async fn decide(
         Decision::Reject { reason } => Some(reason.as_str()),
         _ => None,
     };
-    let mut tx = pool.begin().await?;
     let status: String =
         sqlx::query_scalar("SELECT status FROM applications WHERE id = $1 FOR UPDATE")
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?
             .ok_or(ApplicationError::NotFound)?;
     let from: ApplicationStatus = status.parse().map_err(|_| {
@@ -697,18 +697,17 @@ pub async fn decide(
     .bind(to.as_str())
     .bind(reason)
     .bind(decided)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    record_event(&mut tx, id, event, from, to, officer, None).await?;
+    record_event(conn, id, event, from, to, officer, None).await?;
     let row: ApplicationRow = sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
         " FROM applications WHERE id = $1"
     ))
     .bind(id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
-    tx.commit().await?;
     row.open(keys)
 }
 
@@ -733,4 +732,64 @@ pub async fn history(pool: &PgPool, id: ApplicationId) -> Result<Vec<HistoryEntr
     .bind(id)
     .fetch_all(pool)
     .await
+}
+
+/// Expires submitted applications unpaid for longer than `after` with no payment in flight (an
+/// attempt in flight decides first). Returns the ids expired. Safe to run from several processes
+/// at once: each application is locked and re-checked before it moves.
+pub async fn expire_unpaid(
+    pool: &PgPool,
+    after: chrono::Duration,
+    limit: i64,
+) -> Result<Vec<ApplicationId>, ApplicationError> {
+    let candidates: Vec<ApplicationId> = sqlx::query_scalar(
+        "SELECT a.id FROM applications a
+          WHERE a.status = 'submitted' AND a.submitted_at < now() - $1
+            AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.application_id = a.id
+                             AND p.status IN ('created', 'processing', 'requires_action'))
+          ORDER BY a.submitted_at LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut expired = Vec::new();
+    for id in candidates {
+        let mut tx = pool.begin().await?;
+        // Payment creation locks this row too, so no attempt can start while we decide.
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM applications a WHERE id = $1 AND submitted_at < now() - $2
+               AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.application_id = a.id
+                                AND p.status IN ('created', 'processing', 'requires_action'))
+             FOR UPDATE",
+        )
+        .bind(id)
+        .bind(after)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(from) = status.and_then(|s| s.parse::<ApplicationStatus>().ok()) else {
+            continue;
+        };
+        let Ok(to) = from.next(ApplicationEvent::Expire) else {
+            continue;
+        };
+        sqlx::query("UPDATE applications SET status = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(to.as_str())
+            .execute(&mut *tx)
+            .await?;
+        record_event(
+            &mut tx,
+            id,
+            ApplicationEvent::Expire,
+            from,
+            to,
+            Actor::System,
+            Some("expiry"),
+        )
+        .await?;
+        tx.commit().await?;
+        expired.push(id);
+    }
+    Ok(expired)
 }

@@ -12,6 +12,7 @@ use stripe_core::payment_intent::{
     CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, RetrievePaymentIntent,
 };
 use stripe_core::refund::{CreateRefund, CreateRefundReason};
+use stripe_payment::payment_method::RetrievePaymentMethod;
 
 use super::{GatewayError, Report};
 use crate::{
@@ -325,6 +326,21 @@ impl StripeGateway {
             _ => None,
         };
         Ok((refund.id.as_str().to_string(), outcome))
+    }
+
+    /// The brand and last four digits of a card PaymentMethod, for receipts.
+    pub async fn card_of(&self, payment_method: &str) -> Result<(String, String), GatewayError> {
+        let pm = RetrievePaymentMethod::new(payment_method)
+            .send(&self.client)
+            .await
+            .map_err(|e| match classify(e) {
+                Ok(_) => GatewayError::Rejected("unexpected card error".into()),
+                Err(e) => e,
+            })?;
+        let card = pm
+            .card
+            .ok_or_else(|| GatewayError::Rejected("not a card".into()))?;
+        Ok((card.brand, card.last4))
     }
 
     /// Cancels an abandoned intent (idempotently).
