@@ -56,6 +56,18 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// List every disagreement between our records and the gateways' for payments created since
+    /// DATE (exit status 1 when there is any).
+    Reconcile {
+        /// YYYY-MM-DD (UTC).
+        #[arg(long)]
+        since: chrono::NaiveDate,
+    },
+    /// The tamper-evident event logs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Background jobs.
     Jobs {
         #[command(subcommand)]
@@ -104,6 +116,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chains of every application's and payment's events; report the first
+    /// broken link (exit status 1) or that all hold.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -244,6 +263,47 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 concurrency,
             })
             .await?;
+        }
+        Command::Reconcile { since } => {
+            let config = load_config(Profile::Production, file)?;
+            let pool = db::connect(config.database_url.expose(), 4)
+                .await
+                .context("cannot reach Postgres (DATABASE_URL)")?;
+            let stripe = stripe_gateway(&config)?;
+            let alipay = evisa_worker::alipay_client(&config);
+            let since = since
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc();
+            let (checked, found) =
+                evisa_core::reconciliation::report(&pool, &stripe, alipay.as_ref(), since).await?;
+            for d in &found {
+                println!("{}", serde_json::to_string(d)?);
+            }
+            eprintln!(
+                "reconcile: {checked} payments checked, {} disagreements",
+                found.len()
+            );
+            if !found.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let url = std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
+            let pool = db::connect(&url, 2)
+                .await
+                .context("cannot reach Postgres (DATABASE_URL)")?;
+            let (checked, broken) = evisa_core::audit::verify(&pool).await?;
+            match broken {
+                None => println!("audit: {checked} events checked; every chain holds"),
+                Some(link) => {
+                    println!("audit: {checked} events checked; first broken link: {link}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Command::Jobs { command } => {
             let url = std::env::var("DATABASE_URL")

@@ -2,6 +2,7 @@
 //! them between states, and the storage and crypto they need. Knows nothing of HTTP or job queues.
 
 pub mod application;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod country;
@@ -16,6 +17,7 @@ pub mod payment;
 pub mod person;
 pub mod ratelimit;
 pub mod receipt;
+pub mod reconciliation;
 pub mod refund;
 pub mod secret;
 pub mod users;

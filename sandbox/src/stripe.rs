@@ -285,6 +285,7 @@ impl StripeSandbox {
             .at("/v1/payment_methods", post(create_payment_method))
             .at("/v1/payment_methods/:id", get(retrieve_payment_method))
             .at("/v1/refunds", post(create_refund))
+            .at("/v1/refunds/:id", get(retrieve_refund))
             .at("/sandbox/refunds", get(list_refunds))
             .at("/sandbox/charges", get(list_charges))
             .at("/sandbox/events", get(list_events))
@@ -883,6 +884,33 @@ async fn create_refund(req: &Request, body: Body, sandbox: Data<&StripeSandbox>)
         )
     });
     respond(answer)
+}
+
+#[handler]
+async fn retrieve_refund(
+    req: &Request,
+    Path(id): Path<String>,
+    sandbox: Data<&StripeSandbox>,
+) -> Response {
+    if let Err(r) = sandbox.gate(req).await {
+        return r;
+    }
+    let s = sandbox.state.lock().expect("sandbox state");
+    respond(match s.refunds.iter().find(|r| r.id == id) {
+        Some(r) => (
+            200,
+            json!({
+                "id": r.id, "object": "refund", "amount": r.amount, "created": r.created, "currency": r.currency,
+                "status": "succeeded", "payment_intent": r.payment_intent, "charge": r.charge, "metadata": r.metadata,
+            }),
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("resource_missing"),
+            &format!("No such refund: '{id}'"),
+        ),
+    })
 }
 
 #[handler]

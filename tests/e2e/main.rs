@@ -5,6 +5,7 @@ mod common;
 mod admin;
 mod alipay;
 mod applications;
+mod audit;
 mod cli;
 mod contract;
 mod expiry;

@@ -65,9 +65,9 @@ impl Example for DecisionBody {
 
 impl ServerSetFields for DecisionBody {}
 
-/// One status change in an application's history.
+/// One change in an application's or a payment's history.
 #[derive(Object)]
-#[oai(rename = "ApplicationHistoryEntry")]
+#[oai(rename = "HistoryEntry")]
 pub struct HistoryEntryView {
     /// What happened (`submit`, `fee_waived`, `approve`, ...).
     pub event: String,
@@ -82,6 +82,20 @@ pub struct HistoryEntryView {
     #[oai(skip_serializing_if_is_none)]
     pub cause: Option<String>,
     pub occurred_at: DateTime<Utc>,
+}
+
+impl From<store::HistoryEntry> for HistoryEntryView {
+    fn from(e: store::HistoryEntry) -> Self {
+        HistoryEntryView {
+            event: e.event,
+            from_status: e.from_status,
+            to_status: e.to_status,
+            actor: e.actor_kind,
+            actor_id: e.actor_id.map(|a| a.as_uuid()),
+            cause: e.cause,
+            occurred_at: e.occurred_at,
+        }
+    }
 }
 
 impl DecisionBody {
@@ -264,19 +278,6 @@ impl AdminApi {
             .await
             .map_err(application_error)?;
         let entries = store::history(&state.db, id).await?;
-        Ok(Json(
-            entries
-                .into_iter()
-                .map(|e| HistoryEntryView {
-                    event: e.event,
-                    from_status: e.from_status,
-                    to_status: e.to_status,
-                    actor: e.actor_kind,
-                    actor_id: e.actor_id.map(|a| a.as_uuid()),
-                    cause: e.cause,
-                    occurred_at: e.occurred_at,
-                })
-                .collect(),
-        ))
+        Ok(Json(entries.into_iter().map(Into::into).collect()))
     }
 }

@@ -11,7 +11,7 @@ use stripe_core::payment_intent::{
     CreatePaymentIntentAutomaticPaymentMethods,
     CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, RetrievePaymentIntent,
 };
-use stripe_core::refund::{CreateRefund, CreateRefundReason};
+use stripe_core::refund::{CreateRefund, CreateRefundReason, RetrieveRefund};
 use stripe_payment::payment_method::RetrievePaymentMethod;
 
 use super::{GatewayError, Report};
@@ -326,6 +326,22 @@ impl StripeGateway {
             _ => None,
         };
         Ok((refund.id.as_str().to_string(), outcome))
+    }
+
+    /// Whether a refund succeeded at Stripe (`None` while pending).
+    pub async fn refund_status(&self, refund: &str) -> Result<Option<bool>, GatewayError> {
+        let r = RetrieveRefund::new(refund)
+            .send(&self.client)
+            .await
+            .map_err(|e| match classify(e) {
+                Ok(_) => GatewayError::Rejected("unexpected card error".into()),
+                Err(e) => e,
+            })?;
+        Ok(match r.status.as_deref() {
+            Some("succeeded") => Some(true),
+            Some("failed") | Some("canceled") => Some(false),
+            _ => None,
+        })
     }
 
     /// The brand and last four digits of a card PaymentMethod, for receipts.

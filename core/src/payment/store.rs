@@ -433,3 +433,17 @@ pub async fn record_refund_of_duplicate(
     )
     .await
 }
+
+/// A payment's history (its events), oldest first.
+pub async fn history(
+    pool: &PgPool,
+    id: PaymentId,
+) -> Result<Vec<crate::application::store::HistoryEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT event, from_status, to_status, actor_kind, actor_id, cause, occurred_at
+           FROM payment_events WHERE payment_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}

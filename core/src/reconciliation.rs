@@ -1,0 +1,144 @@
+//! The reconciliation report: every disagreement between our records and the gateways' — payment
+//! statuses and amounts (Stripe intents, Alipay trades) and Stripe refunds. Empty when all is well.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::{
+    gateway::{GatewayError, alipay::AlipayClient, stripe::StripeGateway},
+    payment::{PaymentEvent, PaymentStatus, Provider, store},
+    refund::{self, RefundStatus},
+};
+
+/// One thing our records and a gateway disagree on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Disagreement {
+    pub payment_id: String,
+    pub provider: String,
+    /// What we recorded.
+    pub ours: String,
+    /// What the gateway says.
+    pub gateway: String,
+    pub detail: String,
+}
+
+/// The statuses of ours that agree with what the gateway reports.
+fn agreeing(event: Option<PaymentEvent>) -> &'static [PaymentStatus] {
+    use PaymentStatus as S;
+    match event {
+        Some(PaymentEvent::GatewaySaysSucceeded) => &[S::Succeeded],
+        Some(PaymentEvent::Declined) => &[S::Failed],
+        Some(PaymentEvent::Cancelled) | Some(PaymentEvent::Expired) => {
+            &[S::Cancelled, S::Expired, S::Failed]
+        }
+        Some(PaymentEvent::GatewayRequiresAction) => &[S::RequiresAction],
+        Some(PaymentEvent::GatewaySaysProcessing) => &[S::Processing],
+        Some(PaymentEvent::ChargeStarted) | None => &[
+            S::Created,
+            S::Processing,
+            S::RequiresAction,
+            S::Failed,
+            S::Cancelled,
+            S::Expired,
+        ],
+    }
+}
+
+/// Compares every payment created since `since` with its gateway.
+pub async fn report(
+    pool: &PgPool,
+    stripe: &StripeGateway,
+    alipay: Option<&AlipayClient>,
+    since: DateTime<Utc>,
+) -> anyhow::Result<(usize, Vec<Disagreement>)> {
+    let ids: Vec<crate::ids::PaymentId> =
+        sqlx::query_scalar("SELECT id FROM payments WHERE created_at >= $1 ORDER BY id")
+            .bind(since)
+            .fetch_all(pool)
+            .await?;
+    let mut found = Vec::new();
+    for id in &ids {
+        let Some(p) = store::get(pool, *id).await? else {
+            continue;
+        };
+        let mut disagree = |gateway: String, detail: &str| {
+            found.push(Disagreement {
+                payment_id: p.id.to_string(),
+                provider: p.provider.to_string(),
+                ours: p.status.to_string(),
+                gateway,
+                detail: detail.to_string(),
+            })
+        };
+        match p.provider {
+            Provider::Stripe => {
+                let Some(intent) = p.gateway_reference.as_deref() else {
+                    if p.status == PaymentStatus::Succeeded {
+                        disagree(
+                            "no PaymentIntent".into(),
+                            "succeeded here, but nothing at Stripe",
+                        );
+                    }
+                    continue;
+                };
+                let snapshot = match stripe.retrieve(intent).await {
+                    Ok(s) => s,
+                    Err(GatewayError::Rejected(e)) => {
+                        disagree(format!("unknown intent {intent}"), &e);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let event = snapshot.report().map(|r| r.event);
+                // A flagged duplicate charge was refunded: its intent succeeded, ours did not.
+                let duplicate = p.duplicate_charge && snapshot.status == "succeeded";
+                if !duplicate && !agreeing(event).contains(&p.status) {
+                    disagree(
+                        format!("intent {intent} is {}", snapshot.status),
+                        "status differs",
+                    );
+                }
+                if snapshot.amount() != Some(p.amount) {
+                    disagree(
+                        format!("intent amount {} {}", snapshot.amount, snapshot.currency),
+                        "amount differs",
+                    );
+                }
+                for r in refund::list(pool, p.id).await? {
+                    let Some(reference) = r.gateway_reference.as_deref() else {
+                        continue;
+                    };
+                    match stripe.refund_status(reference).await? {
+                        Some(succeeded) if succeeded != (r.status == RefundStatus::Succeeded) => {
+                            disagree(
+                                format!(
+                                    "refund {reference} {}",
+                                    if succeeded {
+                                        "succeeded"
+                                    } else {
+                                        "not succeeded"
+                                    }
+                                ),
+                                &format!("refund {} is {} here", r.id, r.status),
+                            )
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Provider::Alipay => {
+                let Some(alipay) = alipay else { continue };
+                let state = alipay
+                    .query(&crate::gateway::alipay::out_trade_no(p.id))
+                    .await?;
+                let event = state
+                    .report(p.status == PaymentStatus::Expired)
+                    .map(|r| r.event);
+                if !agreeing(event).contains(&p.status) {
+                    disagree(format!("trade {state:?}"), "status differs");
+                }
+            }
+        }
+    }
+    Ok((ids.len(), found))
+}
