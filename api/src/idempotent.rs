@@ -57,6 +57,13 @@ pub async fn claim(
     }
 }
 
+/// The saved answer of a replayed request, as the operation's view type.
+pub fn replay<T: poem_openapi::types::ParseFromJSON>(
+    saved: serde_json::Value,
+) -> Result<T, ApiError> {
+    T::parse_from_json(Some(saved)).map_err(|e| ApiError::internal(e.into_message()))
+}
+
 /// Saves the answer of a claimed request in the same transaction as its work.
 pub async fn remember(
     conn: &mut PgConnection,

@@ -72,7 +72,11 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         tracing::info!(event_id = %event.id, kind = %event.kind, "stripe webhook ignored: not a type we act on");
         return received();
     }
-    match store(&state, &event, &bytes).await {
+    let payload: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return ApiError::bad_request("webhook body is not JSON", vec![]).into_response(),
+    };
+    match store_in_inbox(&state, "stripe", &event.id, &event.kind, &payload).await {
         Ok(true) => {
             tracing::info!(event_id = %event.id, kind = %event.kind, "stripe webhook stored")
         }
@@ -83,19 +87,26 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
     received()
 }
 
-/// Stores the event and enqueues its processing in one transaction; `false` for a duplicate.
-async fn store(state: &AppState, event: &StripeEvent, raw: &[u8]) -> anyhow::Result<bool> {
-    let payload: serde_json::Value = serde_json::from_slice(raw)?;
+/// Stores a verified callback in the inbox (unique per provider and event id) and enqueues its
+/// processing, in one transaction; `false` for a duplicate, which is acknowledged and skipped.
+async fn store_in_inbox(
+    state: &AppState,
+    provider: &str,
+    event_id: &str,
+    event_type: &str,
+    payload: &serde_json::Value,
+) -> anyhow::Result<bool> {
     let mut tx = state.db.begin().await?;
     let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
         "INSERT INTO gateway_inbox (id, provider, event_id, event_type, payload)
-         VALUES ($1, 'stripe', $2, $3, $4)
+         VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (provider, event_id) DO NOTHING RETURNING id",
     )
     .bind(uuid::Uuid::now_v7())
-    .bind(&event.id)
-    .bind(&event.kind)
-    .bind(&payload)
+    .bind(provider)
+    .bind(event_id)
+    .bind(event_type)
+    .bind(payload)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(inbox_id) = inserted else {
@@ -168,7 +179,7 @@ pub async fn alipay(body: poem::Body, state: Data<&AppState>) -> Response {
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect(),
     );
-    match store_alipay(&state, notify_id, field("trade_status"), &payload).await {
+    match store_in_inbox(&state, "alipay", notify_id, field("trade_status"), &payload).await {
         Ok(stored) => {
             tracing::info!(payment_id = %payment.id, stored, "alipay notify accepted");
             Response::builder()
@@ -180,37 +191,6 @@ pub async fn alipay(body: poem::Body, state: Data<&AppState>) -> Response {
             refuse("storage unavailable")
         }
     }
-}
-
-async fn store_alipay(
-    state: &AppState,
-    notify_id: &str,
-    status: &str,
-    payload: &serde_json::Value,
-) -> anyhow::Result<bool> {
-    let mut tx = state.db.begin().await?;
-    let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
-        "INSERT INTO gateway_inbox (id, provider, event_id, event_type, payload)
-         VALUES ($1, 'alipay', $2, $3, $4)
-         ON CONFLICT (provider, event_id) DO NOTHING RETURNING id",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .bind(notify_id)
-    .bind(status)
-    .bind(payload)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(inbox_id) = inserted else {
-        return Ok(false);
-    };
-    enqueue(
-        &mut tx,
-        &ProcessGatewayEvent { inbox_id },
-        state.config.jobs.max_attempts,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(true)
 }
 
 /// `GET /v1/payments/{id}/return`: where Alipay sends the payer's browser back. It never changes

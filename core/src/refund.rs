@@ -177,6 +177,20 @@ pub async fn list(pool: &PgPool, payment: PaymentId) -> Result<Vec<Refund>, sqlx
     rows.into_iter().map(RefundRow::into_refund).collect()
 }
 
+/// Remembers the gateway's id of a refund still pending there, to ask about it later.
+pub async fn remember_reference(
+    pool: &PgPool,
+    id: RefundId,
+    reference: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE refunds SET gateway_reference = $2, updated_at = now() WHERE id = $1 AND status = 'pending'")
+        .bind(id)
+        .bind(reference)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Records the gateway's verdict on a pending refund (once; later verdicts are ignored).
 pub async fn settle(
     pool: &PgPool,
@@ -208,7 +222,7 @@ pub async fn settle(
             .execute(&mut *tx)
             .await?;
     }
-    let p = payments::get_in(&mut tx, payment)
+    let p = payments::get(&mut *tx, payment)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
     let cause = format!("refund:{id}");

@@ -144,6 +144,42 @@ async fn the_reconciliation_report_is_empty_until_a_record_is_changed_behind_our
         .as_str()
         .unwrap()
         .to_string();
+    // ...and an Alipay payment, paid in the cashier.
+    let t4 = app.applicant().await;
+    let a4 = app
+        .draft(
+            &t4,
+            &crate::common::complete_fields("CN", "tourist", "standard"),
+        )
+        .await;
+    app.submit(&t4, &a4).await;
+    let ali = app
+        .send(
+            app.http
+                .post(app.url(&format!("/v1/applications/{a4}/payments")))
+                .bearer_auth(&t4)
+                .header("idempotency-key", key())
+                .json(&serde_json::json!({"provider": "alipay"})),
+        )
+        .await
+        .body;
+    app.http
+        .get(ali["next_action"]["redirect_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let trade =
+        evisa_core::gateway::alipay::out_trade_no(ali["id"].as_str().unwrap().parse().unwrap());
+    app.http
+        .post(format!(
+            "{}/sandbox/alipay/cashier/{trade}/pay",
+            app.sandbox_url
+        ))
+        .send()
+        .await
+        .unwrap();
+    app.wait_for_payment(&t4, ali["id"].as_str().unwrap(), "succeeded", 10)
+        .await;
     app.wait_for_payment(&t1, &paid, "succeeded", 10).await;
     app.wait_for_payment(&t2, &declined, "failed", 10).await;
     app.wait_for_payment(&t3, &pending, "requires_action", 10)
@@ -171,13 +207,13 @@ async fn the_reconciliation_report_is_empty_until_a_record_is_changed_behind_our
 
     let (clean, out) = reconcile(&app).await;
     assert!(clean, "{out}");
-    assert!(out.contains("3 payments checked, 0 disagreements"), "{out}");
+    assert!(out.contains("4 payments checked, 0 disagreements"), "{out}");
     let report = app
         .get("/v1/admin/reconciliation?since=2026-01-01", Some(&officer))
         .await;
     assert_eq!(
         report.body,
-        serde_json::json!({"checked": 3, "disagreements": []})
+        serde_json::json!({"checked": 4, "disagreements": []})
     );
 
     // Behind the service's back, the paid payment is marked failed.

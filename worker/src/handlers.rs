@@ -364,13 +364,23 @@ pub async fn refund_payment(
     };
     let key = r.id.simple().to_string();
     let outcome = match p.provider {
-        payment::Provider::Stripe => match p.gateway_reference.as_deref() {
-            Some(intent) => ctx
+        payment::Provider::Stripe => match (
+            r.gateway_reference.as_deref(),
+            p.gateway_reference.as_deref(),
+        ) {
+            // Created earlier and pending then: ask how it stands (a new create would only
+            // replay the first, pending answer).
+            (Some(refund_ref), _) => ctx
+                .stripe
+                .refund_status(refund_ref)
+                .await
+                .map(|done| (Some(refund_ref.to_string()), done)),
+            (None, Some(intent)) => ctx
                 .stripe
                 .refund(intent, r.amount, &key)
                 .await
                 .map(|(id, done)| (Some(id), done)),
-            None => Err(GatewayError::Rejected(
+            (None, None) => Err(GatewayError::Rejected(
                 "payment has no PaymentIntent".into(),
             )),
         },
@@ -402,8 +412,11 @@ pub async fn refund_payment(
             tracing::info!(refund_id = %r.id, succeeded, "refund settled");
             Ok(())
         }
-        Ok((_, None)) => {
+        Ok((reference, None)) => {
             // Accepted but not final yet: look again later.
+            if let Some(reference) = reference.as_deref() {
+                refund::remember_reference(&ctx.db, r.id, reference).await?;
+            }
             retry_later(&ctx, &task, &attempt).await?;
             Err("refund pending at the gateway".into())
         }

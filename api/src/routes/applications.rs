@@ -12,7 +12,7 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path, Query},
     payload::Json,
-    types::{Example, ParseFromJSON, ToJSON},
+    types::{Example, ToJSON},
 };
 
 use super::{
@@ -238,9 +238,9 @@ impl ApplicationsApi {
         .await?
         {
             Outcome::Replay(saved) => {
-                let view = ApplicationView::parse_from_json(Some(saved))
-                    .map_err(|e| ApiError::internal(e.into_message()))?;
-                return Ok(CreatedApplication::Created(Json(view)));
+                return Ok(CreatedApplication::Created(Json(idempotent::replay(
+                    saved,
+                )?)));
             }
             Outcome::Proceed(claim) => claim,
         };

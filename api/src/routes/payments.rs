@@ -20,7 +20,7 @@ use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, Union,
     param::{Header, Path},
     payload::{EventStream, Json},
-    types::{Example, ParseFromJSON, ToJSON},
+    types::{Example, ToJSON},
 };
 
 use super::Tag;
@@ -365,9 +365,7 @@ impl PaymentsApi {
         .await?
         {
             Outcome::Replay(saved) => {
-                let view = PaymentView::parse_from_json(Some(saved))
-                    .map_err(|e| ApiError::internal(e.into_message()))?;
-                return Ok(PaymentAccepted::Accepted(Json(view)));
+                return Ok(PaymentAccepted::Accepted(Json(idempotent::replay(saved)?)));
             }
             Outcome::Proceed(claim) => claim,
         };
@@ -479,7 +477,7 @@ impl PaymentsApi {
                 )
                 .await
                 .map_err(ApiError::internal)?;
-                let payment = store::get_in(&mut tx, payment.id)
+                let payment = store::get(&mut *tx, payment.id)
                     .await?
                     .ok_or_else(|| ApiError::internal("payment vanished"))?;
                 PaymentView::from(payment)

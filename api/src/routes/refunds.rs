@@ -11,7 +11,7 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path},
     payload::Json,
-    types::{Example, ParseFromJSON, ToJSON},
+    types::{Example, ToJSON},
 };
 
 use super::{Tag, admin::HistoryEntryView, payments::PaymentView};
@@ -196,9 +196,7 @@ impl RefundsApi {
         .await?
         {
             Outcome::Replay(saved) => {
-                let view = RefundView::parse_from_json(Some(saved))
-                    .map_err(|e| ApiError::internal(e.into_message()))?;
-                return Ok(RefundAccepted::Accepted(Json(view)));
+                return Ok(RefundAccepted::Accepted(Json(idempotent::replay(saved)?)));
             }
             Outcome::Proceed(claim) => claim,
         };

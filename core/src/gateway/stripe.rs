@@ -199,6 +199,14 @@ fn classify(e: StripeError) -> Result<Report, GatewayError> {
     }
 }
 
+/// For calls that cannot decline a card: any error is about the call itself.
+fn not_a_charge(e: StripeError) -> GatewayError {
+    match classify(e) {
+        Ok(_) => GatewayError::Rejected("unexpected card error".into()),
+        Err(e) => e,
+    }
+}
+
 fn key(k: String) -> RequestStrategy {
     RequestStrategy::Idempotent(IdempotencyKey::new(k).expect("our keys are short ASCII"))
 }
@@ -266,10 +274,7 @@ impl StripeGateway {
             .send(&self.client)
             .await
             .map(|pi| IntentSnapshot::from(&pi))
-            .map_err(|e| match classify(e) {
-                Ok(_) => GatewayError::Rejected("unexpected card error on retrieve".into()),
-                Err(e) => e,
-            })
+            .map_err(not_a_charge)
     }
 
     /// Refunds everything `payment` took on `intent` (a duplicate charge). Idempotent per payment.
@@ -291,10 +296,7 @@ impl StripeGateway {
             .send(&self.client)
             .await
             .map(|r| r.id.as_str().to_string())
-            .map_err(|e| match classify(e) {
-                Ok(_) => GatewayError::Rejected("unexpected card error on refund".into()),
-                Err(e) => e,
-            })
+            .map_err(not_a_charge)
     }
 
     /// Refunds `amount` of `intent` for our refund `refund_id` (its idempotency key). Returns the
@@ -316,10 +318,7 @@ impl StripeGateway {
             .request_strategy(key(format!("refund:{refund_id}")))
             .send(&self.client)
             .await
-            .map_err(|e| match classify(e) {
-                Ok(_) => GatewayError::Rejected("unexpected card error on refund".into()),
-                Err(e) => e,
-            })?;
+            .map_err(not_a_charge)?;
         let outcome = match refund.status.as_deref() {
             Some("succeeded") => Some(true),
             Some("failed") | Some("canceled") => Some(false),
@@ -333,10 +332,7 @@ impl StripeGateway {
         let r = RetrieveRefund::new(refund)
             .send(&self.client)
             .await
-            .map_err(|e| match classify(e) {
-                Ok(_) => GatewayError::Rejected("unexpected card error".into()),
-                Err(e) => e,
-            })?;
+            .map_err(not_a_charge)?;
         Ok(match r.status.as_deref() {
             Some("succeeded") => Some(true),
             Some("failed") | Some("canceled") => Some(false),
@@ -349,10 +345,7 @@ impl StripeGateway {
         let pm = RetrievePaymentMethod::new(payment_method)
             .send(&self.client)
             .await
-            .map_err(|e| match classify(e) {
-                Ok(_) => GatewayError::Rejected("unexpected card error".into()),
-                Err(e) => e,
-            })?;
+            .map_err(not_a_charge)?;
         let card = pm
             .card
             .ok_or_else(|| GatewayError::Rejected("not a card".into()))?;
@@ -372,10 +365,7 @@ impl StripeGateway {
             .send(&self.client)
             .await
             .map(|pi| IntentSnapshot::from(&pi))
-            .map_err(|e| match classify(e) {
-                Ok(_) => GatewayError::Rejected("unexpected card error on cancel".into()),
-                Err(e) => e,
-            })
+            .map_err(not_a_charge)
     }
 }
 

@@ -301,15 +301,18 @@ pub(crate) async fn notify(
     Ok(())
 }
 
-/// A payment by id.
-pub async fn get(pool: &PgPool, id: PaymentId) -> Result<Option<Payment>, sqlx::Error> {
+/// A payment by id, through the pool or inside a transaction (`&mut *tx`).
+pub async fn get<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: PaymentId,
+) -> Result<Option<Payment>, sqlx::Error> {
     let row: Option<PaymentRow> = sqlx::query_as(concat!(
         "SELECT ",
         payment_columns!(),
         " FROM payments WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     row.map(PaymentRow::into_payment).transpose()
 }
@@ -323,22 +326,6 @@ pub async fn get_for_update(
         "SELECT ",
         payment_columns!(),
         " FROM payments WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    row.map(PaymentRow::into_payment).transpose()
-}
-
-/// A payment by id, inside the caller's transaction.
-pub async fn get_in(
-    conn: &mut PgConnection,
-    id: PaymentId,
-) -> Result<Option<Payment>, sqlx::Error> {
-    let row: Option<PaymentRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        payment_columns!(),
-        " FROM payments WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(conn)
