@@ -16,6 +16,7 @@ use evisa_core::{
 };
 use evisa_worker::{ProcessGatewayEvent, enqueue};
 use poem::{IntoResponse, Request, Response, handler, http::StatusCode, web::Data};
+use serde::Deserialize;
 
 use crate::{problem::ApiError, state::AppState};
 
@@ -61,21 +62,17 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         tracing::warn!(error = %e, "stripe webhook refused");
         return ApiError::bad_request(format!("webhook not accepted: {e}"), vec![]).into_response();
     }
-    let event: StripeEvent = match serde_json::from_slice(&bytes) {
-        Ok(e) => e,
-        Err(_) => {
-            return ApiError::bad_request("webhook body is not a Stripe event", vec![])
-                .into_response();
-        }
+    // Parsed once: the document is stored as received; the event's id and type route it.
+    let parsed = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|payload| Some((StripeEvent::deserialize(&payload).ok()?, payload)));
+    let Some((event, payload)) = parsed else {
+        return ApiError::bad_request("webhook body is not a Stripe event", vec![]).into_response();
     };
     if !HANDLED.contains(&event.kind.as_str()) {
         tracing::info!(event_id = %event.id, kind = %event.kind, "stripe webhook ignored: not a type we act on");
         return received();
     }
-    let payload: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(_) => return ApiError::bad_request("webhook body is not JSON", vec![]).into_response(),
-    };
     match store_in_inbox(&state, "stripe", &event.id, &event.kind, &payload).await {
         Ok(true) => {
             tracing::info!(event_id = %event.id, kind = %event.kind, "stripe webhook stored")

@@ -145,41 +145,7 @@ async fn the_reconciliation_report_is_empty_until_a_record_is_changed_behind_our
         .unwrap()
         .to_string();
     // ...and an Alipay payment, paid in the cashier.
-    let t4 = app.applicant().await;
-    let a4 = app
-        .draft(
-            &t4,
-            &crate::common::complete_fields("CN", "tourist", "standard"),
-        )
-        .await;
-    app.submit(&t4, &a4).await;
-    let ali = app
-        .send(
-            app.http
-                .post(app.url(&format!("/v1/applications/{a4}/payments")))
-                .bearer_auth(&t4)
-                .header("idempotency-key", key())
-                .json(&serde_json::json!({"provider": "alipay"})),
-        )
-        .await
-        .body;
-    app.http
-        .get(ali["next_action"]["redirect_url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let trade =
-        evisa_core::gateway::alipay::out_trade_no(ali["id"].as_str().unwrap().parse().unwrap());
-    app.http
-        .post(format!(
-            "{}/sandbox/alipay/cashier/{trade}/pay",
-            app.sandbox_url
-        ))
-        .send()
-        .await
-        .unwrap();
-    app.wait_for_payment(&t4, ali["id"].as_str().unwrap(), "succeeded", 10)
-        .await;
+    app.paid_by_alipay().await;
     app.wait_for_payment(&t1, &paid, "succeeded", 10).await;
     app.wait_for_payment(&t2, &declined, "failed", 10).await;
     app.wait_for_payment(&t3, &pending, "requires_action", 10)

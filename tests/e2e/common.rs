@@ -410,6 +410,45 @@ impl TestApp {
         (token, id)
     }
 
+    /// A Chinese national's application paid with Alipay in the sandbox cashier (360.00 CNY):
+    /// (token, application id, payment id), once the payment succeeded.
+    pub async fn paid_by_alipay(&self) -> (String, String, String) {
+        let token = self.applicant().await;
+        let application = self
+            .draft(&token, &complete_fields("CN", "tourist", "standard"))
+            .await;
+        self.submit(&token, &application).await;
+        let r = self
+            .send(
+                self.http
+                    .post(self.url(&format!("/v1/applications/{application}/payments")))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+                    .json(&json!({"provider": "alipay"})),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        let payment = r.body["id"].as_str().unwrap().to_string();
+        // The buyer's browser opens the cashier, and the buyer presses Pay.
+        self.http
+            .get(r.body["next_action"]["redirect_url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let trade = evisa_core::gateway::alipay::out_trade_no(payment.parse().unwrap());
+        self.http
+            .post(format!(
+                "{}/sandbox/alipay/cashier/{trade}/pay",
+                self.sandbox_url
+            ))
+            .send()
+            .await
+            .unwrap();
+        self.wait_for_payment(&token, &payment, "succeeded", 10)
+            .await;
+        (token, application, payment)
+    }
+
     /// `POST /v1/applications/{id}/payments` with a card.
     pub async fn pay(&self, token: &str, application: &str, method: &str, key: &str) -> Answer {
         self.send(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use evisa_core::users::Role;
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, complete_fields, spawn_app};
+use crate::common::{TestApp, spawn_app};
 
 fn key() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -183,37 +183,8 @@ async fn alipay_refunds_go_through_trade_refund_and_refund_query() {
     let app = spawn_app().await;
     app.start_worker();
     let officer = app.staff(Role::Officer).await;
-    let token = app.applicant().await;
-    let application = app
-        .draft(&token, &complete_fields("CN", "tourist", "standard"))
-        .await;
-    app.submit(&token, &application).await;
-    let r = app
-        .send(
-            app.http
-                .post(app.url(&format!("/v1/applications/{application}/payments")))
-                .bearer_auth(&token)
-                .header("idempotency-key", key())
-                .json(&json!({"provider": "alipay"})),
-        )
-        .await;
-    let payment = r.body["id"].as_str().unwrap().to_string();
-    app.http
-        .get(r.body["next_action"]["redirect_url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let (_, _, payment) = app.paid_by_alipay().await;
     let trade = evisa_core::gateway::alipay::out_trade_no(payment.parse().unwrap());
-    app.http
-        .post(format!(
-            "{}/sandbox/alipay/cashier/{trade}/pay",
-            app.sandbox_url
-        ))
-        .send()
-        .await
-        .unwrap();
-    app.wait_for_payment(&token, &payment, "succeeded", 10)
-        .await;
 
     for body in [
         json!({"amount": 10000, "reason": "partial"}),

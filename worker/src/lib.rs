@@ -1,8 +1,10 @@
 //! Background work of evisa-pay, on apalis over Postgres.
 //!
 //! - [`jobs`]: the job kinds, their queues, and enqueueing inside the caller's transaction.
-//! - [`handlers`]: what each job does (charge a card, apply a gateway callback).
-//! - [`sweeper`]: periodic reconciliation with the gateway, expiry of abandoned payments, pruning.
+//! - [`handlers`]: what each job does (charge a card, apply a gateway callback, poll an Alipay
+//!   trade, carry out a refund).
+//! - [`sweeper`]: periodic reconciliation with Stripe, expiry of abandoned payments and of unpaid
+//!   applications, refunds of duplicate charges, pruning.
 //! - [`dead`]: jobs that exhausted their attempts, for operators to list and retry.
 //!
 //! Delivery is at least once: every handler checks state first and calls gateways with
