@@ -98,6 +98,18 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Disable an account: it can no longer sign in, and every token it holds stops working.
+    Disable {
+        #[arg(long)]
+        email: String,
+    },
+    /// Change an account's role (applicant, officer or admin); its tokens stop working.
+    SetRole {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +176,12 @@ fn load_config(profile: Profile, file: Option<&std::path::Path>) -> anyhow::Resu
     Ok(Config::load(profile, &source)?)
 }
 
+/// `serve` and `work`: production settings with no published or guessable secret.
+fn load_deployed_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let source = Source::from_env(file)?;
+    Ok(Config::load_deployed(&source)?)
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVISA_LOG")
         .unwrap_or_else(|_| "info,sqlx=warn,poem=warn".into());
@@ -219,7 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             worker.await??;
         }
         Command::Serve => {
-            let config = load_config(Profile::Production, file)?;
+            let config = load_deployed_config(file)?;
             init_logging(config.log_format);
             let pool = db::connect(config.database_url.expose(), 20)
                 .await
@@ -228,7 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(config, pool, Shutdown::on_signals()).await?;
         }
         Command::Work => {
-            let config = load_config(Profile::Production, file)?;
+            let config = load_deployed_config(file)?;
             init_logging(config.log_format);
             let pool = db::connect(config.database_url.expose(), 20)
                 .await
@@ -348,15 +366,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Spec => println!("{}", evisa_api::spec_json()),
-        Command::User {
-            command:
-                UserCommand::Create {
-                    email,
-                    role,
-                    password_stdin,
-                },
+        Command::User { command } => user_command(command).await?,
+        Command::Keys {
+            command: KeysCommand::Generate { id },
+        } => println!("{}", DataKeys::generate_entry(&id)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `evisa user ...`: staff accounts, straight against the database.
+async fn user_command(command: UserCommand) -> anyhow::Result<()> {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
+    let connect = || async {
+        db::connect(&url, 2)
+            .await
+            .context("cannot reach Postgres (DATABASE_URL)")
+    };
+    let email_arg = |email: &str| Email::parse(email).map_err(|e| anyhow::anyhow!("--email {e}"));
+    match command {
+        UserCommand::Create {
+            email,
+            role,
+            password_stdin,
         } => {
-            let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
+            let email = email_arg(&email)?;
             let role: Role = role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?;
             let (password, generated) = if password_stdin {
                 let mut line = String::new();
@@ -367,11 +401,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (entry[2..].trim_end_matches('=').to_string(), true)
             };
             auth::check_password_policy(&password).map_err(|e| anyhow::anyhow!("password {e}"))?;
-            let url = std::env::var("DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
-            let pool = db::connect(&url, 2)
-                .await
-                .context("cannot reach Postgres (DATABASE_URL)")?;
+            let pool = connect().await?;
             let hash = auth::hash_password(&password);
             let id = users::create(&pool, &email, &hash, role).await?;
             println!("created {role} {id}");
@@ -379,11 +409,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("password: {password}");
             }
         }
-        Command::Keys {
-            command: KeysCommand::Generate { id },
-        } => println!("{}", DataKeys::generate_entry(&id)),
+        UserCommand::Disable { email } => {
+            let email = email_arg(&email)?;
+            if !users::disable(&connect().await?, &email).await? {
+                anyhow::bail!("no account with that email");
+            }
+            println!("disabled; every token of this account is revoked");
+        }
+        UserCommand::SetRole { email, role } => {
+            let email = email_arg(&email)?;
+            let role: Role = role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+            if !users::set_role(&connect().await?, &email, role).await? {
+                anyhow::bail!("no account with that email");
+            }
+            println!("role set to {role}; every token of this account is revoked");
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// `serve` refuses to run against a schema older than the binary: run `evisa migrate` first.

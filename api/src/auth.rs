@@ -1,7 +1,11 @@
 //! Bearer-token authentication and role checks for operations.
 
-use evisa_core::{application::Actor, auth::Principal, users::Role};
-use poem::Request;
+use evisa_core::{
+    application::Actor,
+    auth::Principal,
+    users::{self, Role},
+};
+use poem::{IntoResponse, Request};
 use poem_openapi::{SecurityScheme, auth::Bearer};
 
 use crate::{problem::ApiError, state::AppState};
@@ -11,8 +15,21 @@ use crate::{problem::ApiError, state::AppState};
 #[oai(ty = "bearer", bearer_format = "JWT", checker = "check_token")]
 pub struct BearerAuth(pub Principal);
 
-async fn check_token(req: &Request, bearer: Bearer) -> Option<Principal> {
-    req.data::<AppState>()?.tokens.verify(&bearer.token)
+/// A token is good while its account stands behind it: not disabled, the same token version (a
+/// password change revokes every earlier token), and with the role the account has now.
+async fn check_token(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
+    let refused = || poem::Error::from(poem_openapi::error::AuthorizationError);
+    let state = req.data::<AppState>().ok_or_else(refused)?;
+    let claims = state.tokens.verify(&bearer.token).ok_or_else(refused)?;
+    match users::standing(&state.db, claims.user_id).await {
+        Ok(standing) => claims.principal(standing).ok_or_else(refused),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot check a token's account");
+            Err(poem::Error::from_response(
+                ApiError::unavailable("accounts are briefly unavailable").into_response(),
+            ))
+        }
+    }
 }
 
 impl BearerAuth {

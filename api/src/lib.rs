@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod body;
 pub mod idempotent;
+pub mod limits;
 pub mod listener;
 pub mod middleware;
 pub mod problem;

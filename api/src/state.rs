@@ -31,6 +31,9 @@ pub struct Inner {
     pub stripe: Option<evisa_core::gateway::stripe::StripeGateway>,
     /// Alipay notifies refused (bad signature, foreign app, mismatched amount...), for operators.
     pub alipay_notifies_refused: std::sync::atomic::AtomicU64,
+    /// Argon2 runs at once (each takes ~19 MiB and a core for tens of ms): a flood of logins
+    /// queues here instead of exhausting memory and CPU.
+    pub password_hashing: tokio::sync::Semaphore,
 }
 
 impl std::ops::Deref for AppState {
@@ -41,6 +44,27 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Runs Argon2 work (`f`) on a blocking thread, at most one per core at a time; waits up to
+    /// 5 s for a turn, then answers 503 so callers retry later instead of piling up.
+    pub async fn hash_bounded<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, crate::problem::ApiError> {
+        use crate::problem::ApiError;
+        let permit = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.password_hashing.acquire(),
+        )
+        .await
+        .map_err(|_| ApiError::unavailable("sign-in is busy; try again shortly"))?
+        .map_err(ApiError::internal)?;
+        let out = tokio::task::spawn_blocking(f)
+            .await
+            .map_err(ApiError::internal)?;
+        drop(permit);
+        Ok(out)
+    }
+
     pub fn new(config: Config, db: PgPool, redis: ConnectionManager) -> Self {
         let limiter = RateLimiter::new(redis.clone(), &config.redis_prefix);
         let tokens = TokenAuthority::new(config.jwt.clone());
@@ -68,6 +92,9 @@ impl AppState {
             alipay,
             stripe,
             alipay_notifies_refused: std::sync::atomic::AtomicU64::new(0),
+            password_hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         }))
     }
 }

@@ -18,7 +18,11 @@ use evisa_worker::{ProcessGatewayEvent, enqueue};
 use poem::{IntoResponse, Request, Response, handler, http::StatusCode, web::Data};
 use serde::Deserialize;
 
-use crate::{problem::ApiError, state::AppState};
+use crate::{
+    limits::{WhenRedisIsDown, client_ip, limit},
+    problem::ApiError,
+    state::AppState,
+};
 
 /// The Stripe events that say something about a payment.
 const HANDLED: &[&str] = &[
@@ -38,6 +42,18 @@ fn received() -> Response {
 
 #[handler]
 pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> Response {
+    // Stripe retries a 429 later, so a flood from one address waits instead of crowding out
+    // everything else; a Redis outage lets callbacks through (each is verified anyway).
+    if let Err(e) = limit(
+        &state,
+        &format!("callbacks:ip:{}", client_ip(req)),
+        state.config.limits.callback(),
+        WhenRedisIsDown::Allow,
+    )
+    .await
+    {
+        return e.into_response();
+    }
     let bytes = match body
         .into_bytes_limit(state.config.max_body_bytes.max(256 * 1024))
         .await
@@ -125,7 +141,18 @@ async fn store_in_inbox(
 /// enqueued, and only then answered with the bare body `success`. Anything else is answered
 /// `fail`, so Alipay retries, and is counted and logged.
 #[handler]
-pub async fn alipay(body: poem::Body, state: Data<&AppState>) -> Response {
+pub async fn alipay(req: &Request, body: poem::Body, state: Data<&AppState>) -> Response {
+    if let Err(e) = limit(
+        &state,
+        &format!("callbacks:ip:{}", client_ip(req)),
+        state.config.limits.callback(),
+        WhenRedisIsDown::Allow,
+    )
+    .await
+    {
+        // Alipay retries anything but `success`; the problem's status and Retry-After stay.
+        return e.into_response();
+    }
     let refuse = |reason: &str| {
         let n = state
             .alipay_notifies_refused
@@ -143,17 +170,12 @@ pub async fn alipay(body: poem::Body, state: Data<&AppState>) -> Response {
     let Ok(bytes) = body.into_bytes_limit(64 * 1024).await else {
         return refuse("unreadable body");
     };
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(&bytes).into_owned().collect();
-    if let Err(e) = client.verify_notify(&form) {
-        return refuse(&e.to_string());
-    }
-    let field = |k: &str| {
-        form.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
+    // From here on only the verified form is read: the fields that were signed, each once.
+    let notify = match client.verify_notify(&bytes) {
+        Ok(n) => n,
+        Err(e) => return refuse(&e.to_string()),
     };
-    let Some(payment_id) = alipay_v2::payment_of(field("out_trade_no")) else {
+    let Some(payment_id) = notify.payment_id() else {
         return refuse("out_trade_no is not one of ours");
     };
     let payment = match payment_store::get(&state.db, payment_id).await {
@@ -164,19 +186,19 @@ pub async fn alipay(body: poem::Body, state: Data<&AppState>) -> Response {
             return refuse("storage unavailable");
         }
     };
-    if alipay_v2::parse_cny(field("total_amount")) != Some(payment.amount) {
+    if alipay_v2::parse_cny(notify.get("total_amount")) != Some(payment.amount) {
         return refuse("total_amount does not match the payment");
     }
-    let notify_id = field("notify_id");
-    if notify_id.is_empty() {
-        return refuse("missing notify_id");
-    }
-    let payload = serde_json::Value::Object(
-        form.iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect(),
-    );
-    match store_in_inbox(&state, "alipay", notify_id, field("trade_status"), &payload).await {
+    let payload = notify.to_json();
+    match store_in_inbox(
+        &state,
+        "alipay",
+        notify.notify_id(),
+        notify.get("trade_status"),
+        &payload,
+    )
+    .await
+    {
         Ok(stored) => {
             tracing::info!(payment_id = %payment.id, stored, "alipay notify accepted");
             Response::builder()
@@ -207,10 +229,12 @@ pub async fn payment_return(
         Ok(None) => return ApiError::not_found("payment").into_response(),
         Err(e) => return ApiError::from(e).into_response(),
     };
+    // Checked again on the way out: a row written before the origins were narrowed must not
+    // turn our domain into an open redirect either.
     if let Some(target) = payment
         .return_url
         .as_deref()
-        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| state.config.return_url_origins.check(u).ok())
     {
         let mut target = target;
         target

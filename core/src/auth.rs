@@ -57,13 +57,34 @@ struct Claims {
     aud: String,
     iat: u64,
     exp: u64,
+    /// The account's token version when issued; a token of an older version is revoked.
+    ver: i64,
 }
 
-/// Who a valid token speaks for.
+/// Who a request speaks for: the token's account, with its role as stored now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: UserId,
     pub role: Role,
+}
+
+/// What a correctly signed, unexpired token claims; still to be checked against the account
+/// ([`crate::users::standing`]), which may have been disabled, demoted or had its tokens revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub user_id: UserId,
+    pub token_version: i64,
+}
+
+impl TokenClaims {
+    /// The principal, if the account still stands behind this token.
+    pub fn principal(self, standing: Option<crate::users::Standing>) -> Option<Principal> {
+        let s = standing?;
+        (!s.disabled && s.token_version == self.token_version).then_some(Principal {
+            user_id: self.user_id,
+            role: s.role,
+        })
+    }
 }
 
 /// An issued access token.
@@ -96,7 +117,7 @@ impl TokenAuthority {
         }
     }
 
-    pub fn issue(&self, user_id: UserId, role: Role) -> AccessToken {
+    pub fn issue(&self, user_id: UserId, role: Role, token_version: i64) -> AccessToken {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock after 1970")
@@ -109,6 +130,7 @@ impl TokenAuthority {
             aud: self.settings.audience.clone(),
             iat: now,
             exp: now + ttl,
+            ver: token_version,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding of plain claims cannot fail");
@@ -118,13 +140,13 @@ impl TokenAuthority {
         }
     }
 
-    /// The principal of a valid token; `None` for anything expired, forged, for another audience
+    /// The claims of a valid token; `None` for anything expired, forged, for another audience
     /// or issuer, or signed with another algorithm.
-    pub fn verify(&self, token: &str) -> Option<Principal> {
+    pub fn verify(&self, token: &str) -> Option<TokenClaims> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        Some(Principal {
+        Some(TokenClaims {
             user_id: data.claims.sub.parse().ok()?,
-            role: data.claims.role.parse().ok()?,
+            token_version: data.claims.ver,
         })
     }
 }
@@ -149,15 +171,34 @@ mod tests {
     fn tokens_round_trip_and_are_bound_to_issuer_and_audience() {
         let authority = TokenAuthority::new(settings("evisa-pay", "api"));
         let user = UserId::new();
-        let t = authority.issue(user, Role::Officer);
+        let t = authority.issue(user, Role::Officer, 3);
         assert_eq!(t.expires_in, 900);
+        let claims = authority.verify(&t.token).unwrap();
         assert_eq!(
-            authority.verify(&t.token),
+            claims,
+            TokenClaims {
+                user_id: user,
+                token_version: 3
+            }
+        );
+        let standing = |role, token_version, disabled| {
+            Some(crate::users::Standing {
+                role,
+                token_version,
+                disabled,
+            })
+        };
+        // The role is the account's now, not the token's.
+        assert_eq!(
+            claims.principal(standing(Role::Applicant, 3, false)),
             Some(Principal {
                 user_id: user,
-                role: Role::Officer
+                role: Role::Applicant
             })
         );
+        assert_eq!(claims.principal(standing(Role::Officer, 4, false)), None);
+        assert_eq!(claims.principal(standing(Role::Officer, 3, true)), None);
+        assert_eq!(claims.principal(None), None);
         assert!(
             TokenAuthority::new(settings("other", "api"))
                 .verify(&t.token)
@@ -191,6 +232,7 @@ mod tests {
             aud: "api".into(),
             iat: 1,
             exp: 2,
+            ver: 0,
         };
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod receipt;
 pub mod reconciliation;
 pub mod refund;
+pub mod return_url;
 pub mod secret;
 pub mod users;
 pub mod visa;

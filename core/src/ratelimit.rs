@@ -23,6 +23,21 @@ redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
 return {1, 0}
 "#;
 
+/// The same bucket as [`GCRA`], read only: would one more request be allowed now?
+const GCRA_PEEK: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local allow_at = tat + interval - interval * burst
+if allow_at > now then
+  return {0, allow_at - now}
+end
+return {1, 0}
+"#;
+
 /// A limit: `burst` requests at once, refilled at one per `interval`.
 #[derive(Debug, Clone, Copy)]
 pub struct Quota {
@@ -33,9 +48,15 @@ pub struct Quota {
 impl Quota {
     /// `n` requests per minute, all of which may come at once.
     pub fn per_minute(n: u32) -> Self {
+        Self::per(n, Duration::from_secs(60))
+    }
+
+    /// `n` requests per `period`, all of which may come at once.
+    pub fn per(n: u32, period: Duration) -> Self {
+        let n = n.max(1);
         Self {
-            interval: Duration::from_millis(60_000 / u64::from(n.max(1))),
-            burst: n.max(1),
+            interval: (period / n).max(Duration::from_millis(1)),
+            burst: n,
         }
     }
 }
@@ -56,6 +77,7 @@ pub struct RateLimiter {
     conn: ConnectionManager,
     prefix: String,
     script: std::sync::Arc<Script>,
+    peek: std::sync::Arc<Script>,
 }
 
 impl RateLimiter {
@@ -64,16 +86,31 @@ impl RateLimiter {
             conn,
             prefix: prefix.to_string(),
             script: std::sync::Arc::new(Script::new(GCRA)),
+            peek: std::sync::Arc::new(Script::new(GCRA_PEEK)),
         }
     }
 
     /// Counts one request against `bucket` (e.g. `login:ip:127.0.0.1`). Callers put no PII in the
     /// bucket name: hash it first.
     pub async fn check(&self, bucket: &str, quota: Quota) -> redis::RedisResult<Decision> {
+        self.run(&self.script, bucket, quota).await
+    }
+
+    /// Whether one more request would be allowed, without counting one: for limits on outcomes
+    /// (failed payments) that are counted when the outcome happens, elsewhere.
+    pub async fn peek(&self, bucket: &str, quota: Quota) -> redis::RedisResult<Decision> {
+        self.run(&self.peek, bucket, quota).await
+    }
+
+    async fn run(
+        &self,
+        script: &Script,
+        bucket: &str,
+        quota: Quota,
+    ) -> redis::RedisResult<Decision> {
         let mut conn = self.conn.clone();
         let key = format!("{}:rl:{bucket}", self.prefix);
-        let (allowed, retry_ms): (i64, i64) = self
-            .script
+        let (allowed, retry_ms): (i64, i64) = script
             .key(key)
             .arg(quota.interval.as_millis() as u64)
             .arg(quota.burst)
@@ -87,6 +124,16 @@ impl RateLimiter {
             }
         })
     }
+}
+
+/// The bucket of an application's failed payment attempts (counted when a payment fails).
+pub fn failed_payments_of_application(id: crate::ids::ApplicationId) -> String {
+    format!("failed:application:{id}")
+}
+
+/// The bucket of an applicant's failed payment attempts, over all their applications.
+pub fn failed_payments_of_applicant(id: crate::ids::UserId) -> String {
+    format!("failed:applicant:{id}")
 }
 
 /// A short, stable, non-reversible name for a value (an email) to use in a bucket key.
@@ -130,6 +177,25 @@ mod tests {
         }
         // Another bucket is independent.
         assert_eq!(limiter.check("c", quota).await.unwrap(), Decision::Allowed);
+    }
+
+    #[tokio::test]
+    async fn peeking_counts_nothing() {
+        let limiter = limiter().await;
+        let quota = Quota {
+            interval: Duration::from_secs(20),
+            burst: 2,
+        };
+        for _ in 0..5 {
+            assert_eq!(limiter.peek("p", quota).await.unwrap(), Decision::Allowed);
+        }
+        limiter.check("p", quota).await.unwrap();
+        assert_eq!(limiter.peek("p", quota).await.unwrap(), Decision::Allowed);
+        limiter.check("p", quota).await.unwrap();
+        assert!(matches!(
+            limiter.peek("p", quota).await.unwrap(),
+            Decision::Limited { .. }
+        ));
     }
 
     #[tokio::test]

@@ -31,6 +31,8 @@ const NOTIFY_SCHEDULE_MINUTES: [u64; 7] = [4, 10, 10, 60, 120, 360, 900];
 pub struct AlipaySandboxConfig {
     /// The only app it serves.
     pub app_id: String,
+    /// The merchant account its notifies say was paid.
+    pub seller_id: String,
     /// Verifies the merchant's requests.
     pub merchant_public_key: RsaPublicKey,
     /// Signs the sandbox's responses and notifies.
@@ -176,6 +178,7 @@ impl AlipaySandbox {
             ("notify_type".into(), "trade_status_sync".into()),
             ("notify_id".into(), notify_id.clone()),
             ("app_id".into(), self.config.app_id.clone()),
+            ("seller_id".into(), self.config.seller_id.clone()),
             ("charset".into(), "utf-8".into()),
             ("version".into(), "1.0".into()),
             ("trade_no".into(), trade.trade_no.clone()),

@@ -25,6 +25,7 @@ pub fn dev_alipay(notify_minute: std::time::Duration) -> AlipaySandbox {
     use evisa_core::gateway::alipay::{AppPrivateKey, RsaPublicKey};
     AlipaySandbox::new(AlipaySandboxConfig {
         app_id: test_keys::APP_ID.into(),
+        seller_id: test_keys::SELLER_ID.into(),
         merchant_public_key: RsaPublicKey::parse(test_keys::MERCHANT_DEV_PUBLIC)
             .expect("test key parses"),
         sandbox_private_key: AppPrivateKey::parse(test_keys::ALIPAY_SANDBOX_PRIVATE)
@@ -41,4 +42,6 @@ pub mod test_keys {
     pub const MERCHANT_DEV_PUBLIC: &str = include_str!("../keys/merchant_dev_public.pem");
     /// The app id the sandbox serves in dev.
     pub const APP_ID: &str = "2021000000000001";
+    /// The merchant account the sandbox's notifies name.
+    pub const SELLER_ID: &str = "2088000000000009";
 }

@@ -84,6 +84,7 @@ fn signed_notify(
         ("notify_type".into(), "trade_status_sync".into()),
         ("notify_id".into(), notify_id.into()),
         ("app_id".into(), test_keys::APP_ID.into()),
+        ("seller_id".into(), test_keys::SELLER_ID.into()),
         ("charset".into(), "utf-8".into()),
         ("version".into(), "1.0".into()),
         ("trade_no".into(), "2026112622001400000000000001".into()),
@@ -302,11 +303,26 @@ async fn forged_tampered_and_foreign_notifies_are_refused() {
     // Correctly signed, but for another amount or another app.
     let wrong_amount = signed_notify(&payment, &[("total_amount", "1.00")], "amount-1");
     let foreign_app = signed_notify(&payment, &[("app_id", "2021999999999999")], "foreign-1");
+    let foreign_seller = signed_notify(&payment, &[("seller_id", "2088999999999999")], "seller-1");
+    // Smuggling: signed for another app, with our app_id added as a second copy of the field
+    // (the signature covers one copy; a naive check reads the other), first or last.
+    let mut smuggled_last = signed_notify(&payment, &[("app_id", "2021999999999999")], "smuggle-1");
+    smuggled_last.push(("app_id".into(), test_keys::APP_ID.into()));
+    let mut smuggled_first =
+        signed_notify(&payment, &[("app_id", "2021999999999999")], "smuggle-2");
+    smuggled_first.insert(0, ("app_id".into(), test_keys::APP_ID.into()));
+    let mut smuggled_seller =
+        signed_notify(&payment, &[("seller_id", "2088999999999999")], "smuggle-3");
+    smuggled_seller.push(("seller_id".into(), test_keys::SELLER_ID.into()));
     for (what, form) in [
         ("forged", forged),
         ("tampered", tampered),
         ("amount", wrong_amount),
         ("app", foreign_app),
+        ("seller", foreign_seller),
+        ("smuggled app_id, last", smuggled_last),
+        ("smuggled app_id, first", smuggled_first),
+        ("smuggled seller_id", smuggled_seller),
     ] {
         let (status, body) = post_notify(&app, &form).await;
         assert_ne!(body, "success", "{what} notify was accepted");
@@ -483,6 +499,62 @@ async fn the_return_url_with_forged_parameters_changes_nothing() {
     assert_eq!(bad.fields(), ["return_url"]);
 }
 
+/// Attack: use our domain as an open redirect, by asking for a `return_url` on another site (or
+/// one disguised as ours), or by a row that holds one from before the origins were narrowed.
+#[tokio::test]
+async fn a_return_url_off_the_portal_origins_is_refused_and_never_followed() {
+    let app = spawn_app().await;
+    let (token, application) = chinese_application(&app).await;
+    for evil in [
+        "https://evil.example/phish",
+        "https://portal.example.evil.example/",
+        "https://portal.example@evil.example/",
+        "http://portal.example/",
+        "https://portal.example:8443/",
+        "//evil.example/",
+    ] {
+        let r = app
+            .send(
+                app.http
+                    .post(app.url(&format!("/v1/applications/{application}/payments")))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", key())
+                    .json(&json!({"provider": "alipay", "return_url": evil})),
+            )
+            .await;
+        r.problem(422);
+        assert_eq!(r.fields(), ["return_url"], "{evil}: {}", r.body);
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "a refused request leaves nothing behind");
+
+    let payment = pay_alipay(&app, &token, &application).await;
+    let id = payment["id"].as_str().unwrap();
+    sqlx::query("UPDATE payments SET return_url = 'https://evil.example/' WHERE id = $1::uuid")
+        .bind(id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let back = no_redirects
+        .get(app.url(&format!("/v1/payments/{id}/return")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        back.status(),
+        200,
+        "a stored off-origin URL is not followed"
+    );
+    assert!(back.headers().get("location").is_none());
+}
+
 #[tokio::test]
 async fn alipay_is_refused_where_the_schedule_has_no_cny_price() {
     let app = spawn_app().await;
@@ -589,7 +661,7 @@ async fn our_signatures_interoperate_with_python_alipay_sdk() {
     open_cashier(&app, &payment).await;
     let fields = json!({
         "notify_time": "2026-11-26 12:00:00", "notify_type": "trade_status_sync", "notify_id": "sdk-notify-1",
-        "app_id": test_keys::APP_ID, "charset": "utf-8", "version": "1.0", "trade_no": "2026112622001400000000000099",
+        "app_id": test_keys::APP_ID, "seller_id": test_keys::SELLER_ID, "charset": "utf-8", "version": "1.0", "trade_no": "2026112622001400000000000099",
         "out_trade_no": trade_no_of(&payment), "trade_status": "TRADE_SUCCESS", "total_amount": "360.00",
         "subject": "Visa application fee", "gmt_payment": "2026-11-26 11:59:58",
     });

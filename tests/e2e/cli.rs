@@ -188,6 +188,7 @@ fn a_bad_alipay_key_stops_start_up_naming_the_variable() {
     let out = Command::new(BIN)
         .arg("dev")
         .env("ALIPAY_APP_ID", "2021000000000001")
+        .env("ALIPAY_SELLER_ID", "2088000000000009")
         .env("ALIPAY_GATEWAY_URL", "http://127.0.0.1:1/gateway.do")
         .env("ALIPAY_APP_PRIVATE_KEY", "bm90IGEga2V5IGF0IGFsbA==")
         .env("ALIPAY_PUBLIC_KEY_FILE", &key_file)

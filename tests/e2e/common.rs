@@ -3,6 +3,7 @@
 use evisa_core::{
     auth,
     config::{Config, Profile, Source},
+    crypto::DataKeys,
     db, fees,
     gateway::stripe::StripeGateway,
     person::Email,
@@ -22,6 +23,11 @@ pub struct TestApp {
     pub sandbox_url: String,
     /// The configuration the app runs with, to start workers (in process or as `evisa work`).
     pub env: Vec<(String, String)>,
+    /// The Stripe sandbox's secret key: fresh per test, as `serve` and `work` demand.
+    pub stripe_key: String,
+    /// The webhook signing secrets the API accepts: the previous one (still accepted during a
+    /// rotation) and the current one the sandbox signs with. Fresh per test.
+    pub webhook_secrets: [String; 2],
     stop_workers: tokio::sync::watch::Sender<bool>,
     /// Dropped with the app, taking the database with it.
     database: TestDatabase,
@@ -111,6 +117,11 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let base = format!("http://{}", local_addr(&api_acceptor));
 
     let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
+    // Fresh secrets, so that `evisa work` started from `env` passes the deployment gate.
+    let stripe_key = format!("sk_test_{}", fresh());
+    let webhook_secrets = [format!("whsec_{}", fresh()), format!("whsec_{}", fresh())];
+    let webhook_list = webhook_secrets.join(",");
+    let (jwt, receipt, data_keys) = (fresh(), fresh(), DataKeys::generate_entry("test"));
     let alipay_gateway = format!("{sandbox_url}/gateway.do");
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let mut env: Vec<(String, String)> = [
@@ -118,31 +129,28 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         ("REDIS_URL", redis_url.as_str()),
         ("EVISA_REDIS_PREFIX", prefix.as_str()),
         ("EVISA_LOGIN_ATTEMPTS_PER_MINUTE", "1000"),
+        // Tests that are not about limits never meet one; tests/e2e/limits.rs sets its own.
+        ("EVISA_REGISTRATIONS_PER_HOUR", "1000000"),
+        ("EVISA_PAYMENTS_PER_MINUTE", "1000000"),
+        ("EVISA_REFUNDS_PER_MINUTE", "1000000"),
+        ("EVISA_CALLBACKS_PER_MINUTE", "1000000"),
+        ("EVISA_FAILED_PAYMENTS_PER_APPLICATION", "1000"),
+        ("EVISA_FAILED_PAYMENTS_PER_APPLICANT", "1000"),
         ("EVISA_MAX_BODY_BYTES", "8192"),
         ("EVISA_PUBLIC_BASE_URL", base.as_str()),
-        (
-            "EVISA_JWT_SECRET",
-            "test-jwt-secret-test-jwt-secret-test-jwt-secret",
-        ),
-        (
-            "EVISA_DATA_KEYS",
-            "test:dGVzdC1vbmx5LWtleS0zMi1ieXRlcy1sb25nLi4uLi4=",
-        ),
-        (
-            "EVISA_RECEIPT_KEY",
-            "test-receipt-key-test-receipt-key-test",
-        ),
-        ("STRIPE_SECRET_KEY", SANDBOX_KEY),
+        ("EVISA_RETURN_URL_ORIGINS", "https://portal.example"),
+        ("EVISA_JWT_SECRET", jwt.as_str()),
+        ("EVISA_DATA_KEYS", data_keys.as_str()),
+        ("EVISA_RECEIPT_KEY", receipt.as_str()),
+        ("STRIPE_SECRET_KEY", stripe_key.as_str()),
         ("STRIPE_API_BASE", sandbox_url.as_str()),
-        (
-            "STRIPE_WEBHOOK_SECRETS",
-            "whsec_test_previous,whsec_test_current",
-        ),
+        ("STRIPE_WEBHOOK_SECRETS", webhook_list.as_str()),
         ("EVISA_JOB_POLL_MS", "50"),
         ("EVISA_JOB_ORPHAN_TIMEOUT_SECONDS", "3"),
         ("EVISA_SWEEP_INTERVAL_SECONDS", "1"),
         ("EVISA_RECONCILE_AFTER_SECONDS", "2"),
         ("ALIPAY_APP_ID", test_keys::APP_ID),
+        ("ALIPAY_SELLER_ID", test_keys::SELLER_ID),
         ("ALIPAY_GATEWAY_URL", alipay_gateway.as_str()),
         ("ALIPAY_APP_PRIVATE_KEY", test_keys::MERCHANT_DEV_PRIVATE),
         ("ALIPAY_PUBLIC_KEY", test_keys::ALIPAY_SANDBOX_PUBLIC),
@@ -161,9 +169,9 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         .expect("Redis must be running for the tests");
 
     let sandbox = StripeSandbox::new(StripeSandboxConfig {
-        secret_key: SANDBOX_KEY.into(),
+        secret_key: stripe_key.clone(),
         webhook_url: Some(format!("{base}/v1/webhooks/stripe")),
-        webhook_secret: "whsec_test_current".into(),
+        webhook_secret: webhook_secrets[1].clone(),
         public_url: sandbox_url.clone(),
         webhook_retry_base: std::time::Duration::from_millis(100),
         webhook_max_attempts: 5,
@@ -186,12 +194,30 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         alipay,
         sandbox_url,
         env,
+        stripe_key,
+        webhook_secrets,
         stop_workers,
         database,
     }
 }
 
-pub const SANDBOX_KEY: &str = "sk_test_evisa_sandbox";
+/// 32 random bytes as URL-safe letters and digits.
+fn fresh() -> String {
+    DataKeys::generate_entry("x")[2..].replace(['+', '/', '='], "")
+}
+
+impl TestApp {
+    /// The environment for `evisa work` as a process of its own. The sandbox's Alipay keys and
+    /// app id are published in this repository, so a deployed worker refuses them: workers
+    /// started this way serve card payments only.
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .filter(|(k, _)| !k.starts_with("ALIPAY_"))
+            .cloned()
+            .collect()
+    }
+}
 
 fn load(env: &[(String, String)]) -> Config {
     Config::load(

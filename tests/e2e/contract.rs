@@ -231,7 +231,7 @@ async fn every_error_status_is_documented_as_problem_json() {
                 );
             }
             let secured = op.get("security").is_some();
-            let public = path.starts_with("/v1/auth")
+            let public = (path.starts_with("/v1/auth") && path != "/v1/auth/password")
                 || path == "/v1/fees/quote"
                 || path.starts_with("/v1/receipts/")
                 || !path.starts_with("/v1");

@@ -80,7 +80,7 @@ async fn two_worker_processes_expire_an_application_once() {
         .map(|_| {
             std::process::Command::new(env!("CARGO_BIN_EXE_evisa"))
                 .arg("work")
-                .envs(app.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .envs(app.worker_env())
                 .env("EVISA_LOG", "warn")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

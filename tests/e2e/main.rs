@@ -10,5 +10,8 @@ mod cli;
 mod contract;
 mod expiry;
 mod fees;
+mod limits;
 mod payments;
+mod published_secrets;
 mod refunds;
+mod tokens;

@@ -8,7 +8,7 @@ use evisa_sandbox::stripe::signature_header;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::common::{SANDBOX_KEY, TestApp, spawn_app, spawn_app_with};
+use crate::common::{TestApp, spawn_app, spawn_app_with};
 
 fn key() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -217,7 +217,11 @@ async fn webhook(app: &TestApp, event_id: &str, kind: &str, intent: &Value) -> u
         "data": {"object": intent}, "livemode": false, "pending_webhooks": 1, "type": kind,
     })
     .to_string();
-    let header = signature_header("whsec_test_previous", chrono::Utc::now().timestamp(), &body);
+    let header = signature_header(
+        &app.webhook_secrets[0],
+        chrono::Utc::now().timestamp(),
+        &body,
+    );
     app.http
         .post(app.url("/v1/webhooks/stripe"))
         .header("stripe-signature", header)
@@ -233,7 +237,7 @@ async fn webhook(app: &TestApp, event_id: &str, kind: &str, intent: &Value) -> u
 async fn retrieve_intent(app: &TestApp, intent: &str) -> Value {
     app.http
         .get(format!("{}/v1/payment_intents/{intent}", app.sandbox_url))
-        .bearer_auth(SANDBOX_KEY)
+        .bearer_auth(&app.stripe_key)
         .send()
         .await
         .unwrap()
@@ -436,7 +440,7 @@ async fn a_worker_killed_mid_charge_is_recovered_and_charges_once() {
         .await;
     let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_evisa"))
         .arg("work")
-        .envs(app.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(app.worker_env())
         .env("EVISA_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -483,7 +487,7 @@ async fn webhooks_are_verified_before_anything_is_stored() {
             .send()
     };
     let forged = format!("t={now},v1={}", "ab".repeat(32));
-    let stale = signature_header("whsec_test_current", now - 301, &body);
+    let stale = signature_header(&app.webhook_secrets[1], now - 301, &body);
     let unknown = signature_header("whsec_someone_else", now, &body);
     for header in [forged, stale, unknown, String::new()] {
         let r = post(header).await.unwrap();
@@ -497,7 +501,7 @@ async fn webhooks_are_verified_before_anything_is_stored() {
     assert_eq!(stored, 0);
 
     // Both secrets of a rotation are accepted.
-    for secret in ["whsec_test_previous", "whsec_test_current"] {
+    for secret in &app.webhook_secrets {
         let r = post(signature_header(secret, now, &body)).await.unwrap();
         assert_eq!(r.status(), 200);
     }
@@ -505,7 +509,7 @@ async fn webhooks_are_verified_before_anything_is_stored() {
     // A header made by Stripe's official Python library is accepted.
     let python = std::env::var("EVISA_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = std::process::Command::new(&python)
-        .args(["tests/peers/stripe_sign.py", "whsec_test_current", &body])
+        .args(["tests/peers/stripe_sign.py", &app.webhook_secrets[1], &body])
         .output()
         .expect("the Python peer runs (scripts/test.sh installs it)");
     assert!(
@@ -770,7 +774,7 @@ async fn sigterm_lets_the_charge_in_flight_finish() {
         .await;
     let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_evisa"))
         .arg("work")
-        .envs(app.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(app.worker_env())
         .env("EVISA_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -843,7 +847,7 @@ async fn a_second_charge_at_the_gateway_is_flagged_and_refunded() {
             "{}/v1/payment_intents/{first_intent}/confirm",
             app.sandbox_url
         ))
-        .bearer_auth(SANDBOX_KEY)
+        .bearer_auth(&app.stripe_key)
         .header("content-type", "application/x-www-form-urlencoded")
         .body("payment_method=pm_card_visa")
         .send()
@@ -916,7 +920,7 @@ async fn stripe_test_card_numbers_behave_as_at_stripe() {
         let pm: Value = app
             .http
             .post(format!("{}/v1/payment_methods", app.sandbox_url))
-            .bearer_auth(SANDBOX_KEY)
+            .bearer_auth(&app.stripe_key)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!("type=card&card[number]={number}&card[exp_month]=12&card[exp_year]=2034&card[cvc]=123"))
             .send()

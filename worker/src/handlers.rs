@@ -8,7 +8,7 @@ use evisa_core::{
     application::Actor,
     gateway::{
         GatewayError,
-        alipay::{self, TradeState},
+        alipay::{self, TradeState, VerifiedNotify},
         stripe::IntentSnapshot,
     },
     payment::{self, GatewayFacts, PaymentEvent, PaymentStatus, apply::ApplyError, store},
@@ -98,9 +98,8 @@ pub async fn charge_card(
         return Ok(());
     }
     if payment.status == PaymentStatus::Created {
-        payment::apply(
-            &ctx.db,
-            payment.id,
+        ctx.apply(
+            &payment,
             PaymentEvent::ChargeStarted,
             &GatewayFacts::default(),
             Actor::System,
@@ -110,15 +109,15 @@ pub async fn charge_card(
     }
     match ctx.stripe.charge(&payment).await {
         Ok(report) => {
-            match payment::apply(
-                &ctx.db,
-                payment.id,
-                report.event,
-                &report.facts,
-                Actor::Gateway,
-                &cause,
-            )
-            .await
+            match ctx
+                .apply(
+                    &payment,
+                    report.event,
+                    &report.facts,
+                    Actor::Gateway,
+                    &cause,
+                )
+                .await
             {
                 Ok(applied) => {
                     if succeeded(&applied) {
@@ -151,9 +150,8 @@ pub async fn charge_card(
                 ),
                 ..GatewayFacts::default()
             };
-            payment::apply(
-                &ctx.db,
-                payment.id,
+            ctx.apply(
+                &payment,
                 PaymentEvent::Declined,
                 &facts,
                 Actor::Gateway,
@@ -185,16 +183,13 @@ pub async fn process_gateway_event(
     let cause = format!("{provider}:{event_id}");
     // Which payment, and what the callback says about it.
     let (payment, report) = if provider == "alipay" {
-        let field = |k: &str| payload[k].as_str().unwrap_or_default().to_string();
-        let payment = match alipay::payment_of(&field("out_trade_no")) {
+        // The form as it was verified on arrival.
+        let notify = VerifiedNotify::from_inbox(&payload);
+        let payment = match notify.as_ref().and_then(VerifiedNotify::payment_id) {
             Some(id) => store::get(&ctx.db, id).await?,
             None => None,
         };
-        let trade = TradeState::from_notify(
-            &field("trade_status"),
-            &field("trade_no"),
-            &field("total_amount"),
-        );
+        let trade = notify.as_ref().and_then(VerifiedNotify::trade_state);
         let expired = payment
             .as_ref()
             .is_some_and(|p| p.expires_at <= chrono::Utc::now());
@@ -222,15 +217,9 @@ pub async fn process_gateway_event(
         (None, _) => ("ignored", Some("no payment of ours".to_string())),
         (Some(_), None) => ("ignored", Some(format!("{kind}: nothing to apply"))),
         (Some(p), Some(report)) => {
-            match payment::apply(
-                &ctx.db,
-                p.id,
-                report.event,
-                &report.facts,
-                Actor::Gateway,
-                &cause,
-            )
-            .await
+            match ctx
+                .apply(&p, report.event, &report.facts, Actor::Gateway, &cause)
+                .await
             {
                 Ok(applied) => {
                     if succeeded(&applied) && p.provider == payment::Provider::Stripe {
@@ -309,15 +298,15 @@ pub async fn poll_alipay(
         }
     };
     if let Some(report) = state.as_ref().and_then(|s| s.report(at_deadline)) {
-        match payment::apply(
-            &ctx.db,
-            payment.id,
-            report.event,
-            &report.facts,
-            Actor::Gateway,
-            &cause,
-        )
-        .await
+        match ctx
+            .apply(
+                &payment,
+                report.event,
+                &report.facts,
+                Actor::Gateway,
+                &cause,
+            )
+            .await
         {
             Ok(_) => return Ok(()),
             Err(e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. })) => {

@@ -20,8 +20,13 @@ use std::{sync::Arc, time::Duration};
 use apalis::prelude::*;
 use apalis_postgres::{Config as QueueConfig, PostgresStorage};
 use evisa_core::{
-    config::Config,
+    application::Actor,
+    config::{Config, LimitSettings},
     gateway::{alipay::AlipayClient, stripe::StripeGateway},
+    payment::{
+        self, Applied, GatewayFacts, Payment, PaymentEvent, PaymentStatus, apply::ApplyError,
+    },
+    ratelimit::{self, RateLimiter},
 };
 use sqlx::PgPool;
 
@@ -32,6 +37,10 @@ pub use jobs::{
 /// What handlers need.
 pub struct WorkerContext {
     pub db: PgPool,
+    /// Counts failed payments against the attempt limits; `None` when Redis was unreachable at
+    /// start-up (then failures go uncounted, and the API's limits fail open).
+    pub limiter: Option<RateLimiter>,
+    pub limits: LimitSettings,
     pub stripe: StripeGateway,
     /// `None` when Alipay is not configured.
     pub alipay: Option<AlipayClient>,
@@ -40,11 +49,70 @@ pub struct WorkerContext {
     pub alipay_poll_first: Duration,
 }
 
+impl WorkerContext {
+    /// Applies a gateway's report to a payment ([`payment::apply`]). A payment that this made
+    /// `failed` counts against its application's and applicant's attempt limits, which the API
+    /// checks before it starts another attempt (so card testing stops at the limit).
+    pub async fn apply(
+        &self,
+        payment: &Payment,
+        event: PaymentEvent,
+        facts: &GatewayFacts,
+        actor: Actor,
+        cause: &str,
+    ) -> Result<Applied, ApplyError> {
+        let applied = payment::apply(&self.db, payment.id, event, facts, actor, cause).await?;
+        if let (
+            Applied::Moved {
+                to: PaymentStatus::Failed,
+                ..
+            },
+            Some(limiter),
+        ) = (&applied, &self.limiter)
+        {
+            for (bucket, quota) in [
+                (
+                    ratelimit::failed_payments_of_application(payment.application_id),
+                    self.limits.failures_per_application(),
+                ),
+                (
+                    ratelimit::failed_payments_of_applicant(payment.applicant_id),
+                    self.limits.failures_per_applicant(),
+                ),
+            ] {
+                if let Err(e) = limiter.check(&bucket, quota).await {
+                    tracing::warn!(error = %e, payment_id = %payment.id, "failed attempt not counted: rate limiter unavailable");
+                }
+            }
+        }
+        Ok(applied)
+    }
+}
+
+async fn connect_limiter(config: &Config) -> Option<RateLimiter> {
+    let client = redis::Client::open(config.redis_url.expose().as_str()).ok()?;
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        redis::aio::ConnectionManager::new(client),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => Some(RateLimiter::new(conn, &config.redis_prefix)),
+        _ => {
+            tracing::warn!(
+                "Redis unreachable: failed payments will not be counted against attempt limits"
+            );
+            None
+        }
+    }
+}
+
 /// The Alipay client for `config`, when Alipay is configured.
 pub fn alipay_client(config: &Config) -> Option<AlipayClient> {
     let a = &config.alipay;
     Some(AlipayClient::new(
         a.app_id.as_deref()?,
+        a.seller_id.as_deref()?,
         a.gateway_url.clone()?,
         a.app_private_key.clone()?,
         a.public_key.clone()?,
@@ -86,6 +154,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let ctx = Arc::new(WorkerContext {
         db: db.clone(),
+        limiter: connect_limiter(config).await,
+        limits: config.limits.clone(),
         stripe,
         alipay: alipay_client(config),
         max_attempts: config.jobs.max_attempts,

@@ -3,7 +3,7 @@
 use evisa_core::{
     auth,
     person::Email,
-    ratelimit::{Decision, Quota, bucket_digest},
+    ratelimit::bucket_digest,
     users::{self, CreateUserError, Role},
 };
 use poem::{Request, web::Data};
@@ -11,12 +11,17 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, types::Example};
 
 use super::Tag;
 use crate::{
+    auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
+    limits::{WhenRedisIsDown, client_ip, limit},
     problem::{ApiError, ApiResult, FieldProblem},
     state::AppState,
 };
 
 pub struct AuthApi;
+
+/// Changing one's own password (any role).
+pub struct PasswordApi;
 
 /// A new applicant account.
 #[derive(Object, serde::Deserialize)]
@@ -107,28 +112,6 @@ fn parse_email(raw: &str) -> Result<Email, ApiError> {
     })
 }
 
-/// Counts one attempt against a bucket; 429 when over, 503 when the limiter is unreachable
-/// (failing closed: no unlimited guessing while Redis is down).
-async fn limit(state: &AppState, bucket: &str, quota: Quota) -> Result<(), ApiError> {
-    match state.limiter.check(bucket, quota).await {
-        Ok(Decision::Allowed) => Ok(()),
-        Ok(Decision::Limited { retry_after }) => {
-            Err(ApiError::too_many(retry_after.as_secs_f64().ceil() as u64))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "rate limiter unavailable");
-            Err(ApiError::unavailable("sign-in is briefly unavailable"))
-        }
-    }
-}
-
-fn client_ip(req: &Request) -> String {
-    req.remote_addr()
-        .as_socket_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 #[OpenApi(tag = "Tag::Auth")]
 impl AuthApi {
     /// Register an applicant account.
@@ -156,13 +139,14 @@ impl AuthApi {
         limit(
             &state,
             &format!("register:ip:{}", client_ip(req)),
-            Quota::per_minute(state.config.login_attempts_per_minute),
+            state.config.limits.registration(),
+            WhenRedisIsDown::Refuse,
         )
         .await?;
         let password = body.password;
-        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-            .await
-            .map_err(ApiError::internal)?;
+        let hash = state
+            .hash_bounded(move || auth::hash_password(&password))
+            .await?;
         let id = users::create(&state.db, &email, &hash, Role::Applicant)
             .await
             .map_err(|e| match e {
@@ -193,12 +177,22 @@ impl AuthApi {
     ) -> ApiResult<Json<AccessTokenView>> {
         let body = body.0;
         let email = parse_email(&body.email)?;
-        let quota = Quota::per_minute(state.config.login_attempts_per_minute);
-        limit(&state, &format!("login:ip:{}", client_ip(req)), quota).await?;
+        // Per source, and per account *from that source*: failing to sign in as someone from
+        // elsewhere never locks them out.
+        let quota = state.config.limits.login();
+        let ip = client_ip(req);
         limit(
             &state,
-            &format!("login:account:{}", bucket_digest(email.as_str())),
+            &format!("login:ip:{ip}"),
             quota,
+            WhenRedisIsDown::Refuse,
+        )
+        .await?;
+        limit(
+            &state,
+            &format!("login:account:{}:ip:{ip}", bucket_digest(email.as_str())),
+            quota,
+            WhenRedisIsDown::Refuse,
         )
         .await?;
 
@@ -208,15 +202,106 @@ impl AuthApi {
             .map(|a| a.password_hash.clone())
             .unwrap_or_else(|| auth::decoy_hash().to_string());
         let password = body.password;
-        let matches = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-            .await
-            .map_err(ApiError::internal)?;
-        let Some(account) = account.filter(|_| matches) else {
+        let matches = state
+            .hash_bounded(move || auth::verify_password(&password, &hash))
+            .await?;
+        // A disabled account gets the answer a wrong password gets.
+        let Some(account) = account.filter(|a| matches && !a.disabled) else {
             tracing::info!("sign-in refused");
             return Err(ApiError::unauthorized("email or password is incorrect"));
         };
-        let token = state.tokens.issue(account.id, account.role);
+        let token = state
+            .tokens
+            .issue(account.id, account.role, account.token_version);
         tracing::info!(user_id = %account.id, "signed in");
+        Ok(Json(AccessTokenView {
+            access_token: token.token,
+            token_type: "Bearer".into(),
+            expires_in: token.expires_in,
+        }))
+    }
+}
+
+/// A password change: the current password, then the new one.
+#[derive(Object, serde::Deserialize)]
+#[oai(rename = "PasswordChange", example)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChangeBody {
+    #[oai(validator(max_length = 128))]
+    pub current_password: String,
+    /// 12 to 128 characters.
+    #[oai(validator(min_length = 12, max_length = 128))]
+    pub new_password: String,
+}
+
+impl Example for PasswordChangeBody {
+    fn example() -> Self {
+        PasswordChangeBody {
+            current_password: "correct horse battery staple".into(),
+            new_password: "a longer and newer passphrase".into(),
+        }
+    }
+}
+
+impl ServerSetFields for PasswordChangeBody {}
+
+#[OpenApi(tag = "Tag::Auth")]
+impl PasswordApi {
+    /// Change my password.
+    ///
+    /// Every access token issued before (on any device) stops working at once; the answer
+    /// carries a fresh one. Attempts are limited like sign-ins.
+    #[oai(
+        path = "/v1/auth/password",
+        method = "post",
+        operation_id = "changePassword"
+    )]
+    async fn change_password(
+        &self,
+        auth: BearerAuth,
+        req: &Request,
+        state: Data<&AppState>,
+        body: JsonBody<PasswordChangeBody>,
+    ) -> ApiResult<Json<AccessTokenView>> {
+        let me = auth.0;
+        let body = body.0;
+        if let Err(e) = auth::check_password_policy(&body.new_password) {
+            return Err(ApiError::invalid(vec![field("new_password", e)]));
+        }
+        let quota = state.config.limits.login();
+        let ip = client_ip(req);
+        limit(
+            &state,
+            &format!("login:ip:{ip}"),
+            quota,
+            WhenRedisIsDown::Refuse,
+        )
+        .await?;
+        limit(
+            &state,
+            &format!("password:account:{}:ip:{ip}", me.user_id),
+            quota,
+            WhenRedisIsDown::Refuse,
+        )
+        .await?;
+        let hash = users::password_hash(&state.db, me.user_id)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("a valid bearer token is required"))?;
+        let (current, new) = (body.current_password, body.new_password);
+        let new_hash = state
+            .hash_bounded(move || {
+                auth::verify_password(&current, &hash).then(|| auth::hash_password(&new))
+            })
+            .await?
+            .ok_or_else(|| {
+                ApiError::invalid(vec![field(
+                    "current_password",
+                    "is not your current password",
+                )])
+            })?;
+        let version = users::change_password(&state.db, me.user_id, &new_hash).await?;
+        tracing::info!(user_id = %me.user_id, "password changed; earlier tokens revoked");
+        let token = state.tokens.issue(me.user_id, me.role, version);
         Ok(Json(AccessTokenView {
             access_token: token.token,
             token_type: "Bearer".into(),

@@ -33,6 +33,7 @@ pub enum Tag {
 pub type Api = (
     health::HealthApi,
     auth::AuthApi,
+    auth::PasswordApi,
     fees::FeesApi,
     applications::ApplicationsApi,
     payments::PaymentsApi,
@@ -45,6 +46,7 @@ pub fn api() -> Api {
     (
         health::HealthApi,
         auth::AuthApi,
+        auth::PasswordApi,
         fees::FeesApi,
         applications::ApplicationsApi,
         payments::PaymentsApi,

@@ -5,6 +5,8 @@ use evisa_core::{
     gateway::alipay::{self, AlipayClient, Channel},
     money::Currency,
     payment::{GatewayFacts, PaymentEvent, apply_in},
+    ratelimit,
+    return_url::ReturnUrlOrigins,
 };
 use evisa_core::{
     ids::{ApplicationId, PaymentId},
@@ -28,6 +30,7 @@ use crate::{
     auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
     idempotent::{self, Outcome},
+    limits::{WhenRedisIsDown, client_ip, limit, within},
     problem::{ApiError, ApiResult, FieldProblem},
     state::AppState,
 };
@@ -109,7 +112,7 @@ fn field_problem(field: &str, detail: &str) -> FieldProblem {
 }
 
 impl PaymentRequestBody {
-    fn into_method(self) -> Result<Method, ApiError> {
+    fn into_method(self, origins: &ReturnUrlOrigins) -> Result<Method, ApiError> {
         match self.provider {
             ProviderWire::Stripe => {
                 let mut errors = Vec::new();
@@ -120,12 +123,12 @@ impl PaymentRequestBody {
                     errors.push(field_problem("return_url", "is for Alipay only"));
                 }
                 match self.payment_method {
-                    Some(pm) if errors.is_empty() && pm.starts_with("pm_") => {
+                    Some(pm) if errors.is_empty() && is_payment_method_id(&pm) => {
                         Ok(Method::Card { payment_method: pm })
                     }
                     Some(_) if errors.is_empty() => Err(ApiError::invalid(vec![field_problem(
                         "payment_method",
-                        "must be a Stripe PaymentMethod id (pm_...)",
+                        "must be a Stripe PaymentMethod id (pm_ and 1 to 250 letters, digits or _)",
                     )])),
                     None => {
                         errors.insert(
@@ -146,16 +149,10 @@ impl PaymentRequestBody {
                 }
                 let return_url = self
                     .return_url
-                    .map(|u| match url::Url::parse(&u) {
-                        Ok(url)
-                            if matches!(url.scheme(), "http" | "https") && url.host().is_some() =>
-                        {
-                            Ok(url)
-                        }
-                        _ => Err(ApiError::invalid(vec![field_problem(
-                            "return_url",
-                            "must be an absolute http(s) URL",
-                        )])),
+                    .map(|u| {
+                        origins.check(&u).map_err(|e| {
+                            ApiError::invalid(vec![field_problem("return_url", &e.to_string())])
+                        })
                     })
                     .transpose()?;
                 let channel = match self.channel.unwrap_or(ChannelWire::Page) {
@@ -169,6 +166,15 @@ impl PaymentRequestBody {
             }
         }
     }
+}
+
+/// A Stripe PaymentMethod id as the schema declares it (`^pm_[A-Za-z0-9_]{1,250}$`). It ends up
+/// in a Stripe URL path, so nothing else may pass.
+fn is_payment_method_id(pm: &str) -> bool {
+    pm.strip_prefix("pm_").is_some_and(|rest| {
+        (1..=250).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
 }
 
 const AMOUNT_IS_SERVER_SET: &str =
@@ -345,6 +351,7 @@ impl PaymentsApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        req: &poem::Request,
         state: Data<&AppState>,
         id: Path<uuid::Uuid>,
         /// A unique key per payment attempt (a UUID), 1 to 255 visible ASCII characters.
@@ -353,6 +360,30 @@ impl PaymentsApi {
         body: JsonBody<PaymentRequestBody>,
     ) -> ApiResult<PaymentAccepted> {
         let me = auth.applicant()?;
+        let limits = &state.config.limits;
+        limit(
+            &state,
+            &format!("payments:ip:{}", client_ip(req)),
+            limits.payment(),
+            WhenRedisIsDown::Allow,
+        )
+        .await?;
+        // Card testing: after too many declines, no more attempts go to the gateway for a while.
+        let application = ApplicationId::from_uuid(id.0);
+        within(
+            &state,
+            &ratelimit::failed_payments_of_application(application),
+            limits.failures_per_application(),
+            WhenRedisIsDown::Allow,
+        )
+        .await?;
+        within(
+            &state,
+            &ratelimit::failed_payments_of_applicant(me.user_id),
+            limits.failures_per_applicant(),
+            WhenRedisIsDown::Allow,
+        )
+        .await?;
         let path = format!("/v1/applications/{}/payments", id.0);
         let mut tx = state.db.begin().await?;
         let claim = match idempotent::claim(
@@ -370,7 +401,7 @@ impl PaymentsApi {
             Outcome::Proceed(claim) => claim,
         };
         let JsonBody(request, _) = body;
-        let method = request.into_method()?;
+        let method = request.into_method(&state.config.return_url_origins)?;
         let expires_in =
             chrono::Duration::from_std(state.config.payments.expiry).map_err(ApiError::internal)?;
         let max_attempts = state.config.jobs.max_attempts;

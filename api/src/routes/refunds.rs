@@ -19,6 +19,7 @@ use crate::{
     auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
     idempotent::{self, Outcome},
+    limits::{WhenRedisIsDown, client_ip, limit},
     problem::{ApiError, ApiResult, FieldProblem},
     state::AppState,
 };
@@ -176,6 +177,7 @@ impl RefundsApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        req: &poem::Request,
         state: Data<&AppState>,
         id: Path<uuid::Uuid>,
         /// A unique key per refund (a UUID), 1 to 255 visible ASCII characters.
@@ -184,6 +186,13 @@ impl RefundsApi {
         body: JsonBody<RefundRequestBody>,
     ) -> ApiResult<RefundAccepted> {
         let me = auth.staff()?;
+        limit(
+            &state,
+            &format!("refunds:ip:{}", client_ip(req)),
+            state.config.limits.refund(),
+            WhenRedisIsDown::Refuse,
+        )
+        .await?;
         let path = format!("/v1/admin/payments/{}/refunds", id.0);
         let mut tx = state.db.begin().await?;
         let claim = match idempotent::claim(

@@ -3,13 +3,29 @@
 //! Every problem names its variable. `dev` needs no variables at all on a machine whose Postgres
 //! and Redis listen on their standard local ports; `serve` and `work` insist on real secrets.
 
-use std::{collections::HashMap, fmt, net::SocketAddr, path::Path, time::Duration};
+use std::{fmt, net::SocketAddr, time::Duration};
 
 use crate::{
     crypto::DataKeys,
     gateway::alipay::{AppPrivateKey, RsaPublicKey},
+    return_url::ReturnUrlOrigins,
     secret::Secret,
 };
+
+mod gateways;
+mod limits;
+pub mod published;
+mod secrets;
+mod source;
+
+pub use gateways::{
+    SANDBOX_ALIPAY_APP_ID, SANDBOX_ALIPAY_SELLER_ID, SANDBOX_STRIPE_KEY, SANDBOX_WEBHOOK_SECRET,
+};
+pub use limits::LimitSettings;
+use source::Reader;
+pub use source::Source;
+#[cfg(test)]
+use source::parse_env_file;
 
 /// How strict the defaults are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,15 +62,13 @@ pub struct StripeSettings {
     pub uses_sandbox: bool,
 }
 
-/// The dev sandbox's credentials. Test mode only; published on purpose.
-pub const SANDBOX_STRIPE_KEY: &str = "sk_test_evisa_sandbox";
-pub const SANDBOX_WEBHOOK_SECRET: &str = "whsec_evisa_dev_sandbox";
-
 /// Alipay settings. Alipay is offered when all four are set (in `dev`, the built-in sandbox
 /// supplies them); keys are parsed at start-up, so a bad key stops the process.
 #[derive(Debug, Clone)]
 pub struct AlipaySettings {
     pub app_id: Option<String>,
+    /// Our merchant account (`2088` and 12 digits); a notify for another seller is refused.
+    pub seller_id: Option<String>,
     pub gateway_url: Option<url::Url>,
     pub app_private_key: Option<AppPrivateKey>,
     pub public_key: Option<RsaPublicKey>,
@@ -68,18 +82,12 @@ impl AlipaySettings {
     /// Whether Alipay payments can be offered.
     pub fn enabled(&self) -> bool {
         self.app_id.is_some()
+            && self.seller_id.is_some()
             && self.gateway_url.is_some()
             && self.app_private_key.is_some()
             && self.public_key.is_some()
     }
 }
-
-/// The dev sandbox's Alipay credentials (test mode only; see `sandbox/keys/README.md`).
-pub const SANDBOX_ALIPAY_APP_ID: &str = "2021000000000001";
-const SANDBOX_MERCHANT_PRIVATE_KEY: &str =
-    include_str!("../../sandbox/keys/merchant_dev_private.pem");
-const SANDBOX_ALIPAY_PUBLIC_KEY: &str =
-    include_str!("../../sandbox/keys/alipay_sandbox_public.pem");
 
 /// Everything the service needs to start.
 #[derive(Debug)]
@@ -90,14 +98,16 @@ pub struct Config {
     pub redis_prefix: String,
     pub http_addr: SocketAddr,
     pub public_base_url: url::Url,
+    /// Where a payer's browser may be sent back to.
+    pub return_url_origins: ReturnUrlOrigins,
     pub jwt: JwtSettings,
     pub data_keys: DataKeys,
     /// Signs receipts' verification codes.
     pub receipt_key: Secret<Vec<u8>>,
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
-    /// Login attempts allowed per minute, per client address and per account.
-    pub login_attempts_per_minute: u32,
+    /// Rate limits and attempt limits.
+    pub limits: LimitSettings,
     pub stripe: StripeSettings,
     pub alipay: AlipaySettings,
     pub payments: PaymentSettings,
@@ -157,143 +167,26 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// The dev profile's data key. Published on purpose: dev data is not secret, but it must stay
-/// readable across restarts of `evisa dev`.
-const DEV_DATA_KEYS: &str = "dev:ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE=";
-
-/// Where variables come from: the process environment over an optional `KEY=VALUE` file.
-pub struct Source {
-    values: HashMap<String, String>,
-}
-
-impl Source {
-    /// The process environment, over `EVISA_CONFIG_FILE` (or `file`) when given.
-    pub fn from_env(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut values = HashMap::new();
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("EVISA_CONFIG_FILE").map(Into::into));
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError(vec![ConfigProblem {
-                    var: "EVISA_CONFIG_FILE",
-                    problem: format!("cannot read {}: {e}", path.display()),
-                }])
-            })?;
-            values.extend(parse_env_file(&text).map_err(|problem| {
-                ConfigError(vec![ConfigProblem {
-                    var: "EVISA_CONFIG_FILE",
-                    problem,
-                }])
-            })?);
-        }
-        values.extend(std::env::vars());
-        Ok(Self { values })
-    }
-
-    /// Explicit values only (tests).
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self {
-            values: pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
-
-    fn get(&self, var: &str) -> Option<&str> {
-        self.values
-            .get(var)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-    }
-}
-
-fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {} is not KEY=VALUE", n + 1))?;
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(v);
-        out.push((k.trim().to_string(), v.to_string()));
-    }
-    Ok(out)
-}
-
-/// Collects problems while reading variables.
-struct Reader<'a> {
-    src: &'a Source,
-    problems: Vec<ConfigProblem>,
-}
-
-impl Reader<'_> {
-    fn problem(&mut self, var: &'static str, problem: impl Into<String>) {
-        self.problems.push(ConfigProblem {
-            var,
-            problem: problem.into(),
-        });
-    }
-
-    /// A value, or a secret read from the file named by `{var}_FILE`.
-    fn secret(&mut self, var: &'static str, file_var: &'static str) -> Option<String> {
-        match (self.src.get(var), self.src.get(file_var)) {
-            (Some(_), Some(_)) => {
-                self.problem(var, format!("set either {var} or {file_var}, not both"));
-                None
-            }
-            (Some(v), None) => Some(v.to_string()),
-            (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
-                Ok(_) => {
-                    self.problem(file_var, format!("{path} is empty"));
-                    None
-                }
-                Err(e) => {
-                    self.problem(file_var, format!("cannot read {path}: {e}"));
-                    None
-                }
-            },
-            (None, None) => None,
-        }
-    }
-
-    fn parsed<T>(
-        &mut self,
-        var: &'static str,
-        default: T,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> T {
-        match self.src.get(var) {
-            None => default,
-            Some(raw) => parse(raw).unwrap_or_else(|p| {
-                self.problem(var, p);
-                default
-            }),
-        }
-    }
-
-    fn url(&mut self, var: &'static str) -> Option<url::Url> {
-        let raw = self.src.get(var)?;
-        match url::Url::parse(raw) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-            _ => {
-                self.problem(var, "must be an absolute http(s) URL");
-                None
-            }
-        }
-    }
-}
-
 impl Config {
+    /// `serve` and `work`: the production profile, and no secret that is published in this
+    /// repository or guessable ([`published`]). Every problem of both kinds is reported at once.
+    pub fn load_deployed(src: &Source) -> Result<Config, ConfigError> {
+        let gate = published::check(src);
+        match Config::load(Profile::Production, src) {
+            Ok(config) if gate.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigError(gate)),
+            Err(ConfigError(mut problems)) => {
+                let gate: Vec<_> = gate
+                    .into_iter()
+                    .filter(|g| !problems.iter().any(|p| p.var == g.var))
+                    .collect();
+                problems.extend(gate);
+                Err(ConfigError(problems))
+            }
+        }
+    }
+
+    /// Reads and validates every setting for `profile`.
     pub fn load(profile: Profile, src: &Source) -> Result<Config, ConfigError> {
         let mut r = Reader {
             src,
@@ -356,78 +249,13 @@ impl Config {
                 url::Url::parse("http://invalid/").expect("valid")
             }
         };
+        let return_url_origins = r.parsed(
+            "EVISA_RETURN_URL_ORIGINS",
+            ReturnUrlOrigins::of(&public_base_url, dev),
+            |v| ReturnUrlOrigins::parse(v, false),
+        );
 
-        let jwt_secret = match r.secret("EVISA_JWT_SECRET", "EVISA_JWT_SECRET_FILE") {
-            Some(s) if s.len() >= 32 => s.into_bytes(),
-            Some(_) => {
-                r.problem("EVISA_JWT_SECRET", "must be at least 32 bytes");
-                Vec::new()
-            }
-            // Dev tokens die with the process; that is fine for a developer and avoids a
-            // well-known signing key.
-            None if dev => {
-                let entry = DataKeys::generate_entry("jwt");
-                entry.into_bytes()
-            }
-            None => {
-                r.problem(
-                    "EVISA_JWT_SECRET",
-                    "is required (or EVISA_JWT_SECRET_FILE), at least 32 bytes",
-                );
-                Vec::new()
-            }
-        };
-        let jwt = JwtSettings {
-            secret: Secret::new(jwt_secret),
-            issuer: r.parsed("EVISA_JWT_ISSUER", "evisa-pay".into(), |v| Ok(v.into())),
-            audience: r.parsed("EVISA_JWT_AUDIENCE", "evisa-pay-api".into(), |v| {
-                Ok(v.into())
-            }),
-            ttl: r.parsed(
-                "EVISA_JWT_TTL_SECONDS",
-                Duration::from_secs(900),
-                |v| match v.parse::<u64>() {
-                    Ok(s) if (60..=86_400).contains(&s) => Ok(Duration::from_secs(s)),
-                    _ => Err("must be a number of seconds from 60 to 86400".into()),
-                },
-            ),
-        };
-
-        let data_keys_spec = match r.secret("EVISA_DATA_KEYS", "EVISA_DATA_KEYS_FILE") {
-            Some(s) => Some(s),
-            None if dev => Some(DEV_DATA_KEYS.to_string()),
-            None => {
-                r.problem(
-                    "EVISA_DATA_KEYS",
-                    "is required (or EVISA_DATA_KEYS_FILE): `id:base64 32-byte key`, current first; `evisa keys generate` makes one",
-                );
-                None
-            }
-        };
-        let data_keys = data_keys_spec.and_then(|s| match DataKeys::parse(&s) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                r.problem("EVISA_DATA_KEYS", e.to_string());
-                None
-            }
-        });
-
-        let receipt_key = match r.secret("EVISA_RECEIPT_KEY", "EVISA_RECEIPT_KEY_FILE") {
-            Some(k) if k.len() >= 32 => k.into_bytes(),
-            Some(_) => {
-                r.problem("EVISA_RECEIPT_KEY", "must be at least 32 bytes");
-                Vec::new()
-            }
-            // Stable across dev restarts so that dev receipts keep verifying; published on purpose.
-            None if dev => b"evisa-dev-receipt-key-not-for-production".to_vec(),
-            None => {
-                r.problem(
-                    "EVISA_RECEIPT_KEY",
-                    "is required (or EVISA_RECEIPT_KEY_FILE), at least 32 bytes",
-                );
-                Vec::new()
-            }
-        };
+        let (jwt, data_keys, receipt_key) = secrets::load(&mut r, dev);
 
         let log_format = r.parsed(
             "EVISA_LOG_FORMAT",
@@ -448,144 +276,9 @@ impl Config {
                 _ => Err("must be a number of bytes from 1024 to 10485760".into()),
             }
         });
-        let login_attempts_per_minute = r.parsed("EVISA_LOGIN_ATTEMPTS_PER_MINUTE", 10, |v| {
-            match v.parse::<u32>() {
-                Ok(n) if (1..=10_000).contains(&n) => Ok(n),
-                _ => Err("must be a number from 1 to 10000".into()),
-            }
-        });
+        let limits = limits::load(&mut r);
 
-        let stripe_secret = r.secret("STRIPE_SECRET_KEY", "STRIPE_SECRET_KEY_FILE");
-        if let Some(k) = &stripe_secret
-            && !(k.starts_with("sk_test_") || k.starts_with("sk_live_") || k.starts_with("rk_"))
-        {
-            r.problem(
-                "STRIPE_SECRET_KEY",
-                "must be a Stripe secret key (sk_test_..., sk_live_... or rk_...)",
-            );
-        }
-        let webhook_secrets: Vec<_> = src
-            .get("STRIPE_WEBHOOK_SECRETS")
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if webhook_secrets
-            .iter()
-            .any(|s: &String| !s.starts_with("whsec_"))
-        {
-            r.problem(
-                "STRIPE_WEBHOOK_SECRETS",
-                "must be comma-separated webhook signing secrets, each starting with whsec_",
-            );
-        }
-        let sandbox_addr = r.parsed(
-            "EVISA_SANDBOX_ADDR",
-            SocketAddr::from(([127, 0, 0, 1], 12111)),
-            |v| {
-                v.parse()
-                    .map_err(|_| "must be an address and port such as 127.0.0.1:12111".to_string())
-            },
-        );
-        let api_base = r.url("STRIPE_API_BASE");
-        let uses_sandbox = dev && stripe_secret.is_none() && api_base.is_none();
-        if !dev && stripe_secret.is_none() {
-            r.problem(
-                "STRIPE_SECRET_KEY",
-                "is required (or STRIPE_SECRET_KEY_FILE)",
-            );
-        }
-        if !dev && webhook_secrets.is_empty() {
-            r.problem(
-                "STRIPE_WEBHOOK_SECRETS",
-                "is required: the whsec_... signing secrets, comma-separated",
-            );
-        }
-        let stripe = StripeSettings {
-            secret_key: stripe_secret
-                .or_else(|| uses_sandbox.then(|| SANDBOX_STRIPE_KEY.to_string()))
-                .map(Secret::new),
-            api_base: api_base.or_else(|| {
-                uses_sandbox.then(|| {
-                    url::Url::parse(&format!("http://{sandbox_addr}/")).expect("valid URL")
-                })
-            }),
-            webhook_secrets: if webhook_secrets.is_empty() && dev {
-                vec![Secret::new(SANDBOX_WEBHOOK_SECRET.to_string())]
-            } else {
-                webhook_secrets.into_iter().map(Secret::new).collect()
-            },
-            uses_sandbox,
-        };
-
-        let app_id = src.get("ALIPAY_APP_ID").map(str::to_string);
-        if let Some(id) = &app_id
-            && !(id.len() >= 8 && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit()))
-        {
-            r.problem("ALIPAY_APP_ID", "must be Alipay's numeric app id");
-        }
-        let gateway_url = r.url("ALIPAY_GATEWAY_URL");
-        let private_text = r.secret("ALIPAY_APP_PRIVATE_KEY", "ALIPAY_APP_PRIVATE_KEY_FILE");
-        let public_text = r.secret("ALIPAY_PUBLIC_KEY", "ALIPAY_PUBLIC_KEY_FILE");
-        let any_alipay = app_id.is_some()
-            || gateway_url.is_some()
-            || private_text.is_some()
-            || public_text.is_some();
-        let alipay_sandbox = dev && !any_alipay;
-        if any_alipay {
-            for (var, missing) in [
-                ("ALIPAY_APP_ID", app_id.is_none()),
-                ("ALIPAY_GATEWAY_URL", gateway_url.is_none()),
-                ("ALIPAY_APP_PRIVATE_KEY", private_text.is_none()),
-                ("ALIPAY_PUBLIC_KEY", public_text.is_none()),
-            ] {
-                if missing {
-                    r.problem(var, "is required when any ALIPAY_* variable is set");
-                }
-            }
-        }
-        let private_text = private_text
-            .or_else(|| alipay_sandbox.then(|| SANDBOX_MERCHANT_PRIVATE_KEY.to_string()));
-        let public_text =
-            public_text.or_else(|| alipay_sandbox.then(|| SANDBOX_ALIPAY_PUBLIC_KEY.to_string()));
-        let app_private_key = private_text.and_then(|t| match AppPrivateKey::parse(&t) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                r.problem("ALIPAY_APP_PRIVATE_KEY", e.to_string());
-                None
-            }
-        });
-        let public_key = public_text.and_then(|t| match RsaPublicKey::parse(&t) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                r.problem("ALIPAY_PUBLIC_KEY", e.to_string());
-                None
-            }
-        });
-        let alipay = AlipaySettings {
-            app_id: app_id.or_else(|| alipay_sandbox.then(|| SANDBOX_ALIPAY_APP_ID.to_string())),
-            gateway_url: gateway_url.or_else(|| {
-                alipay_sandbox.then(|| {
-                    url::Url::parse(&format!("http://{sandbox_addr}/gateway.do"))
-                        .expect("valid URL")
-                })
-            }),
-            app_private_key,
-            public_key,
-            uses_sandbox: alipay_sandbox,
-            poll_first: r.parsed(
-                "EVISA_ALIPAY_POLL_SECONDS",
-                Duration::from_secs(5),
-                |v| match v.parse::<u64>() {
-                    Ok(n) if (1..=600).contains(&n) => Ok(Duration::from_secs(n)),
-                    _ => Err("must be a number of seconds from 1 to 600".into()),
-                },
-            ),
-        };
+        let (stripe, alipay, sandbox_addr) = gateways::load(&mut r, dev);
 
         let seconds = |r: &mut Reader, var: &'static str, default: u64, min: u64, max: u64| {
             r.parsed(var, Duration::from_secs(default), |v| {
@@ -646,12 +339,13 @@ impl Config {
                 redis_prefix,
                 http_addr,
                 public_base_url,
+                return_url_origins,
                 jwt,
                 data_keys,
-                receipt_key: Secret::new(receipt_key),
+                receipt_key,
                 log_format,
                 max_body_bytes,
-                login_attempts_per_minute,
+                limits,
                 stripe,
                 alipay,
                 payments,

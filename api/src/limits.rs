@@ -1,0 +1,68 @@
+//! Rate limits at the edge: one helper per way a limit can behave when Redis is down.
+//!
+//! - Sign-ins, password changes, registrations and refunds **fail closed** (503): unlimited
+//!   guessing or unlimited refunds while Redis is down is worse than a short outage of them.
+//! - Payments and gateway callbacks **fail open**: applicants keep paying and no gateway callback is
+//!   refused (each is signature-checked anyway); the outage is logged.
+
+use evisa_core::ratelimit::{Decision, Quota};
+use poem::Request;
+
+use crate::{problem::ApiError, state::AppState};
+
+/// What a limit does when its counter cannot be reached.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum WhenRedisIsDown {
+    /// 503: the operation waits for the limiter.
+    Refuse,
+    /// Let the request through, and log it.
+    Allow,
+}
+
+/// Counts one request against `bucket`; 429 with `Retry-After` when over `quota`.
+pub async fn limit(
+    state: &AppState,
+    bucket: &str,
+    quota: Quota,
+    down: WhenRedisIsDown,
+) -> Result<(), ApiError> {
+    answer(state.limiter.check(bucket, quota).await, down)
+}
+
+/// Like [`limit`] but counts nothing: for limits on outcomes counted where they happen (failed
+/// payments, counted by the worker that sees the decline).
+pub async fn within(
+    state: &AppState,
+    bucket: &str,
+    quota: Quota,
+    down: WhenRedisIsDown,
+) -> Result<(), ApiError> {
+    answer(state.limiter.peek(bucket, quota).await, down)
+}
+
+fn answer(decision: redis::RedisResult<Decision>, down: WhenRedisIsDown) -> Result<(), ApiError> {
+    match decision {
+        Ok(Decision::Allowed) => Ok(()),
+        Ok(Decision::Limited { retry_after }) => {
+            Err(ApiError::too_many(retry_after.as_secs_f64().ceil() as u64))
+        }
+        Err(e) if down == WhenRedisIsDown::Allow => {
+            tracing::warn!(error = %e, "rate limiter unavailable; request allowed");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rate limiter unavailable; request refused");
+            Err(ApiError::unavailable(
+                "this operation is briefly unavailable; try again shortly",
+            ))
+        }
+    }
+}
+
+/// The address the request came from, as a bucket name.
+pub fn client_ip(req: &Request) -> String {
+    req.remote_addr()
+        .as_socket_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
