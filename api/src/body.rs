@@ -104,6 +104,19 @@ pub fn parse_with_value<T: DeserializeOwned + ServerSetFields>(
             detail: "must be a JSON object".into(),
         }]));
     };
+    // No field of a request body is nullable: an optional field is left out, never sent as null.
+    let nulls: Vec<FieldProblem> = object
+        .iter()
+        .filter(|(_, v)| v.is_null())
+        .map(|(field, _)| FieldProblem {
+            field: field.clone(),
+            pointer: Some(format!("/{field}")),
+            detail: "may not be null: leave the field out instead".into(),
+        })
+        .collect();
+    if !nulls.is_empty() {
+        return Err(ApiError::invalid(nulls));
+    }
     let forbidden: Vec<FieldProblem> = T::SERVER_SET
         .iter()
         .filter(|(field, _)| object.contains_key(*field))
@@ -273,6 +286,13 @@ mod tests {
         let (status, fields, detail) = problem(parse(b"{\"name\":\"a\",\"amount\":100}"));
         assert_eq!((status, fields), (422, vec!["amount".to_string()]));
         assert!(detail.contains("set by us"));
+    }
+
+    #[test]
+    fn explicit_null_is_refused_naming_the_field() {
+        let (status, fields, detail) = problem(parse(b"{\"name\":\"a\",\"age\":null}"));
+        assert_eq!((status, fields), (422, vec!["age".to_string()]));
+        assert!(detail.contains("null"));
     }
 
     #[test]

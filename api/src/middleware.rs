@@ -1,5 +1,5 @@
-//! The middleware around every request: a request id on every log line, body-size limits, and
-//! security headers.
+//! The middleware around every request: a request id on every log line, body-size limits,
+//! security headers, and `Allow` on every 405.
 
 use std::time::Instant;
 
@@ -143,6 +143,36 @@ impl<E: Endpoint> Endpoint for SecurityHeadersEndpoint<E> {
                 HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
             );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        Ok(resp)
+    }
+}
+
+/// Adds `Allow` (the methods the path answers, from the OpenAPI document) to every 405.
+pub struct AllowOn405(pub std::sync::Arc<crate::spec::AllowTable>);
+
+impl<E: Endpoint> Middleware<E> for AllowOn405 {
+    type Output = AllowOn405Endpoint<E>;
+    fn transform(&self, ep: E) -> Self::Output {
+        AllowOn405Endpoint(ep, self.0.clone())
+    }
+}
+
+pub struct AllowOn405Endpoint<E>(E, std::sync::Arc<crate::spec::AllowTable>);
+
+impl<E: Endpoint> Endpoint for AllowOn405Endpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Response> {
+        let path = req.uri().path().to_string();
+        let mut resp = self.0.call(req).await?.into_response();
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+            && let Some(v) = self
+                .1
+                .allow(&path)
+                .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            resp.headers_mut().insert(header::ALLOW, v);
         }
         Ok(resp)
     }

@@ -179,6 +179,19 @@ impl ApiError {
         )))
     }
 
+    /// A conflict with the resource's state, naming the fields that cause it.
+    pub fn conflict_with(slug: &str, detail: impl Into<String>, errors: Vec<FieldProblem>) -> Self {
+        ApiError::Conflict(Json(
+            Problem::new(
+                StatusCode::CONFLICT,
+                slug,
+                "Conflict with the current state",
+                detail,
+            )
+            .with_errors(errors),
+        ))
+    }
+
     /// Input that breaks rules, one entry per field.
     pub fn invalid(errors: Vec<FieldProblem>) -> Self {
         let detail = match errors.as_slice() {

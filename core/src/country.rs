@@ -20,6 +20,11 @@ impl CountryCode {
             .map_err(|_| UnknownCountry(code.to_string()))
     }
 
+    /// Every assigned code, in alphabetical order (the values [`CountryCode::parse`] accepts).
+    pub fn all_alpha2() -> impl Iterator<Item = &'static str> {
+        isocountry::CountryCode::iter_alpha2().map(|c| c.alpha2())
+    }
+
     pub fn alpha2(&self) -> &'static str {
         self.0.alpha2()
     }
@@ -60,5 +65,7 @@ mod tests {
         assert!(CountryCode::parse("XX").is_err());
         assert!(CountryCode::parse("FRA").is_err());
         assert!(CountryCode::parse("").is_err());
+        assert!(CountryCode::all_alpha2().all(|c| CountryCode::parse(c).is_ok()));
+        assert!(CountryCode::all_alpha2().any(|c| c == "FR"));
     }
 }

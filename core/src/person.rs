@@ -116,6 +116,15 @@ impl DateOfBirth {
         Ok(Self(date))
     }
 
+    /// The part of the rule that does not depend on the day: not before 1900-01-01. A draft may
+    /// hold such a date; [`DateOfBirth::parse`] is checked again when it is submitted.
+    pub fn for_draft(date: NaiveDate) -> Result<Self, PersonError> {
+        if date < NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid date") {
+            return Err(PersonError::DateOfBirth);
+        }
+        Ok(Self(date))
+    }
+
     pub fn date(&self) -> NaiveDate {
         self.0
     }
@@ -138,6 +147,12 @@ impl ArrivalDate {
             return Err(PersonError::ArrivalDate);
         }
         Ok(Self(date))
+    }
+
+    /// Any date, for a draft: the window depends on the day, so [`ArrivalDate::parse`] is
+    /// checked when the draft is submitted.
+    pub fn for_draft(date: NaiveDate) -> Self {
+        Self(date)
     }
 
     pub fn date(&self) -> NaiveDate {
@@ -199,6 +214,8 @@ mod tests {
         assert!(DateOfBirth::parse(d("1990-05-01"), today).is_ok());
         assert!(DateOfBirth::parse(d("2026-11-26"), today).is_err());
         assert!(DateOfBirth::parse(d("1899-12-31"), today).is_err());
+        assert!(DateOfBirth::for_draft(d("2999-01-01")).is_ok());
+        assert!(DateOfBirth::for_draft(d("1899-12-31")).is_err());
         assert!(ArrivalDate::parse(d("2026-11-26"), today).is_ok());
         assert!(ArrivalDate::parse(d("2027-11-26"), today).is_ok());
         assert!(ArrivalDate::parse(d("2026-11-25"), today).is_err());

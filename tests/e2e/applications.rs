@@ -28,9 +28,10 @@ async fn register_login_create_submit_fixes_the_schedule_fee() {
         draft.body
     );
 
-    // Submitting an incomplete draft names every missing field and changes nothing.
+    // Submitting an incomplete draft is a conflict with its state: it names every missing
+    // field and changes nothing.
     let incomplete = app.submit(&token, &id).await;
-    let p = incomplete.problem(422);
+    let p = incomplete.problem(409);
     assert_eq!(p["type"], "/problems/incomplete");
     assert_eq!(
         incomplete.fields(),
@@ -377,4 +378,64 @@ async fn creating_an_application_is_idempotent_with_a_key() {
         .await;
     assert_eq!(theirs.status, 201);
     assert_ne!(theirs.body["id"], first.body["id"]);
+}
+
+#[tokio::test]
+async fn explicit_null_is_refused_naming_the_field() {
+    let app = spawn_app().await;
+    let token = app.applicant().await;
+    let id = app
+        .draft(&token, &complete_fields("FR", "tourist", "standard"))
+        .await;
+    let r = app
+        .patch(
+            &format!("/v1/applications/{id}"),
+            &token,
+            &json!({"intended_arrival_date": null, "full_name": null}),
+        )
+        .await;
+    r.problem(422);
+    let mut fields = r.fields();
+    fields.sort();
+    assert_eq!(fields, ["full_name", "intended_arrival_date"]);
+    let kept = app
+        .get(&format!("/v1/applications/{id}"), Some(&token))
+        .await;
+    assert_eq!(kept.body["full_name"], "Ann Lee");
+}
+
+#[tokio::test]
+async fn dates_out_of_range_on_the_day_block_submission_with_409() {
+    let app = spawn_app().await;
+    let token = app.applicant().await;
+    let mut fields = complete_fields("FR", "tourist", "standard");
+    // A draft may hold them: whether they are in range depends on the day it is submitted.
+    fields["date_of_birth"] = json!("2999-01-01");
+    fields["intended_arrival_date"] = json!("2001-01-01");
+    let id = app.draft(&token, &fields).await;
+    let r = app.submit(&token, &id).await;
+    assert_eq!(r.problem(409)["type"], "/problems/dates-out-of-range");
+    assert_eq!(r.fields(), ["date_of_birth", "intended_arrival_date"]);
+    let far = chrono::Utc::now().date_naive() + chrono::Days::new(400);
+    let r = app
+        .patch(
+            &format!("/v1/applications/{id}"),
+            &token,
+            &json!({"date_of_birth": "1990-05-17", "intended_arrival_date": far.to_string()}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = app.submit(&token, &id).await;
+    r.problem(409);
+    assert_eq!(r.fields(), ["intended_arrival_date"]);
+    // The static floor of the date of birth is refused at once.
+    let r = app
+        .patch(
+            &format!("/v1/applications/{id}"),
+            &token,
+            &json!({"date_of_birth": "1899-12-31"}),
+        )
+        .await;
+    r.problem(422);
+    assert_eq!(r.fields(), ["date_of_birth"]);
 }

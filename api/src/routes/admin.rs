@@ -13,12 +13,12 @@ use poem_openapi::{
     Enum, Object, OpenApi,
     param::{Path, Query},
     payload::Json,
-    types::Example,
 };
 
 use super::{
     Tag,
     applications::{application_error, default_limit, parse_cursor},
+    country::CountryWire,
     views::{ApplicationPage, ApplicationView, StatusWire, VisaTypeWire},
 };
 use crate::{
@@ -43,24 +43,14 @@ pub enum DecisionKind {
     Reject,
 }
 
-/// An officer's decision on an application.
-#[derive(Object, serde::Deserialize)]
-#[oai(rename = "DecisionRequest", example)]
+/// An officer's decision on an application. Parsed flat (so that errors name `decision` or
+/// `reason`); declared as the `DecisionRequest` schema of [`super::decision`].
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     pub decision: DecisionKind,
     /// Why the application is rejected; required for `reject`, refused otherwise.
-    #[oai(validator(min_length = 1, max_length = 1000))]
     pub reason: Option<String>,
-}
-
-impl Example for DecisionBody {
-    fn example() -> Self {
-        DecisionBody {
-            decision: DecisionKind::Reject,
-            reason: Some("The passport expires before the intended stay ends.".into()),
-        }
-    }
 }
 
 impl ServerSetFields for DecisionBody {}
@@ -100,7 +90,9 @@ impl From<store::HistoryEntry> for HistoryEntryView {
 
 impl DecisionBody {
     fn into_decision(self) -> Result<Decision, ApiError> {
-        let reason = self.reason.map(|r| r.trim().to_string());
+        let reason = self
+            .reason
+            .map(|r| (r.trim().to_string(), r.chars().count()));
         let reason_problem = |detail: &str| {
             ApiError::invalid(vec![FieldProblem {
                 field: "reason".into(),
@@ -109,11 +101,14 @@ impl DecisionBody {
             }])
         };
         match (self.decision, reason) {
-            (DecisionKind::Reject, Some(r)) if !r.is_empty() && r.chars().count() <= 1000 => {
+            // The length is that of the reason as sent (the spec's `maxLength`).
+            (DecisionKind::Reject, Some((r, sent)))
+                if !r.is_empty() && (1..=1000).contains(&sent) =>
+            {
                 Ok(Decision::Reject { reason: r })
             }
             (DecisionKind::Reject, _) => Err(reason_problem(
-                "is required to reject (1 to 1000 characters)",
+                "is required to reject (1 to 1000 characters, not all blank)",
             )),
             (_, Some(_)) => Err(reason_problem("only a rejection takes a reason")),
             (DecisionKind::BeginProcessing, None) => Ok(Decision::BeginProcessing),
@@ -137,9 +132,8 @@ impl AdminApi {
         state: Data<&AppState>,
         status: Query<Option<StatusWire>>,
         visa_type: Query<Option<VisaTypeWire>>,
-        /// ISO 3166-1 alpha-2 nationality.
-        #[oai(validator(pattern = "^[A-Z]{2}$"))]
-        nationality: Query<Option<String>>,
+        /// Nationality.
+        nationality: Query<Option<CountryWire>>,
         /// Page size, 1 to 100.
         #[oai(
             default = "default_limit",
@@ -147,7 +141,7 @@ impl AdminApi {
         )]
         limit: Query<u32>,
         /// `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<uuid::Uuid>>,
     ) -> ApiResult<Json<ApplicationPage>> {
         auth.staff()?;
         let filter = AdminFilter {
@@ -155,11 +149,11 @@ impl AdminApi {
             visa_type: visa_type.0.map(Into::into),
             nationality: nationality
                 .0
-                .map(|n| CountryCode::parse(&n))
+                .map(|n| CountryCode::parse(&n.0))
                 .transpose()
                 .map_err(|e| ApiError::bad_param("nationality", e.to_string()))?,
         };
-        let cursor = parse_cursor(cursor.0)?;
+        let cursor = parse_cursor(cursor.0);
         let page = store::list_all(&state.db, &state.config.data_keys, &filter, cursor, limit.0)
             .await
             .map_err(application_error)?;

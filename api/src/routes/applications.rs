@@ -17,6 +17,7 @@ use poem_openapi::{
 
 use super::{
     Tag,
+    country::CountryWire,
     views::{ApplicationPage, ApplicationView, SpeedWire, VisaTypeWire},
 };
 use crate::{
@@ -29,8 +30,9 @@ use crate::{
 
 pub struct ApplicationsApi;
 
-/// Fields of an application. On create and edit every field is optional; omitted (or null)
-/// fields keep their value. All are required to submit.
+/// Fields of an application. On create and edit every field is optional; omitted fields keep
+/// their value (null is refused). All are required to submit, and the rules about dates that
+/// depend on the day are checked then (409 if a date is out of range on the day of submission).
 #[derive(Object, serde::Deserialize, Default)]
 #[oai(rename = "ApplicationFields", example)]
 #[serde(deny_unknown_fields)]
@@ -41,14 +43,16 @@ pub struct ApplicationFieldsBody {
     /// Passport number: 6 to 9 letters or digits (stored upper-case).
     #[oai(validator(pattern = "^[A-Za-z0-9]{6,9}$"))]
     pub passport_number: Option<String>,
-    /// Date of birth (YYYY-MM-DD), in the past and not before 1900.
+    /// Date of birth (YYYY-MM-DD), not before 1900-01-01 (422). It must also be before the day
+    /// of submission (checked at submit: 409).
+    /// (The 1900 floor is in the spec as a pattern: see `crate::spec::DATE_PATTERNS`.)
     pub date_of_birth: Option<NaiveDate>,
-    /// ISO 3166-1 alpha-2 code of the passport's country, e.g. `FR`.
-    #[oai(validator(pattern = "^[A-Z]{2}$"))]
-    pub nationality: Option<String>,
+    /// The passport's country.
+    pub nationality: Option<CountryWire>,
     pub visa_type: Option<VisaTypeWire>,
     pub processing_speed: Option<SpeedWire>,
-    /// Intended arrival (YYYY-MM-DD), from today to one year ahead.
+    /// Intended arrival (YYYY-MM-DD). A draft may hold any date; on the day of submission it
+    /// must be from that day to 366 days ahead (checked at submit: 409).
     pub intended_arrival_date: Option<NaiveDate>,
 }
 
@@ -58,7 +62,7 @@ impl Example for ApplicationFieldsBody {
             full_name: Some("Ann Lee".into()),
             passport_number: Some("X1234567".into()),
             date_of_birth: NaiveDate::from_ymd_opt(1990, 5, 17),
-            nationality: Some("FR".into()),
+            nationality: Some(CountryWire("FR".into())),
             visa_type: Some(VisaTypeWire::Tourist),
             processing_speed: Some(SpeedWire::Standard),
             intended_arrival_date: NaiveDate::from_ymd_opt(2027, 3, 1),
@@ -101,7 +105,7 @@ fn check<T, E: std::fmt::Display>(
 
 impl ApplicationFieldsBody {
     /// Parses every field into its domain type, reporting all bad fields at once.
-    fn into_changes(self, today: NaiveDate) -> Result<ApplicationChanges, ApiError> {
+    fn into_changes(self) -> Result<ApplicationChanges, ApiError> {
         let mut errors = Vec::new();
         let e = &mut errors;
         let changes = ApplicationChanges {
@@ -114,21 +118,16 @@ impl ApplicationFieldsBody {
             date_of_birth: check(
                 e,
                 "date_of_birth",
-                self.date_of_birth.map(|d| DateOfBirth::parse(d, today)),
+                self.date_of_birth.map(DateOfBirth::for_draft),
             ),
             nationality: check(
                 e,
                 "nationality",
-                self.nationality.map(|v| CountryCode::parse(&v)),
+                self.nationality.map(|v| CountryCode::parse(&v.0)),
             ),
             visa_type: self.visa_type.map(Into::into),
             processing_speed: self.processing_speed.map(Into::into),
-            intended_arrival_date: check(
-                e,
-                "intended_arrival_date",
-                self.intended_arrival_date
-                    .map(|d| ArrivalDate::parse(d, today)),
-            ),
+            intended_arrival_date: self.intended_arrival_date.map(ArrivalDate::for_draft),
         };
         if errors.is_empty() {
             Ok(changes)
@@ -160,7 +159,8 @@ pub(super) fn application_error(e: ApplicationError) -> ApiError {
                 r.from, r.event
             ),
         ),
-        ApplicationError::Incomplete { missing } => ApiError::rule(
+        // Submission takes no body: what stops it is the draft's state (409).
+        ApplicationError::Incomplete { missing } => ApiError::conflict_with(
             "incomplete",
             format!(
                 "the application cannot be submitted until these are set: {}",
@@ -175,20 +175,29 @@ pub(super) fn application_error(e: ApplicationError) -> ApiError {
                 })
                 .collect(),
         ),
-        ApplicationError::ArrivalPassed => ApiError::rule(
-            "arrival-passed",
-            "the intended arrival date has passed; set a new one before submitting",
-            vec![FieldProblem {
-                field: "intended_arrival_date".into(),
-                pointer: Some("/intended_arrival_date".into()),
-                detail: "must not be in the past".into(),
-            }],
+        ApplicationError::OutOfRange { fields } => ApiError::conflict_with(
+            "dates-out-of-range",
+            format!(
+                "the application cannot be submitted today until these dates are changed: {}",
+                fields
+                    .iter()
+                    .map(|(f, _)| *f)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            fields
+                .into_iter()
+                .map(|(f, rule)| FieldProblem {
+                    field: f.into(),
+                    pointer: Some(format!("/{f}")),
+                    detail: rule.to_string(),
+                })
+                .collect(),
         ),
-        ApplicationError::NoFeeRule => ApiError::rule(
+        ApplicationError::NoFeeRule => ApiError::conflict(
             "no-fee-rule",
             "no fee is defined for this visa type, nationality and processing speed; \
              this combination cannot be applied for",
-            vec![],
         ),
         other @ (ApplicationError::Crypto(_)
         | ApplicationError::Quote(_)
@@ -196,14 +205,9 @@ pub(super) fn application_error(e: ApplicationError) -> ApiError {
     }
 }
 
-pub(super) fn parse_cursor(cursor: Option<String>) -> Result<Option<ApplicationId>, ApiError> {
-    cursor
-        .map(|c| {
-            c.parse::<ApplicationId>().map_err(|_| {
-                ApiError::bad_param("cursor", "must be a `next_cursor` from a previous page")
-            })
-        })
-        .transpose()
+/// A cursor is the id of the last application of the previous page.
+pub(super) fn parse_cursor(cursor: Option<uuid::Uuid>) -> Option<ApplicationId> {
+    cursor.map(ApplicationId::from_uuid)
 }
 
 #[OpenApi(tag = "Tag::Applications")]
@@ -222,7 +226,10 @@ impl ApplicationsApi {
         auth: BearerAuth,
         state: Data<&AppState>,
         /// Optional: the same key and body replay the first answer for 24 hours.
-        #[oai(name = "Idempotency-Key")]
+        #[oai(
+            name = "Idempotency-Key",
+            validator(pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)
+        )]
         idempotency_key: Header<Option<String>>,
         body: JsonBody<ApplicationFieldsBody>,
     ) -> ApiResult<CreatedApplication> {
@@ -244,7 +251,7 @@ impl ApplicationsApi {
             }
             Outcome::Proceed(claim) => claim,
         };
-        let changes = body.0.into_changes(Utc::now().date_naive())?;
+        let changes = body.0.into_changes()?;
         let app = store::create_draft(&mut tx, &state.config.data_keys, me.user_id, &changes)
             .await
             .map_err(application_error)?;
@@ -279,10 +286,10 @@ impl ApplicationsApi {
         )]
         limit: Query<u32>,
         /// `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<uuid::Uuid>>,
     ) -> ApiResult<Json<ApplicationPage>> {
         let me = auth.applicant()?;
-        let cursor = parse_cursor(cursor.0)?;
+        let cursor = parse_cursor(cursor.0);
         let page = store::list_for_owner(
             &state.db,
             &state.config.data_keys,
@@ -335,7 +342,7 @@ impl ApplicationsApi {
         body: JsonBody<ApplicationFieldsBody>,
     ) -> ApiResult<Json<ApplicationView>> {
         let me = auth.applicant()?;
-        let changes = body.0.into_changes(Utc::now().date_naive())?;
+        let changes = body.0.into_changes()?;
         let app = store::update_draft(
             &state.db,
             &state.config.data_keys,

@@ -7,6 +7,7 @@ use poem_openapi::{OpenApi, param::Query, payload::Json};
 
 use super::{
     Tag,
+    country::CountryWire,
     views::{FeeQuoteView, SpeedWire, VisaTypeWire},
 };
 use crate::{
@@ -28,14 +29,13 @@ impl FeesApi {
         &self,
         state: Data<&AppState>,
         visa_type: Query<VisaTypeWire>,
-        /// ISO 3166-1 alpha-2 code of the passport's country, e.g. `FR`.
-        #[oai(validator(pattern = "^[A-Z]{2}$"))]
-        nationality: Query<String>,
+        /// The passport's country.
+        nationality: Query<CountryWire>,
         speed: Query<SpeedWire>,
         /// The day to quote for (YYYY-MM-DD); defaults to today (UTC).
         on: Query<Option<NaiveDate>>,
     ) -> ApiResult<Json<FeeQuoteView>> {
-        let country = CountryCode::parse(&nationality.0)
+        let country = CountryCode::parse(&nationality.0.0)
             .map_err(|e| ApiError::bad_param("nationality", e.to_string()))?;
         let on = on.0.unwrap_or_else(|| Utc::now().date_naive());
         let (visa_type, speed) = (visa_type.0.into(), speed.0.into());

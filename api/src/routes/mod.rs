@@ -4,6 +4,8 @@
 mod admin;
 mod applications;
 mod auth;
+mod country;
+mod decision;
 mod fees;
 mod health;
 mod payments;

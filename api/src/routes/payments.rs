@@ -355,7 +355,10 @@ impl PaymentsApi {
         state: Data<&AppState>,
         id: Path<uuid::Uuid>,
         /// A unique key per payment attempt (a UUID), 1 to 255 visible ASCII characters.
-        #[oai(name = "Idempotency-Key")]
+        #[oai(
+            name = "Idempotency-Key",
+            validator(pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)
+        )]
         idempotency_key: Header<String>,
         body: JsonBody<PaymentRequestBody>,
     ) -> ApiResult<PaymentAccepted> {

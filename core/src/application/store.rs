@@ -12,7 +12,7 @@ use crate::{
     fees::{self, FeeQuote, QuoteError},
     ids::{ApplicationId, FeeRuleId, UserId},
     money::{Currency, Money},
-    person::{ArrivalDate, DateOfBirth, FullName, PassportNumber},
+    person::{ArrivalDate, DateOfBirth, FullName, PassportNumber, PersonError},
     users::Role,
     visa::{ProcessingSpeed, VisaType},
 };
@@ -129,9 +129,12 @@ pub enum ApplicationError {
     /// Submission needs these fields set first.
     #[error("the application is incomplete")]
     Incomplete { missing: Vec<&'static str> },
-    /// Submission needs an arrival date that has not passed.
-    #[error("the intended arrival date has passed; set a new one")]
-    ArrivalPassed,
+    /// On the day of submission, these dates break their rules (a draft may hold any arrival
+    /// date and any date of birth from 1900 on).
+    #[error("dates out of range on the day of submission")]
+    OutOfRange {
+        fields: Vec<(&'static str, PersonError)>,
+    },
     /// No rule of the fee schedule covers this visa type, nationality and speed today.
     #[error("no fee is defined for this visa type, nationality and processing speed")]
     NoFeeRule,
@@ -452,8 +455,17 @@ pub async fn submit(
     ) else {
         return Err(ApplicationError::Incomplete { missing });
     };
-    if arrival < today {
-        return Err(ApplicationError::ArrivalPassed);
+    let mut out_of_range = Vec::new();
+    if let Some(Err(e)) = current.date_of_birth.map(|d| DateOfBirth::parse(d, today)) {
+        out_of_range.push(("date_of_birth", e));
+    }
+    if let Err(e) = ArrivalDate::parse(arrival, today) {
+        out_of_range.push(("intended_arrival_date", e));
+    }
+    if !out_of_range.is_empty() {
+        return Err(ApplicationError::OutOfRange {
+            fields: out_of_range,
+        });
     }
 
     let quote: FeeQuote = fees::quote(&mut *tx, visa_type, nationality, speed, today)
