@@ -2,7 +2,7 @@
 # Property-based API conformance check: runs Schemathesis (version pinned in
 # tests/peers/schemathesis-requirements.txt) with every check against a throwaway `evisa dev`
 # (fresh database, free ports), once as an applicant and once as an officer, and exits non-zero
-# when either run finds a failure. Not part of scripts/test.sh; run it by hand:
+# when either run finds a failure. scripts/test.sh runs it; by hand:
 #
 #   bash scripts/schemathesis.sh [path/to/evisa]      # default: $CARGO_TARGET_DIR/debug/evisa
 #
@@ -13,7 +13,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 EVISA=${1:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/evisa}
-VENV=${ST_VENV:-/root/.cache/evisa/schemathesis-venv}
+VENV=${ST_VENV:-$HOME/.cache/evisa/schemathesis-venv}
 REQS=$ROOT/tests/peers/schemathesis-requirements.txt
 MAX_EXAMPLES=${ST_MAX_EXAMPLES:-20}
 SEED=${ST_SEED:-20260101}
@@ -33,7 +33,10 @@ export DATABASE_URL=postgres://postgres@127.0.0.1:5432/evisa_schemathesis_$tag
 export EVISA_HTTP_ADDR=127.0.0.1:$(free_port)
 export EVISA_SANDBOX_ADDR=127.0.0.1:$(free_port)
 export EVISA_REDIS_PREFIX=evisa_$tag
-export EVISA_LOGIN_ATTEMPTS_PER_MINUTE=10000
+# Limits far above what the fuzzer sends, so that it explores the API rather than the 429s.
+export EVISA_LOGIN_ATTEMPTS_PER_MINUTE=100000 EVISA_REGISTRATIONS_PER_HOUR=100000 \
+  EVISA_PAYMENTS_PER_MINUTE=100000 EVISA_REFUNDS_PER_MINUTE=100000 \
+  EVISA_FAILED_PAYMENTS_PER_APPLICATION=100000 EVISA_FAILED_PAYMENTS_PER_APPLICANT=100000
 B=http://$EVISA_HTTP_ADDR
 WORK=$(mktemp -d)
 REPORTS=${ST_REPORT_DIR:-$WORK/reports}

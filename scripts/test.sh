@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, end-to-end tests of the API against real Postgres and Redis,
-# and clients generated from openapi/openapi.json driving a running server. `.ci/run` calls this.
+# clients generated from openapi/openapi.json driving a running server, and Schemathesis fuzzing
+# it against the spec. `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 EVISA_BIN="$CARGO_TARGET_DIR/debug/evisa" bash scripts/clients.sh 2>&1 | tee -a "$log"
+# Schemathesis, every check, applicant and officer, against a running `evisa dev`: 0 failures.
+bash scripts/schemathesis.sh "$CARGO_TARGET_DIR/debug/evisa" 2>&1 | tee -a "$log"
 
 # One closing line for the whole run.
 python3 - "$log" <<'PY'

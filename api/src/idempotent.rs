@@ -44,7 +44,9 @@ pub async fn claim(
             "idempotency-in-flight",
             "a request with this Idempotency-Key is still being processed; retry shortly",
         )),
-        Err(IdempotencyError::Mismatch) => Err(ApiError::rule(
+        // A conflict with an earlier request, like a key still in flight: 409, not 422, since the
+        // request itself is valid and would succeed under a fresh key.
+        Err(IdempotencyError::Mismatch) => Err(ApiError::conflict_with(
             "idempotency-key-reused",
             "this Idempotency-Key was already used with a different request; use a new key",
             vec![FieldProblem {

@@ -257,7 +257,10 @@ mod tests {
             "Registration",
             "Credentials",
             "ApplicationFields",
-            "PaymentRequest",
+            "PasswordChange",
+            "CardPaymentRequest",
+            "AlipayPaymentRequest",
+            "Rejection",
         ] {
             assert_eq!(s[name]["additionalProperties"], false, "{name}");
         }

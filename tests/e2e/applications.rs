@@ -357,7 +357,7 @@ async fn creating_an_application_is_idempotent_with_a_key() {
     assert_eq!(first.body, again.body);
     let other = post("draft-1", json!({"full_name": "Bob Lee"})).await;
     assert_eq!(
-        other.problem(422)["type"],
+        other.problem(409)["type"],
         "/problems/idempotency-key-reused"
     );
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM applications")

@@ -559,7 +559,7 @@ async fn concurrent_and_repeated_payment_requests_make_one_payment() {
         .pay(&token2, &application2, "pm_card_mastercard", &k)
         .await;
     assert_eq!(
-        other.problem(422)["type"],
+        other.problem(409)["type"],
         "/problems/idempotency-key-reused"
     );
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")

@@ -37,17 +37,23 @@ pub struct ApplicationsApi;
 #[oai(rename = "ApplicationFields", example)]
 #[serde(deny_unknown_fields)]
 pub struct ApplicationFieldsBody {
-    /// Full name as printed in the passport (1 to 200 characters, any script).
-    #[oai(validator(min_length = 1, max_length = 200))]
+    /// Full name as printed in the passport (1 to 200 characters, any script, no control
+    /// characters, not only spaces).
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    ))]
     pub full_name: Option<String>,
     /// Passport number: 6 to 9 letters or digits (stored upper-case).
     #[oai(validator(pattern = "^[A-Za-z0-9]{6,9}$"))]
     pub passport_number: Option<String>,
     /// Date of birth (YYYY-MM-DD), not before 1900-01-01 (422). It must also be before the day
     /// of submission (checked at submit: 409).
-    /// (The 1900 floor is in the spec as a pattern: see `crate::spec::DATE_PATTERNS`.)
+    // The 1900 floor is in the spec as a pattern: see `crate::spec::DATE_PATTERNS`.
     pub date_of_birth: Option<NaiveDate>,
-    /// The passport's country.
+    // The passport's country. No doc comment: it would wrap the `$ref` in an `allOf`, which
+    // openapi-python-client cannot read for an enum; `CountryCode` describes itself.
     pub nationality: Option<CountryWire>,
     pub visa_type: Option<VisaTypeWire>,
     pub processing_speed: Option<SpeedWire>,
@@ -224,6 +230,7 @@ impl ApplicationsApi {
     async fn create(
         &self,
         auth: BearerAuth,
+        req: &poem::Request,
         state: Data<&AppState>,
         /// Optional: the same key and body replay the first answer for 24 hours.
         #[oai(
@@ -234,6 +241,13 @@ impl ApplicationsApi {
         body: JsonBody<ApplicationFieldsBody>,
     ) -> ApiResult<CreatedApplication> {
         let me = auth.applicant()?;
+        // A key that is not text at all reads as no key; it must not silently lose its meaning.
+        if idempotency_key.0.is_none() && req.headers().contains_key("idempotency-key") {
+            return Err(ApiError::bad_param(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            ));
+        }
         let mut tx = state.db.begin().await?;
         let claim = match idempotent::claim(
             &mut tx,

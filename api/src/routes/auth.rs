@@ -29,7 +29,11 @@ pub struct PasswordApi;
 #[serde(deny_unknown_fields)]
 pub struct RegistrationBody {
     /// Email address; also the sign-in name.
-    #[oai(validator(max_length = 254))]
+    /// An address of the form the server accepts (a dot-atom local part, a domain with a dot).
+    #[oai(validator(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_{|}~-]{1,32}(\\.[A-Za-z0-9!#$%&'*+/=?^_{|}~-]{1,15}){0,2}@[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?){1,3}$"
+    ))]
     pub email: String,
     /// 12 to 128 characters.
     #[oai(validator(min_length = 12, max_length = 128))]
@@ -57,7 +61,11 @@ impl ServerSetFields for RegistrationBody {
 #[oai(rename = "Credentials", example)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsBody {
-    #[oai(validator(max_length = 254))]
+    /// An address of the form the server accepts (a dot-atom local part, a domain with a dot).
+    #[oai(validator(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_{|}~-]{1,32}(\\.[A-Za-z0-9!#$%&'*+/=?^_{|}~-]{1,15}){0,2}@[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?){1,3}$"
+    ))]
     pub email: String,
     #[oai(validator(max_length = 128))]
     pub password: String,

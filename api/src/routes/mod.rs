@@ -8,6 +8,7 @@ mod country;
 mod decision;
 mod fees;
 mod health;
+mod payment_request;
 mod payments;
 mod receipts;
 mod refunds;

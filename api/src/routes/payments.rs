@@ -22,7 +22,7 @@ use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, Union,
     param::{Header, Path},
     payload::{EventStream, Json},
-    types::{Example, ToJSON},
+    types::ToJSON,
 };
 
 use super::Tag;
@@ -60,36 +60,14 @@ pub enum ChannelWire {
 }
 
 /// A request to pay an application's fee. The amount is never sent: it is the fee fixed on the
-/// application at submission.
-#[derive(Object, serde::Deserialize)]
-#[oai(rename = "PaymentRequest", example)]
+/// application at submission. Its schema (a `oneOf` on `provider`) is in `payment_request.rs`.
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequestBody {
     pub provider: ProviderWire,
-    /// Stripe only, required: a PaymentMethod id from Stripe.js (or a test method such as
-    /// `pm_card_visa`). Card details never reach this API.
-    #[oai(
-        validator(pattern = "^pm_[A-Za-z0-9_]{1,250}$"),
-        skip_serializing_if_is_none
-    )]
     pub payment_method: Option<String>,
-    #[oai(skip_serializing_if_is_none)]
     pub channel: Option<ChannelWire>,
-    /// Alipay only: where to send the payer's browser afterwards (absolute http(s) URL). The
-    /// browser's return never changes a payment; its status comes from Alipay.
-    #[oai(validator(max_length = 2000), skip_serializing_if_is_none)]
     pub return_url: Option<String>,
-}
-
-impl Example for PaymentRequestBody {
-    fn example() -> Self {
-        PaymentRequestBody {
-            provider: ProviderWire::Stripe,
-            payment_method: Some("pm_card_visa".into()),
-            channel: None,
-            return_url: None,
-        }
-    }
 }
 
 /// The checked parts of a payment request.
