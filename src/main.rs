@@ -1,5 +1,6 @@
 //! `evisa`: the one binary. With no subcommand it runs `dev`.
 
+mod audit;
 mod bench;
 
 use std::{io::BufRead, path::PathBuf, process::ExitCode, time::Duration};
@@ -66,7 +67,7 @@ enum Command {
     /// The tamper-evident event logs.
     Audit {
         #[command(subcommand)]
-        command: AuditCommand,
+        command: audit::AuditCommand,
     },
     /// Background jobs.
     Jobs {
@@ -131,13 +132,6 @@ enum BenchCommand {
 }
 
 #[derive(Subcommand)]
-enum AuditCommand {
-    /// Walk the hash chains of every application's and payment's events; report the first
-    /// broken link (exit status 1) or that all hold.
-    Verify,
-}
-
-#[derive(Subcommand)]
 enum JobsCommand {
     /// List jobs that exhausted their attempts.
     Dead,
@@ -151,6 +145,13 @@ enum KeysCommand {
     Generate {
         #[arg(long, default_value = "k1")]
         id: String,
+    },
+    /// Re-seal every personal field under the current (first) key of EVISA_DATA_KEYS, in
+    /// batches, beside the running service; resumable. Prints counts per key id.
+    Rotate {
+        /// Applications per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
     },
 }
 
@@ -212,11 +213,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             {
                 tracing::info!("created the database");
             }
-            let pool = db::connect(&url, 20).await.context("DATABASE_URL")?;
-            migrate_all(&pool).await?;
-            fees::seed_demo_schedule(&pool)
+            let owner = db::connect(&url, 2).await.context("DATABASE_URL")?;
+            migrate_all(&owner).await?;
+            fees::seed_demo_schedule(&owner)
                 .await
                 .context("seeding the demo fee schedule")?;
+            let pool = service_pool(&owner, &url).await?;
+            owner.close().await;
             let shutdown = Shutdown::on_signals();
             if config.stripe.uses_sandbox || config.alipay.uses_sandbox {
                 let sandbox = start_sandbox(&config, shutdown.clone()).await?;
@@ -243,6 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot reach Postgres (DATABASE_URL)")?;
             ensure_migrated(&pool).await?;
+            ensure_service_role(&pool).await?;
             serve(config, pool, Shutdown::on_signals()).await?;
         }
         Command::Work => {
@@ -252,6 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot reach Postgres (DATABASE_URL)")?;
             ensure_migrated(&pool).await?;
+            ensure_service_role(&pool).await?;
             let gateway = stripe_gateway(&config)?;
             tracing::info!(concurrency = config.jobs.concurrency, "workers starting");
             evisa_worker::run(&config, pool, gateway, Shutdown::on_signals().wait()).await?;
@@ -306,23 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Audit {
-            command: AuditCommand::Verify,
-        } => {
-            let url = std::env::var("DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
-            let pool = db::connect(&url, 2)
-                .await
-                .context("cannot reach Postgres (DATABASE_URL)")?;
-            let (checked, broken) = evisa_core::audit::verify(&pool).await?;
-            match broken {
-                None => println!("audit: {checked} events checked; every chain holds"),
-                Some(link) => {
-                    println!("audit: {checked} events checked; first broken link: {link}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-        }
+        Command::Audit { command } => return audit::run(command).await,
         Command::Jobs { command } => {
             let url = std::env::var("DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
@@ -370,8 +359,55 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys {
             command: KeysCommand::Generate { id },
         } => println!("{}", DataKeys::generate_entry(&id)),
+        Command::Keys {
+            command: KeysCommand::Rotate { batch },
+        } => rotate_keys(batch.max(1)).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `evisa keys rotate`: needs DATABASE_URL and the key ring with the new key first.
+async fn rotate_keys(batch: i64) -> anyhow::Result<()> {
+    let spec = match (
+        std::env::var("EVISA_DATA_KEYS"),
+        std::env::var("EVISA_DATA_KEYS_FILE"),
+    ) {
+        (Ok(v), _) => v,
+        (_, Ok(path)) => std::fs::read_to_string(&path)
+            .with_context(|| format!("reading EVISA_DATA_KEYS_FILE {path}"))?,
+        _ => anyhow::bail!(
+            "EVISA_DATA_KEYS (or EVISA_DATA_KEYS_FILE) is required: the new key first, then the old ones"
+        ),
+    };
+    let keys = DataKeys::parse(spec.trim()).map_err(|e| anyhow::anyhow!("EVISA_DATA_KEYS: {e}"))?;
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
+    let pool = db::connect(&url, 2)
+        .await
+        .context("cannot reach Postgres (DATABASE_URL)")?;
+    let report = evisa_core::application::rekey::rotate(&pool, &keys, batch).await?;
+    for (old, n) in &report.resealed {
+        println!(
+            "re-sealed {n} values from key {old} to {}",
+            keys.current_key_id()
+        );
+    }
+    println!("{} applications re-sealed", report.applications);
+    let now = evisa_core::application::rekey::values_per_key(&pool).await?;
+    for (id, n) in &now {
+        println!("key {id}: {n} values");
+    }
+    if now.keys().all(|id| id == keys.current_key_id()) {
+        println!(
+            "every value is under {}: the other keys can be dropped from EVISA_DATA_KEYS",
+            keys.current_key_id()
+        );
+    } else {
+        println!(
+            "some values are under other keys still (written meanwhile by a process that does not have the new key first?): run again"
+        );
+    }
+    Ok(())
 }
 
 /// `evisa user ...`: staff accounts, straight against the database.
@@ -428,6 +464,36 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `serve` and `work` run as a role that cannot rewrite history: not the owner of the event logs,
+/// nor anyone who may update, delete or truncate them.
+async fn ensure_service_role(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    if let Some(user) = db::log_tamper_power(pool).await? {
+        anyhow::bail!(
+            "DATABASE_URL signs in as `{user}`, which can alter, delete or truncate the event logs; \
+             run serve and work as a login that is a member of {} only (README: Database roles)",
+            db::SERVICE_ROLE
+        );
+    }
+    Ok(())
+}
+
+/// `dev` runs the API and workers the way a deployment must, as a member of the service role
+/// (the login `evisa_dev`, made here), so that the service itself cannot rewrite the logs. When
+/// the local Postgres does not let that login in without a password, it says so and goes on as
+/// the owner.
+async fn service_pool(owner: &sqlx::PgPool, url: &str) -> anyhow::Result<sqlx::PgPool> {
+    const LOGIN: &str = "evisa_dev";
+    db::ensure_service_login(owner, LOGIN).await?;
+    let service_url = db::as_login(url, LOGIN).context("DATABASE_URL")?;
+    match db::connect(&service_url, 20).await {
+        Ok(pool) => Ok(pool),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot sign in as {LOGIN} (a member of {}); the service runs as the database owner", db::SERVICE_ROLE);
+            db::connect(url, 20).await.context("DATABASE_URL")
+        }
+    }
+}
+
 /// `serve` refuses to run against a schema older than the binary: run `evisa migrate` first.
 async fn ensure_migrated(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     let latest = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
@@ -453,12 +519,15 @@ async fn serve(config: Config, pool: sqlx::PgPool, shutdown: Shutdown) -> anyhow
     .context("cannot reach Redis (REDIS_URL)")?;
     let addr = config.http_addr;
     let base = config.public_base_url.clone();
+    let limits = config.connections.clone();
     let app = evisa_api::app(evisa_api::AppState::new(config, pool, redis));
-    tracing::info!(%addr, docs = %base.join("docs").map(|u| u.to_string()).unwrap_or_default(), "API listening");
     let acceptor = evisa_api::listener::NoDelay::bind(addr)
         .await
-        .with_context(|| format!("binding {addr} (EVISA_HTTP_ADDR)"))?;
+        .with_context(|| format!("binding {addr} (EVISA_HTTP_ADDR)"))?
+        .with_limits(&limits);
+    tracing::info!(%addr, docs = %base.join("docs").map(|u| u.to_string()).unwrap_or_default(), "API listening");
     poem::Server::new_with_acceptor(acceptor)
+        .idle_timeout(limits.idle_timeout)
         .run_with_graceful_shutdown(app, shutdown.wait(), Some(Duration::from_secs(20)))
         .await
         .with_context(|| format!("serving on {addr} (EVISA_HTTP_ADDR)"))?;

@@ -54,6 +54,15 @@ impl BearerAuth {
         }
     }
 
+    /// The caller, who must be an admin.
+    pub fn admin(&self) -> Result<Principal, ApiError> {
+        if self.0.role == Role::Admin {
+            Ok(self.0)
+        } else {
+            Err(ApiError::forbidden("this needs an admin account"))
+        }
+    }
+
     pub fn actor(&self) -> Actor {
         Actor::User {
             id: self.0.user_id,

@@ -18,6 +18,7 @@ pub mod problem;
 pub mod routes;
 pub mod spec;
 pub mod state;
+pub mod streams;
 pub mod webhooks;
 
 use poem::{Endpoint, EndpointExt, Route, http::Method};

@@ -34,6 +34,8 @@ pub struct Inner {
     /// Argon2 runs at once (each takes ~19 MiB and a core for tens of ms): a flood of logins
     /// queues here instead of exhausting memory and CPU.
     pub password_hashing: tokio::sync::Semaphore,
+    /// Event streams open in this process.
+    pub event_streams: Arc<crate::streams::EventStreams>,
 }
 
 impl std::ops::Deref for AppState {
@@ -95,6 +97,7 @@ impl AppState {
             password_hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            event_streams: Arc::default(),
         }))
     }
 }

@@ -35,3 +35,57 @@ pub async fn create_if_missing(url: &str) -> Result<bool, sqlx::Error> {
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
+
+/// The role `serve` and `work` run as (made by the migrations): it appends to the event logs but
+/// can neither change, delete nor truncate them, nor alter any table.
+pub const SERVICE_ROLE: &str = "evisa_service";
+
+/// Whether the pool's login could alter, delete or truncate the event logs (a superuser, the
+/// tables' owner or a member of it, or a role granted those rights): `serve` and `work` refuse to
+/// run as one. Names the login when it could.
+pub async fn log_tamper_power(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    let (user, powerful): (String, bool) = sqlx::query_as(
+        "SELECT current_user::text,
+                (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+             OR pg_has_role((SELECT relowner FROM pg_class WHERE oid = 'payment_events'::regclass), 'USAGE')
+             OR pg_has_role((SELECT relowner FROM pg_class WHERE oid = 'application_events'::regclass), 'USAGE')
+             OR has_table_privilege('payment_events', 'UPDATE, DELETE, TRUNCATE')
+             OR has_table_privilege('application_events', 'UPDATE, DELETE, TRUNCATE')",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(powerful.then_some(user))
+}
+
+/// Makes `login` (a role that can sign in with no password over the local trust setup) a member
+/// of [`SERVICE_ROLE`], creating it when missing. For `dev` and tests, which then run the service
+/// the way a deployment must.
+pub async fn ensure_service_login(pool: &PgPool, login: &str) -> Result<(), sqlx::Error> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
+            .bind(login)
+            .fetch_one(pool)
+            .await?;
+    if !exists {
+        // Roles belong to the cluster: another database's set-up may be making it right now.
+        let create = format!("CREATE ROLE \"{login}\" LOGIN IN ROLE {SERVICE_ROLE}");
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(create)).execute(pool).await {
+            let taken = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "42710" || c == "23505");
+            if !taken {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `url` with its user replaced by `login` (and no password).
+pub fn as_login(url: &str, login: &str) -> Option<String> {
+    let mut u = url::Url::parse(url).ok()?;
+    u.set_username(login).ok()?;
+    u.set_password(None).ok()?;
+    Some(u.to_string())
+}

@@ -19,12 +19,51 @@ pub type RefundId = uuid::Uuid;
 /// Where a refund is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefundStatus {
+    /// Above the approval threshold: waits for a different staff member.
+    PendingApproval,
+    /// Asked of the gateway (or about to be).
     Pending,
     Succeeded,
     Failed,
+    /// Declined by the second staff member; nothing was asked of the gateway.
+    Declined,
 }
 
-string_enum!(RefundStatus, "refund status", Pending => "pending", Succeeded => "succeeded", Failed => "failed");
+string_enum!(RefundStatus, "refund status", PendingApproval => "pending_approval", Pending => "pending", Succeeded => "succeeded", Failed => "failed", Declined => "declined");
+
+/// Which refunds need a second staff member (`EVISA_REFUND_APPROVAL_ABOVE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalPolicy {
+    /// Refunds of more than this many minor units of the payment's currency.
+    Above(i64),
+    /// Refunds that leave nothing refundable (the default): a refund in full, and the last part
+    /// of one made in parts, so that splitting it does not get round the second pair of eyes.
+    FullRefunds,
+}
+
+impl ApprovalPolicy {
+    /// Whether refunding `amount`, when `remaining` is still refundable, needs a second staff
+    /// member.
+    pub fn needs_approval(self, amount: i64, remaining: i64) -> bool {
+        match self {
+            ApprovalPolicy::Above(limit) => amount > limit,
+            ApprovalPolicy::FullRefunds => amount >= remaining,
+        }
+    }
+}
+
+/// Why a pending-approval refund cannot be approved or declined.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("refund not found")]
+    NotFound,
+    #[error("only a refund waiting for approval can be approved or declined; this one is {0}")]
+    NotAwaitingApproval(RefundStatus),
+    #[error("a different staff member must decide on a refund than the one who asked for it")]
+    SameStaffMember,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
 
 /// A refund.
 #[derive(Debug, Clone)]
@@ -96,8 +135,9 @@ pub enum RefundError {
     Database(#[from] sqlx::Error),
 }
 
-/// Records a pending refund of `amount` (everything that remains when `None`) inside the caller's
-/// transaction, which also enqueues the gateway work.
+/// Records a refund of `amount` (everything that remains when `None`) inside the caller's
+/// transaction: `pending` (the caller enqueues the gateway work), or `pending_approval` when
+/// `policy` asks for a second staff member.
 pub async fn request(
     conn: &mut PgConnection,
     payment: PaymentId,
@@ -105,6 +145,7 @@ pub async fn request(
     reason: &str,
     officer: Actor,
     officer_id: UserId,
+    policy: ApprovalPolicy,
 ) -> Result<(Refund, Payment), RefundError> {
     let p = payments::get_for_update(conn, payment)
         .await?
@@ -113,7 +154,8 @@ pub async fn request(
         return Err(RefundError::NotRefundable(p.status));
     }
     let committed: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(amount_minor), 0)::bigint FROM refunds WHERE payment_id = $1 AND status <> 'failed'",
+        "SELECT coalesce(sum(amount_minor), 0)::bigint FROM refunds
+         WHERE payment_id = $1 AND status NOT IN ('failed', 'declined')",
     )
     .bind(payment)
     .fetch_one(&mut *conn)
@@ -129,9 +171,14 @@ pub async fn request(
         });
     }
     let id = uuid::Uuid::now_v7();
+    let status = if policy.needs_approval(amount, remaining) {
+        RefundStatus::PendingApproval
+    } else {
+        RefundStatus::Pending
+    };
     let row: RefundRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO refunds (id, payment_id, amount_minor, currency, reason, requested_by)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+        "INSERT INTO refunds (id, payment_id, amount_minor, currency, reason, requested_by, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(payment)
@@ -139,6 +186,7 @@ pub async fn request(
     .bind(p.amount.currency().code())
     .bind(reason)
     .bind(officer_id)
+    .bind(status.as_str())
     .fetch_one(&mut *conn)
     .await?;
     let cause = format!("refund:{id}");
@@ -153,6 +201,65 @@ pub async fn request(
     )
     .await?;
     Ok((row.into_refund()?, p))
+}
+
+/// A second staff member's decision on a refund waiting for approval, inside the caller's
+/// transaction: approved, it becomes `pending` (the caller enqueues the gateway work); declined,
+/// it frees its amount. Both are recorded in the payment's history.
+pub async fn decide(
+    conn: &mut PgConnection,
+    id: RefundId,
+    approve: bool,
+    staff: Actor,
+    staff_id: UserId,
+) -> Result<Refund, ApprovalError> {
+    let current: RefundRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM refunds WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(ApprovalError::NotFound)?;
+    let current = current.into_refund()?;
+    if current.status != RefundStatus::PendingApproval {
+        return Err(ApprovalError::NotAwaitingApproval(current.status));
+    }
+    if current.requested_by == staff_id {
+        return Err(ApprovalError::SameStaffMember);
+    }
+    let to = if approve {
+        RefundStatus::Pending
+    } else {
+        RefundStatus::Declined
+    };
+    let row: RefundRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE refunds SET status = $2, decided_by = $3, decided_at = now(), updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(to.as_str())
+    .bind(staff_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let p = payments::get(&mut *conn, current.payment_id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let cause = format!("refund:{id}");
+    payments::record_event(
+        conn,
+        current.payment_id,
+        if approve {
+            "refund_approved"
+        } else {
+            "refund_declined"
+        },
+        Some(p.status),
+        p.status,
+        staff,
+        Some(&cause),
+    )
+    .await?;
+    Ok(row.into_refund()?)
 }
 
 /// A refund by id.

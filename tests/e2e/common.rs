@@ -110,6 +110,9 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     db::migrate(&pool).await.unwrap();
     evisa_worker::setup(&pool).await.unwrap();
     fees::seed_demo_schedule(&pool).await.unwrap();
+    db::ensure_service_login(&pool, SERVICE_LOGIN)
+        .await
+        .unwrap();
 
     let sandbox_acceptor = bind().await;
     let sandbox_url = format!("http://{}", local_addr(&sandbox_acceptor));
@@ -136,6 +139,9 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         ("EVISA_CALLBACKS_PER_MINUTE", "1000000"),
         ("EVISA_FAILED_PAYMENTS_PER_APPLICATION", "1000"),
         ("EVISA_FAILED_PAYMENTS_PER_APPLICANT", "1000"),
+        // One officer refunds alone unless a test is about four eyes (tests/e2e/refunds.rs sets
+        // this to "" for the default: every full refund waits for a second staff member).
+        ("EVISA_REFUND_APPROVAL_ABOVE", "1000000000"),
         ("EVISA_MAX_BODY_BYTES", "8192"),
         ("EVISA_PUBLIC_BASE_URL", base.as_str()),
         ("EVISA_RETURN_URL_ORIGINS", "https://portal.example"),
@@ -182,8 +188,13 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         poem::Server::new_with_acceptor(sandbox_acceptor)
             .run(evisa_sandbox::routes(&sandbox, &alipay)),
     );
+    let limits = config.connections.clone();
     let app = evisa_api::app(evisa_api::AppState::new(config, pool.clone(), redis));
-    tokio::spawn(poem::Server::new_with_acceptor(api_acceptor).run(app));
+    tokio::spawn(
+        poem::Server::new_with_acceptor(api_acceptor.with_limits(&limits))
+            .idle_timeout(limits.idle_timeout)
+            .run(app),
+    );
     let (stop_workers, _) = tokio::sync::watch::channel(false);
 
     TestApp {
@@ -206,15 +217,27 @@ fn fresh() -> String {
     DataKeys::generate_entry("x")[2..].replace(['+', '/', '='], "")
 }
 
+/// The login tests run `evisa work` processes as: a member of the service role, which cannot
+/// rewrite the event logs (`work` refuses to run as anything more).
+pub const SERVICE_LOGIN: &str = "evisa_test_service";
+
 impl TestApp {
-    /// The environment for `evisa work` as a process of its own. The sandbox's Alipay keys and
-    /// app id are published in this repository, so a deployed worker refuses them: workers
-    /// started this way serve card payments only.
+    /// The environment for `evisa work` as a process of its own, signed in as [`SERVICE_LOGIN`].
+    /// The sandbox's Alipay keys and app id are published in this repository, so a deployed
+    /// worker refuses them: workers started this way serve card payments only.
     pub fn worker_env(&self) -> Vec<(String, String)> {
+        let service = db::as_login(self.database_url(), SERVICE_LOGIN).unwrap();
         self.env
             .iter()
             .filter(|(k, _)| !k.starts_with("ALIPAY_"))
-            .cloned()
+            .map(|(k, v)| {
+                let v = if k == "DATABASE_URL" {
+                    service.clone()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
             .collect()
     }
 }
@@ -227,7 +250,7 @@ fn load(env: &[(String, String)]) -> Config {
     .unwrap()
 }
 
-async fn bind() -> impl poem::listener::Acceptor {
+async fn bind() -> evisa_api::listener::NoDelay {
     evisa_api::listener::NoDelay::bind("127.0.0.1:0")
         .await
         .unwrap()

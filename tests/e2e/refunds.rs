@@ -6,7 +6,7 @@ use std::time::Duration;
 use evisa_core::users::Role;
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, spawn_app};
+use crate::common::{TestApp, spawn_app, spawn_app_with};
 
 fn key() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -332,4 +332,151 @@ async fn receipts_verify_and_altered_codes_do_not() {
     app.get(&format!("/v1/payments/{payment}/receipt"), Some(&stranger))
         .await
         .problem(404);
+}
+
+/// Attack: one officer gives back a whole payment alone — in one go, in parts, or by approving
+/// their own refund. A second staff member must approve; what waits counts as refunded.
+#[tokio::test]
+async fn a_refund_that_empties_a_payment_waits_for_a_second_staff_member() {
+    // "" leaves EVISA_REFUND_APPROVAL_ABOVE unset: the default policy.
+    let app = spawn_app_with(&[("EVISA_REFUND_APPROVAL_ABOVE", "")]).await;
+    app.start_worker();
+    let (_, payment) = paid_by_card(&app).await; // 4000 USD
+    let officer = app.staff(Role::Officer).await;
+    let second = app.staff(Role::Officer).await;
+
+    // A part goes ahead alone.
+    let part = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 1000, "reason": "partial"}),
+    )
+    .await;
+    assert_eq!(
+        (part.status, part.body["status"].as_str()),
+        (202, Some("pending"))
+    );
+    settled(&app, &officer, &payment).await;
+
+    // The rest would empty the payment: it waits, and nothing reaches the gateway.
+    let rest = refund(&app, &officer, &payment, json!({"reason": "the rest"})).await;
+    assert_eq!(rest.status, 202, "{}", rest.body);
+    assert_eq!(rest.body["status"], "pending_approval");
+    let rest_id = rest.body["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.sandbox.refunds().len(), 1, "only the part was refunded");
+
+    // What waits counts: nothing more can be asked for meanwhile.
+    let more = refund(
+        &app,
+        &second,
+        &payment,
+        json!({"amount": 1, "reason": "more"}),
+    )
+    .await;
+    more.problem(409);
+
+    // The officer who asked cannot approve it, nor decline it.
+    for action in ["approve", "decline"] {
+        let r = app
+            .post(
+                &format!("/v1/admin/refunds/{rest_id}/{action}"),
+                Some(&officer),
+                &json!({}),
+            )
+            .await;
+        r.problem(403);
+    }
+    // An applicant cannot either.
+    let (applicant, _) = app.submitted_application().await;
+    app.post(
+        &format!("/v1/admin/refunds/{rest_id}/approve"),
+        Some(&applicant),
+        &json!({}),
+    )
+    .await
+    .problem(403);
+
+    // A second staff member approves: the gateway refunds it.
+    let approved = app
+        .post(
+            &format!("/v1/admin/refunds/{rest_id}/approve"),
+            Some(&second),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(approved.body["status"], "pending");
+    let p = settled(&app, &officer, &payment).await;
+    assert_eq!(p["refunded_amount"], 4000);
+    assert_eq!(app.sandbox.refunds().len(), 2);
+    // Deciding twice is refused.
+    app.post(
+        &format!("/v1/admin/refunds/{rest_id}/decline"),
+        Some(&second),
+        &json!({}),
+    )
+    .await
+    .problem(409);
+    let history = app.payment_history(&payment).await;
+    assert!(
+        history.iter().any(|(event, _)| event == "refund_approved"),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_declined_refund_frees_its_amount_and_the_report_is_for_admins() {
+    let app = spawn_app_with(&[("EVISA_REFUND_APPROVAL_ABOVE", "500")]).await;
+    app.start_worker();
+    let (_, payment) = paid_by_card(&app).await;
+    let officer = app.staff(Role::Officer).await;
+    let admin = app.staff(Role::Admin).await;
+    let big = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 501, "reason": "big"}),
+    )
+    .await;
+    assert_eq!(big.body["status"], "pending_approval");
+    let id = big.body["id"].as_str().unwrap();
+    let declined = app
+        .post(
+            &format!("/v1/admin/refunds/{id}/decline"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(declined.body["status"], "declined", "{}", declined.body);
+    // The whole amount is refundable again (above the threshold, so it waits again).
+    let all = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 4000, "reason": "all"}),
+    )
+    .await;
+    assert_eq!(all.body["status"], "pending_approval", "{}", all.body);
+    let small = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 1, "reason": "one"}),
+    )
+    .await;
+    small.problem(409);
+    assert!(app.sandbox.refunds().is_empty());
+
+    // The reconciliation report is admin-only.
+    app.get("/v1/admin/reconciliation?since=2026-01-01", Some(&officer))
+        .await
+        .problem(403);
+    assert_eq!(
+        app.get("/v1/admin/reconciliation?since=2026-01-01", Some(&admin))
+            .await
+            .status,
+        200
+    );
 }

@@ -21,7 +21,7 @@ use apalis::prelude::*;
 use apalis_postgres::{Config as QueueConfig, PostgresStorage};
 use evisa_core::{
     application::Actor,
-    config::{Config, LimitSettings},
+    config::{AuditSettings, Config, LimitSettings},
     gateway::{alipay::AlipayClient, stripe::StripeGateway},
     payment::{
         self, Applied, GatewayFacts, Payment, PaymentEvent, PaymentStatus, apply::ApplyError,
@@ -41,6 +41,7 @@ pub struct WorkerContext {
     /// start-up (then failures go uncounted, and the API's limits fail open).
     pub limiter: Option<RateLimiter>,
     pub limits: LimitSettings,
+    pub audit: AuditSettings,
     pub stripe: StripeGateway,
     /// `None` when Alipay is not configured.
     pub alipay: Option<AlipayClient>,
@@ -128,6 +129,15 @@ pub fn alipay_client(config: &Config) -> Option<AlipayClient> {
 /// Creates apalis's own schema (`apalis.*`); idempotent and safe to run from several processes.
 pub async fn setup(pool: &PgPool) -> anyhow::Result<()> {
     PostgresStorage::setup(pool).await?;
+    // The service role (see the audit_guard migration) runs the queue.
+    for grant in [
+        "GRANT USAGE ON SCHEMA apalis TO evisa_service",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA apalis TO evisa_service",
+        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA apalis TO evisa_service",
+        "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA apalis TO evisa_service",
+    ] {
+        sqlx::query(grant).execute(pool).await?;
+    }
     Ok(())
 }
 
@@ -156,6 +166,7 @@ pub async fn run(
         db: db.clone(),
         limiter: connect_limiter(config).await,
         limits: config.limits.clone(),
+        audit: config.audit.clone(),
         stripe,
         alipay: alipay_client(config),
         max_attempts: config.jobs.max_attempts,

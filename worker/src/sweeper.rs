@@ -61,7 +61,38 @@ pub async fn sweep_once(ctx: &WorkerContext, settings: &PaymentSettings) -> anyh
     if idempotency + jobs > 0 {
         tracing::info!(idempotency, jobs, "pruned");
     }
+    if let Err(e) = checkpoint_if_due(ctx).await {
+        tracing::error!(error = %e, "audit checkpoint not written");
+    }
     lock.commit().await?;
+    Ok(())
+}
+
+/// Writes a signed checkpoint of the event logs to `EVISA_AUDIT_CHECKPOINT_DIR` when the newest
+/// one there is older than the interval (the directory itself is the schedule, so restarts and
+/// several workers agree).
+async fn checkpoint_if_due(ctx: &WorkerContext) -> anyhow::Result<()> {
+    let (Some(key), Some(dir)) = (&ctx.audit.signing_key, &ctx.audit.checkpoint_dir) else {
+        return Ok(());
+    };
+    let newest = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .max();
+    if newest.is_some_and(|t| t.elapsed().unwrap_or_default() < ctx.audit.checkpoint_interval) {
+        return Ok(());
+    }
+    let signed = evisa_core::audit::checkpoint::take(&ctx.db, key.expose()).await?;
+    let name = format!(
+        "checkpoint-{}.json",
+        signed.checkpoint.created_at.format("%Y%m%dT%H%M%S%.6fZ")
+    );
+    // Written whole, then renamed: a reader never sees half a checkpoint.
+    let partial = dir.join(format!(".{name}.partial"));
+    std::fs::write(&partial, serde_json::to_vec_pretty(&signed)?)?;
+    std::fs::rename(&partial, dir.join(&name))?;
+    tracing::info!(file = %name, chains = signed.checkpoint.chains.len(), "audit checkpoint written");
     Ok(())
 }
 

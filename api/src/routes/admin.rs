@@ -225,6 +225,7 @@ impl AdminApi {
             .await?;
             if let Some(payment) = paid_by {
                 let reason = format!("application rejected: {reason}");
+                // The operator's policy refunds, not one officer's discretion: no second approval.
                 match refund::request(
                     &mut tx,
                     PaymentId::from_uuid(payment),
@@ -232,6 +233,7 @@ impl AdminApi {
                     &reason,
                     auth.actor(),
                     me.user_id,
+                    refund::ApprovalPolicy::Above(i64::MAX),
                 )
                 .await
                 {

@@ -553,8 +553,10 @@ impl PaymentsApi {
     /// Follow a payment live (Server-Sent Events).
     ///
     /// Sends the payment as it is now, then again on every status change, and ends after a final
-    /// status (`succeeded`, `failed`, `cancelled`, `expired`). Works whichever API process the
-    /// change happened in.
+    /// status (`succeeded`, `failed`, `cancelled`, `expired`) or after the stream's lifetime
+    /// (`EVISA_EVENT_STREAM_MAX_SECONDS`; reconnect to follow on). Works whichever API process
+    /// the change happened in. At most `EVISA_EVENT_STREAMS_PER_APPLICANT` streams per applicant
+    /// (429 beyond).
     #[oai(
         path = "/v1/payments/:id/events",
         method = "get",
@@ -568,6 +570,8 @@ impl PaymentsApi {
     ) -> ApiResult<EventStream<futures_util::stream::BoxStream<'static, PaymentView>>> {
         let me = auth.applicant()?;
         let id = PaymentId::from_uuid(id.0);
+        let limits = &state.config.connections;
+        let slot = state.event_streams.open(me.user_id, limits)?;
         // Subscribe before reading, so no change between the read and the subscription is lost.
         let changes = state.status_changes.subscribe();
         let current = store::get_for_owner(&state.db, me.user_id, id)
@@ -596,17 +600,21 @@ impl PaymentsApi {
             })
             .filter_map(|(repeat, p)| futures_util::future::ready((!repeat).then_some(p)))
             .boxed();
-        // Up to and including the final status, then end at once.
-        let stream =
-            futures_util::stream::unfold((deduplicated, false), |(mut inner, done)| async move {
+        // Up to and including the final status, then end at once; in any case after the stream's
+        // lifetime (the client reconnects). The slot is held for as long as the stream lives.
+        let stream = futures_util::stream::unfold(
+            (deduplicated, false, slot),
+            |(mut inner, done, slot)| async move {
                 if done {
                     return None;
                 }
                 let p = inner.next().await?;
                 let terminal = p.status.is_terminal();
-                Some((PaymentView::from(p), (inner, terminal)))
-            })
-            .boxed();
+                Some((PaymentView::from(p), (inner, terminal, slot)))
+            },
+        )
+        .take_until(tokio::time::sleep(limits.event_stream_lifetime))
+        .boxed();
         Ok(EventStream::new(stream).keep_alive(std::time::Duration::from_secs(15)))
     }
 }

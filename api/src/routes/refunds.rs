@@ -3,7 +3,7 @@
 use evisa_core::{
     ids::PaymentId,
     payment::store as payments,
-    refund::{self, Refund, RefundError},
+    refund::{self, ApprovalError, Refund, RefundError, RefundStatus},
 };
 use evisa_worker::{RefundPayment, enqueue};
 use poem::web::Data;
@@ -63,7 +63,8 @@ pub struct RefundView {
     pub amount: i64,
     pub currency: String,
     pub reason: String,
-    /// `pending`, `succeeded` or `failed`.
+    /// `pending_approval` (waits for a second staff member), `pending`, `succeeded`, `failed`
+    /// or `declined`.
     pub status: String,
     #[oai(skip_serializing_if_is_none)]
     pub failure_message: Option<String>,
@@ -111,7 +112,7 @@ pub struct ReconciliationView {
 
 #[derive(ApiResponse)]
 pub enum RefundAccepted {
-    /// The refund is pending; a job carries it out at the gateway.
+    /// The refund is `pending` (a job carries it out at the gateway) or `pending_approval`.
     #[oai(status = 202)]
     Accepted(Json<RefundView>),
 }
@@ -143,6 +144,44 @@ fn refund_error(e: RefundError) -> ApiError {
     }
 }
 
+/// The second staff member's decision, and the gateway work it starts, in one transaction.
+async fn decide(
+    auth: &BearerAuth,
+    state: &AppState,
+    id: uuid::Uuid,
+    approve: bool,
+) -> Result<RefundView, ApiError> {
+    let me = auth.staff()?;
+    let mut tx = state.db.begin().await?;
+    let refund = refund::decide(&mut tx, id, approve, auth.actor(), me.user_id)
+        .await
+        .map_err(|e| match e {
+            ApprovalError::NotFound => ApiError::not_found("refund"),
+            ApprovalError::NotAwaitingApproval(status) => ApiError::conflict(
+                "refund-not-awaiting-approval",
+                format!("only a refund waiting for approval can be approved or declined; this one is {status}"),
+            ),
+            ApprovalError::SameStaffMember => ApiError::forbidden(
+                "a different staff member must approve or decline a refund than the one who asked for it",
+            ),
+            ApprovalError::Database(e) => e.into(),
+        })?;
+    if refund.status == RefundStatus::Pending {
+        enqueue(
+            &mut tx,
+            &RefundPayment {
+                refund_id: refund.id,
+            },
+            state.config.jobs.max_attempts,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    }
+    tx.commit().await?;
+    tracing::info!(refund_id = %refund.id, approve, "refund decided");
+    Ok(refund.into())
+}
+
 #[OpenApi(tag = "Tag::Admin")]
 impl RefundsApi {
     /// Get any payment (officers).
@@ -167,8 +206,10 @@ impl RefundsApi {
     /// Refund a payment (officers).
     ///
     /// In full (no `amount`) or in part, any number of times, never beyond what was paid: what
-    /// is pending counts as refunded. Requires an `Idempotency-Key`. The refund is `pending`
-    /// until the gateway confirms it.
+    /// is pending or waits for approval counts as refunded. Requires an `Idempotency-Key`. A
+    /// refund above `EVISA_REFUND_APPROVAL_ABOVE` (by default: a refund of the whole payment) is
+    /// `pending_approval` until a different staff member approves or declines it; otherwise it
+    /// is `pending` until the gateway confirms it.
     #[oai(
         path = "/v1/admin/payments/:id/refunds",
         method = "post",
@@ -239,18 +280,21 @@ impl RefundsApi {
             reason,
             auth.actor(),
             me.user_id,
+            state.config.payments.refund_approval,
         )
         .await
         .map_err(refund_error)?;
-        enqueue(
-            &mut tx,
-            &RefundPayment {
-                refund_id: refund.id,
-            },
-            state.config.jobs.max_attempts,
-        )
-        .await
-        .map_err(ApiError::internal)?;
+        if refund.status == RefundStatus::Pending {
+            enqueue(
+                &mut tx,
+                &RefundPayment {
+                    refund_id: refund.id,
+                },
+                state.config.jobs.max_attempts,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        }
         let view = RefundView::from(refund);
         idempotent::remember(
             &mut tx,
@@ -263,6 +307,42 @@ impl RefundsApi {
         tx.commit().await?;
         tracing::info!(refund_id = %view.id, payment_id = %view.payment_id, "refund requested");
         Ok(RefundAccepted::Accepted(Json(view)))
+    }
+
+    /// Approve a refund that waits for a second staff member.
+    ///
+    /// Only a staff member other than the one who asked for it may; the refund becomes `pending`
+    /// and is carried out at the gateway.
+    #[oai(
+        path = "/v1/admin/refunds/:id/approve",
+        method = "post",
+        operation_id = "approveRefund"
+    )]
+    async fn approve(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+    ) -> ApiResult<Json<RefundView>> {
+        decide(&auth, &state, id.0, true).await.map(Json)
+    }
+
+    /// Decline a refund that waits for a second staff member.
+    ///
+    /// Only a staff member other than the one who asked for it may; nothing is refunded and the
+    /// amount can be refunded again later.
+    #[oai(
+        path = "/v1/admin/refunds/:id/decline",
+        method = "post",
+        operation_id = "declineRefund"
+    )]
+    async fn decline(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+    ) -> ApiResult<Json<RefundView>> {
+        decide(&auth, &state, id.0, false).await.map(Json)
     }
 
     /// A payment's history (officers): every change, who or what caused it, oldest first.
@@ -300,7 +380,7 @@ impl RefundsApi {
         /// YYYY-MM-DD (UTC).
         since: poem_openapi::param::Query<chrono::NaiveDate>,
     ) -> ApiResult<Json<ReconciliationView>> {
-        auth.staff()?;
+        auth.admin()?;
         let stripe = state
             .stripe
             .as_ref()

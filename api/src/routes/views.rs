@@ -90,8 +90,8 @@ impl From<&FixedFee> for FeeView {
     }
 }
 
-/// A visa application.
-#[derive(Object, Debug, Clone)]
+/// A visa application. (No `Debug`: it holds personal data, and nothing should print it.)
+#[derive(Object, Clone)]
 #[oai(rename = "Application")]
 pub struct ApplicationView {
     pub id: uuid::Uuid,
@@ -152,8 +152,8 @@ impl From<Application> for ApplicationView {
     }
 }
 
-/// One page of applications, newest first.
-#[derive(Object, Debug)]
+/// One page of applications, newest first. (No `Debug`: its items hold personal data.)
+#[derive(Object)]
 #[oai(rename = "ApplicationPage")]
 pub struct ApplicationPage {
     pub items: Vec<ApplicationView>,

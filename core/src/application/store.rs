@@ -39,8 +39,9 @@ pub struct FixedFee {
     pub options: Vec<Money>,
 }
 
-/// A visa application as its owner or an officer sees it (personal fields opened).
-#[derive(Debug, Clone)]
+/// A visa application as its owner or an officer sees it (personal fields opened). Its `Debug`
+/// prints `***` for the personal fields.
+#[derive(Clone)]
 pub struct Application {
     pub id: ApplicationId,
     pub applicant_id: UserId,
@@ -59,6 +60,28 @@ pub struct Application {
     pub decided_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: bool| if v { "***" } else { "None" };
+        f.debug_struct("Application")
+            .field("id", &self.id)
+            .field("applicant_id", &self.applicant_id)
+            .field("status", &self.status)
+            .field("full_name", &hidden(self.full_name.is_some()))
+            .field("passport_number", &hidden(self.passport_number.is_some()))
+            .field("date_of_birth", &hidden(self.date_of_birth.is_some()))
+            .field("nationality", &self.nationality)
+            .field("visa_type", &self.visa_type)
+            .field("processing_speed", &self.processing_speed)
+            .field("intended_arrival_date", &self.intended_arrival_date)
+            .field("fee", &self.fee)
+            .field("submitted_at", &self.submitted_at)
+            .field("paid_at", &self.paid_at)
+            .field("decided_at", &self.decided_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who or what caused a change, for the event log.
@@ -188,7 +211,7 @@ struct StoredPrice {
 }
 
 /// The encryption context of one personal field of one application.
-fn context(field: &str, id: ApplicationId) -> String {
+pub(super) fn context(field: &str, id: ApplicationId) -> String {
     format!("applications.{field}:{id}")
 }
 

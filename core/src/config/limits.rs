@@ -69,3 +69,75 @@ pub(super) fn load(r: &mut Reader) -> LimitSettings {
         failed_payments_per_applicant: count("EVISA_FAILED_PAYMENTS_PER_APPLICANT", 20),
     }
 }
+
+/// Bounds on connections and event streams, per API process.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// A request's headers must arrive within this of its first byte (or of the connection's
+    /// opening): half-sent requests (slowloris) are cut off.
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes either way for this long is closed (event streams send a
+    /// keep-alive comment every 15 s, so they stay open).
+    pub idle_timeout: Duration,
+    /// Connections open at once; beyond, new ones get 503 and are closed.
+    pub max_connections: usize,
+    /// Event streams one applicant may hold open at once (429 beyond).
+    pub event_streams_per_applicant: usize,
+    /// Event streams open at once in all (429 beyond).
+    pub event_streams_total: usize,
+    /// An event stream ends after this; the client reconnects if it still cares.
+    pub event_stream_lifetime: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            event_streams_per_applicant: 5,
+            event_streams_total: 512,
+            event_stream_lifetime: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+pub(super) fn load_connections(r: &mut Reader) -> ConnectionLimits {
+    let d = ConnectionLimits::default();
+    let mut seconds = |var: &'static str, default: Duration, min: u64, max: u64| {
+        r.parsed(var, default, |v| match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Duration::from_secs(n)),
+            _ => Err(format!("must be a number of seconds from {min} to {max}")),
+        })
+    };
+    let header_read_timeout = seconds(
+        "EVISA_HEADER_READ_TIMEOUT_SECONDS",
+        d.header_read_timeout,
+        1,
+        300,
+    );
+    let idle_timeout = seconds("EVISA_IDLE_TIMEOUT_SECONDS", d.idle_timeout, 20, 3600);
+    let event_stream_lifetime = seconds(
+        "EVISA_EVENT_STREAM_MAX_SECONDS",
+        d.event_stream_lifetime,
+        1,
+        86_400,
+    );
+    let mut count = |var: &'static str, default: usize| {
+        r.parsed(var, default, |v| match v.parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+            _ => Err("must be a number from 1 to 1000000".into()),
+        })
+    };
+    ConnectionLimits {
+        header_read_timeout,
+        idle_timeout,
+        max_connections: count("EVISA_MAX_CONNECTIONS", d.max_connections),
+        event_streams_per_applicant: count(
+            "EVISA_EVENT_STREAMS_PER_APPLICANT",
+            d.event_streams_per_applicant,
+        ),
+        event_streams_total: count("EVISA_EVENT_STREAMS_TOTAL", d.event_streams_total),
+        event_stream_lifetime,
+    }
+}

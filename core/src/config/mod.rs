@@ -21,7 +21,7 @@ mod source;
 pub use gateways::{
     SANDBOX_ALIPAY_APP_ID, SANDBOX_ALIPAY_SELLER_ID, SANDBOX_STRIPE_KEY, SANDBOX_WEBHOOK_SECRET,
 };
-pub use limits::LimitSettings;
+pub use limits::{ConnectionLimits, LimitSettings};
 use source::Reader;
 pub use source::Source;
 #[cfg(test)]
@@ -108,12 +108,26 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Rate limits and attempt limits.
     pub limits: LimitSettings,
+    /// Bounds on connections and event streams.
+    pub connections: ConnectionLimits,
     pub stripe: StripeSettings,
     pub alipay: AlipaySettings,
     pub payments: PaymentSettings,
     pub jobs: JobSettings,
     /// Where `dev` and `evisa sandbox` serve the gateway sandbox.
     pub sandbox_addr: SocketAddr,
+    /// Signed checkpoints of the event logs.
+    pub audit: AuditSettings,
+}
+
+/// Periodic signed checkpoints of the event logs, written by the sweeper when both the key and
+/// the directory are set.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Ed25519 PKCS#8, base64 (`evisa audit keygen`).
+    pub signing_key: Option<Secret<String>>,
+    pub checkpoint_dir: Option<std::path::PathBuf>,
+    pub checkpoint_interval: Duration,
 }
 
 /// Timing of payments.
@@ -131,6 +145,8 @@ pub struct PaymentSettings {
     pub application_expiry: Duration,
     /// Whether rejecting an application refunds its fee (most e-visa systems: no).
     pub refund_on_rejection: bool,
+    /// Which officers' refunds wait for a second staff member's approval.
+    pub refund_approval: crate::refund::ApprovalPolicy,
 }
 
 /// The background job layer.
@@ -277,6 +293,7 @@ impl Config {
             }
         });
         let limits = limits::load(&mut r);
+        let connections = limits::load_connections(&mut r);
 
         let (stripe, alipay, sandbox_addr) = gateways::load(&mut r, dev);
 
@@ -311,6 +328,14 @@ impl Config {
                 "false" => Ok(false),
                 _ => Err("must be `true` or `false`".into()),
             }),
+            refund_approval: r.parsed(
+                "EVISA_REFUND_APPROVAL_ABOVE",
+                crate::refund::ApprovalPolicy::FullRefunds,
+                |v| match v.parse::<i64>() {
+                    Ok(n) if n >= 0 => Ok(crate::refund::ApprovalPolicy::Above(n)),
+                    _ => Err("must be a number of minor units, 0 or more".into()),
+                },
+            ),
         };
         let jobs = JobSettings {
             concurrency: r.parsed("EVISA_WORKER_CONCURRENCY", 8, |v| {
@@ -331,6 +356,19 @@ impl Config {
                 _ => Err("must be a number from 1 to 100".into()),
             }),
         };
+        let audit = AuditSettings {
+            signing_key: r
+                .secret("EVISA_AUDIT_SIGNING_KEY", "EVISA_AUDIT_SIGNING_KEY_FILE")
+                .map(Secret::new),
+            checkpoint_dir: src.get("EVISA_AUDIT_CHECKPOINT_DIR").map(Into::into),
+            checkpoint_interval: seconds(
+                &mut r,
+                "EVISA_AUDIT_CHECKPOINT_SECONDS",
+                3600,
+                1,
+                7 * 86_400,
+            ),
+        };
         match (r.problems.is_empty(), data_keys) {
             (true, Some(data_keys)) => Ok(Config {
                 profile,
@@ -346,11 +384,13 @@ impl Config {
                 log_format,
                 max_body_bytes,
                 limits,
+                connections,
                 stripe,
                 alipay,
                 payments,
                 jobs,
                 sandbox_addr,
+                audit,
             }),
             _ => Err(ConfigError(r.problems)),
         }

@@ -5,6 +5,14 @@
 
 use sqlx::PgPool;
 
+pub mod checkpoint;
+
+/// The hash-chained logs and the column naming each chain's application or payment.
+pub const LOGS: [(&str, &str); 2] = [
+    ("application_events", "application_id"),
+    ("payment_events", "payment_id"),
+];
+
 /// Where a chain breaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokenLink {
@@ -32,10 +40,7 @@ impl std::fmt::Display for BrokenLink {
 pub async fn verify(pool: &PgPool) -> Result<(u64, Option<BrokenLink>), sqlx::Error> {
     let mut checked = 0;
     let mut first: Option<BrokenLink> = None;
-    for (table, entity) in [
-        ("application_events", "application_id"),
-        ("payment_events", "payment_id"),
-    ] {
+    for (table, entity) in LOGS {
         // Recompute each row's hash from its fields and the previous row's stored hash.
         let sql = format!(
             "SELECT id, {entity}, matches, linked, count(*) OVER () FROM (
@@ -71,4 +76,34 @@ pub async fn verify(pool: &PgPool) -> Result<(u64, Option<BrokenLink>), sqlx::Er
         first.get_or_insert(broken);
     }
     Ok((checked, first))
+}
+
+/// The first payment or application whose status is not the last status its log records (a row
+/// changed behind the log's back), if any.
+pub async fn status_mismatch(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    let payment: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT p.id FROM payments p
+          WHERE p.status IS DISTINCT FROM (SELECT to_status FROM payment_events e
+                                            WHERE e.payment_id = p.id ORDER BY id DESC LIMIT 1)
+          ORDER BY p.id LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if let Some(id) = payment {
+        return Ok(Some(format!(
+            "payment {id}: its status is not the last one its log records"
+        )));
+    }
+    // A draft has no events until it is submitted.
+    let application: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT a.id FROM applications a
+           LEFT JOIN LATERAL (SELECT to_status FROM application_events e
+                               WHERE e.application_id = a.id ORDER BY id DESC LIMIT 1) last ON true
+          WHERE a.status IS DISTINCT FROM coalesce(last.to_status, 'draft')
+          ORDER BY a.id LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(application
+        .map(|id| format!("application {id}: its status is not the last one its log records")))
 }
