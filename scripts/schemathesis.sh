@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Property-based API conformance check: runs Schemathesis (version pinned in
 # tests/peers/schemathesis-requirements.txt) with every check against a throwaway `evisa dev`
-# (fresh database, free ports), once as an applicant and once as an officer, and exits non-zero
-# when either run finds a failure. scripts/test.sh runs it; by hand:
+# (fresh database, free ports), once each as an applicant, an officer and an admin, and exits non-zero
+# when any run finds a failure. scripts/test.sh runs it; by hand:
 #
 #   bash scripts/schemathesis.sh [path/to/evisa]      # default: $CARGO_TARGET_DIR/debug/evisa
 #
-# Knobs (environment): ST_MAX_EXAMPLES (20), ST_SEED (20260101), ST_ROLES ("applicant officer";
-# add "admin" for a third run), ST_REPORT_DIR (where JUnit reports go; default a temp dir).
+# Knobs (environment): ST_MAX_EXAMPLES (20), ST_SEED (20260101), ST_ROLES ("applicant officer
+# admin"), ST_REPORT_DIR (where JUnit reports go; default a temp dir).
 # Needs Postgres and Redis on their standard local ports (scripts/services.sh starts them).
 set -euo pipefail
 
@@ -17,7 +17,7 @@ VENV=${ST_VENV:-$HOME/.cache/evisa/schemathesis-venv}
 REQS=$ROOT/tests/peers/schemathesis-requirements.txt
 MAX_EXAMPLES=${ST_MAX_EXAMPLES:-20}
 SEED=${ST_SEED:-20260101}
-ROLES=${ST_ROLES:-applicant officer}
+ROLES=${ST_ROLES:-applicant officer admin}
 [ -x "$EVISA" ] || { echo "schemathesis: no evisa binary at $EVISA" >&2; exit 2; }
 
 # Schemathesis in its own venv, at the pinned version.

@@ -27,8 +27,6 @@ pub struct Inner {
     pub status_changes: broadcast::Sender<(PaymentId, PaymentStatus)>,
     /// `None` when Alipay is not configured.
     pub alipay: Option<evisa_core::gateway::alipay::AlipayClient>,
-    /// For the reconciliation report; `None` when Stripe is not configured.
-    pub stripe: Option<evisa_core::gateway::stripe::StripeGateway>,
     /// Alipay notifies refused (bad signature, foreign app, mismatched amount...), for operators.
     pub alipay_notifies_refused: std::sync::atomic::AtomicU64,
     /// Argon2 runs at once (each takes ~19 MiB and a core for tens of ms): a flood of logins
@@ -72,14 +70,6 @@ impl AppState {
         let tokens = TokenAuthority::new(config.jwt.clone());
         let (status_changes, _) = broadcast::channel(1024);
         let alipay = evisa_worker::alipay_client(&config);
-        let stripe = config.stripe.secret_key.as_ref().and_then(|key| {
-            evisa_core::gateway::stripe::StripeGateway::new(
-                key,
-                config.stripe.api_base.as_ref(),
-                config.payments.gateway_timeout,
-            )
-            .ok()
-        });
         tokio::spawn(listen_for_status_changes(
             db.clone(),
             status_changes.clone(),
@@ -92,7 +82,6 @@ impl AppState {
             tokens,
             status_changes,
             alipay,
-            stripe,
             alipay_notifies_refused: std::sync::atomic::AtomicU64::new(0),
             password_hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -18,6 +18,7 @@ pub mod person;
 pub mod ratelimit;
 pub mod receipt;
 pub mod reconciliation;
+pub mod reconciliation_reports;
 pub mod refund;
 pub mod return_url;
 pub mod secret;

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// One thing our records and a gateway disagree on.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Disagreement {
     pub payment_id: String,
     pub provider: String,

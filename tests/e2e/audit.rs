@@ -175,13 +175,10 @@ async fn the_reconciliation_report_is_empty_until_a_record_is_changed_behind_our
     let (clean, out) = reconcile(&app).await;
     assert!(clean, "{out}");
     assert!(out.contains("4 payments checked, 0 disagreements"), "{out}");
-    let report = app
-        .get("/v1/admin/reconciliation?since=2026-01-01", Some(&admin))
-        .await;
-    assert_eq!(
-        report.body,
-        serde_json::json!({"checked": 4, "disagreements": []})
-    );
+    let report = app.reconciliation_report(&admin, "2026-01-01").await;
+    assert_eq!(report["status"], "done", "{report}");
+    assert_eq!(report["checked"], 4);
+    assert_eq!(report["disagreements"], serde_json::json!([]));
 
     // Behind the service's back, the paid payment is marked failed.
     sqlx::query("UPDATE payments SET status = 'failed' WHERE id = $1::uuid")
@@ -194,10 +191,8 @@ async fn the_reconciliation_report_is_empty_until_a_record_is_changed_behind_our
     assert!(out.contains(&paid), "{out}");
     assert!(out.contains("status differs"), "{out}");
     assert!(out.contains("1 disagreements"), "{out}");
-    let report = app
-        .get("/v1/admin/reconciliation?since=2026-01-01", Some(&admin))
-        .await;
-    assert_eq!(report.body["disagreements"][0]["payment_id"], paid);
+    let report = app.reconciliation_report(&admin, "2026-01-01").await;
+    assert_eq!(report["disagreements"][0]["payment_id"], paid);
 }
 
 /// Attack: someone with the service's database login rewrites history, or someone with the

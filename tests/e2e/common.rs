@@ -217,6 +217,36 @@ fn fresh() -> String {
     DataKeys::generate_entry("x")[2..].replace(['+', '/', '='], "")
 }
 
+impl TestApp {
+    /// Starts a reconciliation report as `admin` and waits until a worker has finished it.
+    pub async fn reconciliation_report(&self, admin: &str, since: &str) -> Value {
+        let started = self
+            .post(
+                "/v1/admin/reconciliation-reports",
+                Some(admin),
+                &json!({"since": since}),
+            )
+            .await;
+        assert_eq!(started.status, 202, "{}", started.body);
+        assert_eq!(started.body["status"], "running");
+        let id = started.body["id"].as_str().unwrap().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let r = self
+                .get(
+                    &format!("/v1/admin/reconciliation-reports/{id}"),
+                    Some(admin),
+                )
+                .await;
+            if r.body["status"] != "running" {
+                return r.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "report still running");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// The login tests run `evisa work` processes as: a member of the service role, which cannot
 /// rewrite the event logs (`work` refuses to run as anything more).
 pub const SERVICE_LOGIN: &str = "evisa_test_service";

@@ -469,14 +469,21 @@ async fn a_declined_refund_frees_its_amount_and_the_report_is_for_admins() {
     small.problem(409);
     assert!(app.sandbox.refunds().is_empty());
 
-    // The reconciliation report is admin-only.
-    app.get("/v1/admin/reconciliation?since=2026-01-01", Some(&officer))
-        .await
-        .problem(403);
-    assert_eq!(
-        app.get("/v1/admin/reconciliation?since=2026-01-01", Some(&admin))
-            .await
-            .status,
-        200
-    );
+    // The reconciliation report is admin-only, and runs as a job.
+    app.post(
+        "/v1/admin/reconciliation-reports",
+        Some(&officer),
+        &json!({"since": "2026-01-01"}),
+    )
+    .await
+    .problem(403);
+    let report = app.reconciliation_report(&admin, "2026-01-01").await;
+    assert_eq!(report["status"], "done", "{report}");
+    let id = report["id"].as_str().unwrap();
+    app.get(
+        &format!("/v1/admin/reconciliation-reports/{id}"),
+        Some(&officer),
+    )
+    .await
+    .problem(403);
 }

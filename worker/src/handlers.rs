@@ -421,6 +421,38 @@ pub async fn refund_payment(
     }
 }
 
+/// Runs an admin's reconciliation report and stores what it found (or why it could not finish).
+pub async fn reconcile_report(
+    job: crate::ReconcileReport,
+    ctx: Data<Arc<WorkerContext>>,
+) -> Result<(), BoxDynError> {
+    use evisa_core::reconciliation_reports as reports;
+    let Some(report) = reports::get(&ctx.db, job.report_id).await? else {
+        return Ok(());
+    };
+    if report.status != "running" {
+        return Ok(());
+    }
+    let since = report
+        .since
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
+    match evisa_core::reconciliation::report(&ctx.db, &ctx.stripe, ctx.alipay.as_ref(), since).await
+    {
+        Ok((checked, found)) => reports::finish(&ctx.db, report.id, Ok((checked, &found))).await?,
+        // A gateway that is down: retried by the job's backoff; the report stays running.
+        Err(e)
+            if e.downcast_ref::<evisa_core::gateway::GatewayError>()
+                .is_some() =>
+        {
+            return Err(e.to_string().into());
+        }
+        Err(e) => reports::finish(&ctx.db, report.id, Err(&e.to_string())).await?,
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,17 @@ impl Job for RefundPayment {
     const QUEUE: &'static str = "evisa.refund";
 }
 
+/// Compare every payment since a date with its gateway and store what disagrees (an admin's
+/// reconciliation report).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    pub report_id: uuid::Uuid,
+}
+
+impl Job for ReconcileReport {
+    const QUEUE: &'static str = "evisa.reconcile_report";
+}
+
 /// Adds `job` to run after `delay`, in the caller's transaction.
 pub async fn enqueue_after<J: Job>(
     conn: &mut PgConnection,

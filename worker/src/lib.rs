@@ -31,7 +31,8 @@ use evisa_core::{
 use sqlx::PgPool;
 
 pub use jobs::{
-    ChargeCard, Job, PollAlipay, ProcessGatewayEvent, RefundPayment, enqueue, enqueue_after,
+    ChargeCard, Job, PollAlipay, ProcessGatewayEvent, ReconcileReport, RefundPayment, enqueue,
+    enqueue_after,
 };
 
 /// What handlers need.
@@ -194,12 +195,23 @@ pub async fn run(
         .with_config(queue_config(RefundPayment::QUEUE, config))
         .with_pubsub()
         .poll_with_interval(poll);
-    let (ctx1, ctx2, ctx3, ctx4) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
-    let (name1, name2, name3, name4) = (
+    let reports = PostgresStorage::<ReconcileReport>::new(&db)
+        .with_config(queue_config(ReconcileReport::QUEUE, config))
+        .with_pubsub()
+        .poll_with_interval(poll);
+    let (ctx1, ctx2, ctx3, ctx4, ctx5) = (
+        ctx.clone(),
+        ctx.clone(),
+        ctx.clone(),
+        ctx.clone(),
+        ctx.clone(),
+    );
+    let (name1, name2, name3, name4, name5) = (
         format!("charge-{instance}"),
         format!("events-{instance}"),
         format!("poll-{instance}"),
         format!("refund-{instance}"),
+        format!("reconcile-{instance}"),
     );
     let sweeper = tokio::spawn(sweeper::run(ctx.clone(), config.payments.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -240,6 +252,14 @@ pub async fn run(
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
                 .build(handlers::refund_payment)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(name5.clone())
+                .backend(reports.clone())
+                .data(ctx5.clone())
+                // One report at a time per process: each walks every payment since its date.
+                .concurrency(1)
+                .build(handlers::reconcile_report)
         })
         .shutdown_timeout(Duration::from_secs(30))
         .run_with_signal(async move {

@@ -11,6 +11,7 @@ mod health;
 mod payment_request;
 mod payments;
 mod receipts;
+mod reconciliation;
 mod refunds;
 pub mod views;
 
@@ -42,6 +43,7 @@ pub type Api = (
     payments::PaymentsApi,
     admin::AdminApi,
     refunds::RefundsApi,
+    reconciliation::ReconciliationApi,
     receipts::ReceiptsApi,
 );
 
@@ -55,6 +57,7 @@ pub fn api() -> Api {
         payments::PaymentsApi,
         admin::AdminApi,
         refunds::RefundsApi,
+        reconciliation::ReconciliationApi,
         receipts::ReceiptsApi,
     )
 }

@@ -88,28 +88,6 @@ impl From<Refund> for RefundView {
     }
 }
 
-/// One disagreement between our records and a gateway's.
-#[derive(Object)]
-#[oai(rename = "Disagreement")]
-pub struct DisagreementView {
-    pub payment_id: String,
-    pub provider: String,
-    /// What we recorded.
-    pub ours: String,
-    /// What the gateway says.
-    pub gateway: String,
-    pub detail: String,
-}
-
-/// The reconciliation report.
-#[derive(Object)]
-#[oai(rename = "Reconciliation")]
-pub struct ReconciliationView {
-    /// Payments compared with their gateway.
-    pub checked: u64,
-    pub disagreements: Vec<DisagreementView>,
-}
-
 #[derive(ApiResponse)]
 pub enum RefundAccepted {
     /// The refund is `pending` (a job carries it out at the gateway) or `pending_approval`.
@@ -364,49 +342,6 @@ impl RefundsApi {
             .ok_or_else(|| ApiError::not_found("payment"))?;
         let entries = payments::history(&state.db, id).await?;
         Ok(Json(entries.into_iter().map(Into::into).collect()))
-    }
-
-    /// The reconciliation report (admins): every disagreement between our records and the
-    /// gateways' for payments created since `since`. Empty when all is well.
-    #[oai(
-        path = "/v1/admin/reconciliation",
-        method = "get",
-        operation_id = "reconciliationReport"
-    )]
-    async fn reconciliation(
-        &self,
-        auth: BearerAuth,
-        state: Data<&AppState>,
-        /// YYYY-MM-DD (UTC).
-        since: poem_openapi::param::Query<chrono::NaiveDate>,
-    ) -> ApiResult<Json<ReconciliationView>> {
-        auth.admin()?;
-        let stripe = state
-            .stripe
-            .as_ref()
-            .ok_or_else(|| ApiError::unavailable("Stripe is not configured"))?;
-        let since = since
-            .0
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc();
-        let (checked, found) =
-            evisa_core::reconciliation::report(&state.db, stripe, state.alipay.as_ref(), since)
-                .await
-                .map_err(ApiError::internal)?;
-        Ok(Json(ReconciliationView {
-            checked: checked as u64,
-            disagreements: found
-                .into_iter()
-                .map(|d| DisagreementView {
-                    payment_id: d.payment_id,
-                    provider: d.provider,
-                    ours: d.ours,
-                    gateway: d.gateway,
-                    detail: d.detail,
-                })
-                .collect(),
-        }))
     }
 
     /// List a payment's refunds, oldest first (officers).
