@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::Subcommand;
-use evisa_core::{audit, db};
+use evisa_core::audit;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -39,11 +39,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         println!("EVISA_AUDIT_VERIFY_KEY={public}");
         return Ok(ExitCode::SUCCESS);
     }
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
-    let pool = db::connect(&url, 2)
-        .await
-        .context("cannot reach Postgres (DATABASE_URL)")?;
+    let pool = crate::connect_from_env(2).await?;
     match command {
         AuditCommand::Keygen => unreachable!("answered above"),
         AuditCommand::Checkpoint { out } => {

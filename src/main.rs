@@ -313,11 +313,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command } => return audit::run(command).await,
         Command::Jobs { command } => {
-            let url = std::env::var("DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
-            let pool = db::connect(&url, 2)
-                .await
-                .context("cannot reach Postgres (DATABASE_URL)")?;
+            let pool = connect_from_env(2).await?;
             match command {
                 JobsCommand::Dead => {
                     for job in evisa_worker::dead::list(&pool).await? {
@@ -366,6 +362,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The database of the CLI's one-off commands: DATABASE_URL, or dev's database.
+async fn connect_from_env(max_connections: u32) -> anyhow::Result<sqlx::PgPool> {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
+    db::connect(&url, max_connections)
+        .await
+        .context("cannot reach Postgres (DATABASE_URL)")
+}
+
 /// `evisa keys rotate`: needs DATABASE_URL and the key ring with the new key first.
 async fn rotate_keys(batch: i64) -> anyhow::Result<()> {
     let spec = match (
@@ -380,11 +385,7 @@ async fn rotate_keys(batch: i64) -> anyhow::Result<()> {
         ),
     };
     let keys = DataKeys::parse(spec.trim()).map_err(|e| anyhow::anyhow!("EVISA_DATA_KEYS: {e}"))?;
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
-    let pool = db::connect(&url, 2)
-        .await
-        .context("cannot reach Postgres (DATABASE_URL)")?;
+    let pool = connect_from_env(2).await?;
     let report = evisa_core::application::rekey::rotate(&pool, &keys, batch).await?;
     for (old, n) in &report.resealed {
         println!(
@@ -412,13 +413,7 @@ async fn rotate_keys(batch: i64) -> anyhow::Result<()> {
 
 /// `evisa user ...`: staff accounts, straight against the database.
 async fn user_command(command: UserCommand) -> anyhow::Result<()> {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/evisa".into());
-    let connect = || async {
-        db::connect(&url, 2)
-            .await
-            .context("cannot reach Postgres (DATABASE_URL)")
-    };
+    let connect = || connect_from_env(2);
     let email_arg = |email: &str| Email::parse(email).map_err(|e| anyhow::anyhow!("--email {e}"));
     match command {
         UserCommand::Create {

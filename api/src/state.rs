@@ -44,25 +44,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Runs Argon2 work (`f`) on a blocking thread, at most one per core at a time; waits up to
-    /// 5 s for a turn, then answers 503 so callers retry later instead of piling up.
+    /// Runs Argon2 work (`f`) on a blocking thread through [`run_bounded`].
     pub async fn hash_bounded<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, crate::problem::ApiError> {
-        use crate::problem::ApiError;
-        let permit = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            self.password_hashing.acquire(),
-        )
-        .await
-        .map_err(|_| ApiError::unavailable("sign-in is busy; try again shortly"))?
-        .map_err(ApiError::internal)?;
-        let out = tokio::task::spawn_blocking(f)
-            .await
-            .map_err(ApiError::internal)?;
-        drop(permit);
-        Ok(out)
+        run_bounded(&self.password_hashing, std::time::Duration::from_secs(5), f).await
     }
 
     pub fn new(config: Config, db: PgPool, redis: ConnectionManager) -> Self {
@@ -89,6 +76,26 @@ impl AppState {
             event_streams: Arc::default(),
         }))
     }
+}
+
+/// Runs `f` on a blocking thread once one of `permits` is free: at most as many at once as there
+/// are permits. Waits up to `wait` for one, then answers 503 so callers retry later instead of
+/// piling up.
+pub async fn run_bounded<T: Send + 'static>(
+    permits: &tokio::sync::Semaphore,
+    wait: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, crate::problem::ApiError> {
+    use crate::problem::ApiError;
+    let permit = tokio::time::timeout(wait, permits.acquire())
+        .await
+        .map_err(|_| ApiError::unavailable("sign-in is busy; try again shortly"))?
+        .map_err(ApiError::internal)?;
+    let out = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?;
+    drop(permit);
+    Ok(out)
 }
 
 /// Relays Postgres notifications of payment status changes to this process's subscribers,
@@ -138,5 +145,48 @@ async fn listen_for_status_changes(
         if db.is_closed() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
+
+    use tokio::sync::Semaphore;
+
+    use super::run_bounded;
+
+    /// A flood of sign-ins never runs more hashes at once than there are permits, and what
+    /// cannot get a turn in time is refused rather than queued without end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn hashing_runs_at_most_the_permits_at_once() {
+        let permits = Arc::new(Semaphore::new(2));
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut tasks = Vec::new();
+        for _ in 0..12 {
+            let (permits, running, peak) = (permits.clone(), running.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                run_bounded(&permits, Duration::from_millis(250), move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(100));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+                .is_ok()
+            }));
+        }
+        let mut served = 0;
+        for t in tasks {
+            served += usize::from(t.await.unwrap());
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert!(served >= 2 && served < 12, "{served} served");
     }
 }

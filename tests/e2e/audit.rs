@@ -5,15 +5,23 @@ use evisa_core::users::Role;
 use crate::common::spawn_app;
 
 fn audit(url: &str) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evisa"))
-        .args(["audit", "verify"])
-        .env("DATABASE_URL", url)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-    )
+    audit_with(url, &["verify"], &[])
+}
+
+/// Runs `sqls` in one transaction as the database's owner, binding `payment` where a statement
+/// takes `$1`: what someone with the owner's login could do.
+async fn tamper(app: &crate::common::TestApp, payment: &str, sqls: &[&str]) {
+    let mut tx = app.db.begin().await.unwrap();
+    for sql in sqls {
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+        let q = if sql.contains("$1") {
+            q.bind(payment)
+        } else {
+            q
+        };
+        q.execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
 }
 
 #[tokio::test]
@@ -370,22 +378,17 @@ async fn a_signed_checkpoint_catches_a_shortened_or_recomputed_chain() {
 
     // The owner drops the guards and rewrites the payment's last event, recomputing its hash:
     // the chain alone still holds, the payment still agrees, but the checkpoint does not.
-    let mut tx = app.db.begin().await.unwrap();
-    for sql in [
-        "ALTER TABLE payment_events DISABLE TRIGGER USER",
-        "UPDATE payment_events SET cause = 'rewritten' WHERE id = (SELECT max(id) FROM payment_events WHERE payment_id = $1::uuid)",
-        "UPDATE payment_events SET hash = audit_hash(prev_hash, id, payment_id, event, from_status, to_status, actor_kind, actor_id, cause, occurred_at) WHERE id = (SELECT max(id) FROM payment_events WHERE payment_id = $1::uuid)",
-        "ALTER TABLE payment_events ENABLE TRIGGER USER",
-    ] {
-        let q = sqlx::query(sql);
-        let q = if sql.contains("$1") {
-            q.bind(&payment)
-        } else {
-            q
-        };
-        q.execute(&mut *tx).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+    tamper(
+        &app,
+        &payment,
+        &[
+            "ALTER TABLE payment_events DISABLE TRIGGER USER",
+            "UPDATE payment_events SET cause = 'rewritten' WHERE id = (SELECT max(id) FROM payment_events WHERE payment_id = $1::uuid)",
+            "UPDATE payment_events SET hash = audit_hash(prev_hash, id, payment_id, event, from_status, to_status, actor_kind, actor_id, cause, occurred_at) WHERE id = (SELECT max(id) FROM payment_events WHERE payment_id = $1::uuid)",
+            "ALTER TABLE payment_events ENABLE TRIGGER USER",
+        ],
+    )
+    .await;
     let (ok, out) = audit_with(&url, &["verify"], &[]);
     assert!(ok, "the recomputed chain holds by itself: {out}");
     let (ok, out) = verify(&url);
@@ -397,22 +400,17 @@ async fn a_signed_checkpoint_catches_a_shortened_or_recomputed_chain() {
     assert!(out.contains("rewritten"), "{out}");
 
     // Cutting the tail off the chain (and putting the status back so it agrees): shorter.
-    let mut tx = app.db.begin().await.unwrap();
-    for sql in [
-        "ALTER TABLE payment_events DISABLE TRIGGER USER",
-        "DELETE FROM payment_events WHERE id = (SELECT max(id) FROM payment_events WHERE payment_id = $1::uuid)",
-        "UPDATE payments SET status = (SELECT to_status FROM payment_events WHERE payment_id = $1::uuid ORDER BY id DESC LIMIT 1) WHERE id = $1::uuid",
-        "ALTER TABLE payment_events ENABLE TRIGGER USER",
-    ] {
-        let q = sqlx::query(sql);
-        let q = if sql.contains("$1") {
-            q.bind(&payment)
-        } else {
-            q
-        };
-        q.execute(&mut *tx).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+    tamper(
+        &app,
+        &payment,
+        &[
+            "ALTER TABLE payment_events DISABLE TRIGGER USER",
+            "DELETE FROM payment_events WHERE id = (SELECT max(id) FROM payment_events WHERE payment_id = $1::uuid)",
+            "UPDATE payments SET status = (SELECT to_status FROM payment_events WHERE payment_id = $1::uuid ORDER BY id DESC LIMIT 1) WHERE id = $1::uuid",
+            "ALTER TABLE payment_events ENABLE TRIGGER USER",
+        ],
+    )
+    .await;
     let (ok, out) = verify(&url);
     assert!(!ok, "{out}");
     assert!(
@@ -422,17 +420,18 @@ async fn a_signed_checkpoint_catches_a_shortened_or_recomputed_chain() {
     );
 
     // Truncating everything (guards dropped first): every chain is shorter.
-    let mut tx = app.db.begin().await.unwrap();
-    for sql in [
-        "ALTER TABLE payment_events DISABLE TRIGGER USER",
-        "ALTER TABLE application_events DISABLE TRIGGER USER",
-        "TRUNCATE payment_events, application_events",
-        "ALTER TABLE payment_events ENABLE TRIGGER USER",
-        "ALTER TABLE application_events ENABLE TRIGGER USER",
-    ] {
-        sqlx::query(sql).execute(&mut *tx).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+    tamper(
+        &app,
+        &payment,
+        &[
+            "ALTER TABLE payment_events DISABLE TRIGGER USER",
+            "ALTER TABLE application_events DISABLE TRIGGER USER",
+            "TRUNCATE payment_events, application_events",
+            "ALTER TABLE payment_events ENABLE TRIGGER USER",
+            "ALTER TABLE application_events ENABLE TRIGGER USER",
+        ],
+    )
+    .await;
     let (ok, out) = audit_with(&url, &["verify"], &[]);
     assert!(!ok, "statuses no longer match an empty log: {out}");
     assert!(out.contains("is not the last one its log records"), "{out}");

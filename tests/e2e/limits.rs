@@ -191,3 +191,36 @@ async fn failed_sign_ins_from_elsewhere_never_lock_a_real_user_out() {
     let r = app.post("/v1/auth/login", None, &creds).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[tokio::test]
+async fn a_flood_of_refunds_from_one_address_is_refused() {
+    let app = spawn_app_with(&[("EVISA_REFUNDS_PER_MINUTE", "2")]).await;
+    app.start_worker();
+    let (token, application) = app.submitted_application().await;
+    let r = app.pay(&token, &application, "pm_card_visa", &key()).await;
+    let payment = r.body["id"].as_str().unwrap().to_string();
+    app.wait_for_payment(&token, &payment, "succeeded", 10)
+        .await;
+    let officer = app.staff(evisa_core::users::Role::Officer).await;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(
+            app.send(
+                app.http
+                    .post(app.url(&format!("/v1/admin/payments/{payment}/refunds")))
+                    .bearer_auth(&officer)
+                    .header("idempotency-key", key())
+                    .json(&json!({"amount": 100, "reason": "flood"})),
+            )
+            .await,
+        );
+    }
+    assert_eq!(answers[0].status, 202);
+    assert_eq!(answers[1].status, 202);
+    assert_limited(&answers[2]);
+    let refunds: i64 = sqlx::query_scalar("SELECT count(*) FROM refunds")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(refunds, 2);
+}

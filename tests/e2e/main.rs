@@ -13,6 +13,7 @@ mod expiry;
 mod fees;
 mod keys;
 mod limits;
+mod logs;
 mod payments;
 mod published_secrets;
 mod refunds;

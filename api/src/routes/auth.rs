@@ -185,24 +185,7 @@ impl AuthApi {
     ) -> ApiResult<Json<AccessTokenView>> {
         let body = body.0;
         let email = parse_email(&body.email)?;
-        // Per source, and per account *from that source*: failing to sign in as someone from
-        // elsewhere never locks them out.
-        let quota = state.config.limits.login();
-        let ip = client_ip(req);
-        limit(
-            &state,
-            &format!("login:ip:{ip}"),
-            quota,
-            WhenRedisIsDown::Refuse,
-        )
-        .await?;
-        limit(
-            &state,
-            &format!("login:account:{}:ip:{ip}", bucket_digest(email.as_str())),
-            quota,
-            WhenRedisIsDown::Refuse,
-        )
-        .await?;
+        limit_sign_in(&state, req, &bucket_digest(email.as_str())).await?;
 
         let account = users::find_by_email(&state.db, &email).await?;
         let hash = account
@@ -222,11 +205,7 @@ impl AuthApi {
             .tokens
             .issue(account.id, account.role, account.token_version);
         tracing::info!(user_id = %account.id, "signed in");
-        Ok(Json(AccessTokenView {
-            access_token: token.token,
-            token_type: "Bearer".into(),
-            expires_in: token.expires_in,
-        }))
+        Ok(Json(token.into()))
     }
 }
 
@@ -276,22 +255,7 @@ impl PasswordApi {
         if let Err(e) = auth::check_password_policy(&body.new_password) {
             return Err(ApiError::invalid(vec![field("new_password", e)]));
         }
-        let quota = state.config.limits.login();
-        let ip = client_ip(req);
-        limit(
-            &state,
-            &format!("login:ip:{ip}"),
-            quota,
-            WhenRedisIsDown::Refuse,
-        )
-        .await?;
-        limit(
-            &state,
-            &format!("password:account:{}:ip:{ip}", me.user_id),
-            quota,
-            WhenRedisIsDown::Refuse,
-        )
-        .await?;
+        limit_sign_in(&state, req, &me.user_id.to_string()).await?;
         let hash = users::password_hash(&state.db, me.user_id)
             .await?
             .ok_or_else(|| ApiError::unauthorized("a valid bearer token is required"))?;
@@ -310,11 +274,38 @@ impl PasswordApi {
         let version = users::change_password(&state.db, me.user_id, &new_hash).await?;
         tracing::info!(user_id = %me.user_id, "password changed; earlier tokens revoked");
         let token = state.tokens.issue(me.user_id, me.role, version);
-        Ok(Json(AccessTokenView {
-            access_token: token.token,
+        Ok(Json(token.into()))
+    }
+}
+
+/// Password checks are limited per source, and per account *from that source*: failing to sign in
+/// as someone from elsewhere never locks them out. `account` names the account without PII.
+async fn limit_sign_in(state: &AppState, req: &Request, account: &str) -> Result<(), ApiError> {
+    let quota = state.config.limits.login();
+    let ip = client_ip(req);
+    limit(
+        state,
+        &format!("login:ip:{ip}"),
+        quota,
+        WhenRedisIsDown::Refuse,
+    )
+    .await?;
+    limit(
+        state,
+        &format!("login:account:{account}:ip:{ip}"),
+        quota,
+        WhenRedisIsDown::Refuse,
+    )
+    .await
+}
+
+impl From<auth::AccessToken> for AccessTokenView {
+    fn from(t: auth::AccessToken) -> Self {
+        AccessTokenView {
+            access_token: t.token,
             token_type: "Bearer".into(),
-            expires_in: token.expires_in,
-        }))
+            expires_in: t.expires_in,
+        }
     }
 }
 
