@@ -49,6 +49,10 @@ enum Command {
         /// Also load the demo fee schedule (idempotent).
         #[arg(long)]
         seed_demo_fees: bool,
+        /// Also make (or update) this login for `serve` and `work`: a member of the service role
+        /// only, with the password in EVISA_SERVICE_DB_PASSWORD.
+        #[arg(long, value_name = "NAME")]
+        service_login: Option<String>,
     },
     /// Print the OpenAPI document.
     Spec,
@@ -329,7 +333,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Migrate { seed_demo_fees } => {
+        Command::Migrate {
+            seed_demo_fees,
+            service_login,
+        } => {
             let config = load_config(Profile::Production, file).or_else(|e| {
                 // Migrating needs only the database; do not demand every other secret.
                 let url = std::env::var("DATABASE_URL").map_err(|_| e)?;
@@ -348,6 +355,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if seed_demo_fees {
                 fees::seed_demo_schedule(&pool).await?;
                 println!("demo fee schedule loaded");
+            }
+            if let Some(login) = service_login {
+                let password = std::env::var("EVISA_SERVICE_DB_PASSWORD")
+                    .ok()
+                    .filter(|p| p.len() >= 16)
+                    .context("EVISA_SERVICE_DB_PASSWORD is required with --service-login (16 characters or more)")?;
+                db::set_service_login(&pool, &login, &password)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--service-login: {e}"))?;
+                println!("login {login} is a member of {}", db::SERVICE_ROLE);
             }
         }
         Command::Spec => println!("{}", evisa_api::spec_json()),

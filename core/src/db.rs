@@ -89,3 +89,41 @@ pub fn as_login(url: &str, login: &str) -> Option<String> {
     u.set_password(None).ok()?;
     Some(u.to_string())
 }
+
+/// Makes `login` a password login that is a member of [`SERVICE_ROLE`] (and of nothing else it
+/// was not already), creating it or resetting its password: what `evisa migrate
+/// --service-login` does for deployments such as compose.
+pub async fn set_service_login(pool: &PgPool, login: &str, password: &str) -> Result<(), String> {
+    if login.is_empty()
+        || login.len() > 63
+        || !login
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err("a login is 1 to 63 lower-case letters, digits or _".into());
+    }
+    let quoted = password.replace('\'', "''");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
+            .bind(login)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| e.to_string())?;
+    let sql = if exists {
+        format!("ALTER ROLE \"{login}\" LOGIN PASSWORD '{quoted}'")
+    } else {
+        format!("CREATE ROLE \"{login}\" LOGIN PASSWORD '{quoted}'")
+    };
+    // DDL takes no bind parameters; the login is checked above and the password quoted.
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "GRANT {SERVICE_ROLE} TO \"{login}\""
+    )))
+    .execute(pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}

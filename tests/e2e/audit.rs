@@ -498,3 +498,49 @@ async fn the_sweeper_writes_signed_checkpoints_to_the_configured_directory() {
     assert_eq!(count, 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn migrate_makes_the_service_login_that_serve_and_work_accept() {
+    let app = spawn_app().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evisa"))
+        .args(["migrate", "--service-login", "evisa_test_app"])
+        .env("DATABASE_URL", app.database_url())
+        .env(
+            "EVISA_SERVICE_DB_PASSWORD",
+            "a-long-random-password-for-tests",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("login evisa_test_app is a member of evisa_service")
+    );
+    let url = evisa_core::db::as_login(app.database_url(), "evisa_test_app").unwrap();
+    let service = evisa_core::db::connect(&url, 1).await.unwrap();
+    assert!(
+        evisa_core::db::log_tamper_power(&service)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        sqlx::query("DELETE FROM payment_events")
+            .execute(&service)
+            .await
+            .is_err()
+    );
+    // Without a password, or with a short one, it is refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evisa"))
+        .args(["migrate", "--service-login", "evisa_test_app"])
+        .env("DATABASE_URL", app.database_url())
+        .env("EVISA_SERVICE_DB_PASSWORD", "short")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("EVISA_SERVICE_DB_PASSWORD"));
+}
