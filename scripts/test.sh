@@ -29,6 +29,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 EVISA_BIN="$CARGO_TARGET_DIR/debug/evisa" bash scripts/clients.sh 2>&1 | tee -a "$log"
+# compose.yaml without Docker: the Compose Specification's schema, then its demo services as
+# local processes paying a card end to end.
+EVISA_BIN="$CARGO_TARGET_DIR/debug/evisa" bash scripts/compose_check.sh 2>&1 | tee -a "$log"
 # Schemathesis, every check, applicant and officer, against a running `evisa dev`: 0 failures.
 bash scripts/schemathesis.sh "$CARGO_TARGET_DIR/debug/evisa" 2>&1 | tee -a "$log"
 

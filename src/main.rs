@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench;
+mod metrics;
 
 use std::{io::BufRead, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -224,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("seeding the demo fee schedule")?;
             let pool = service_pool(&owner, &url).await?;
             owner.close().await;
+            metrics::start(config.metrics_addr, pool.clone(), true).await;
             let shutdown = Shutdown::on_signals();
             if config.stripe.uses_sandbox || config.alipay.uses_sandbox {
                 let sandbox = start_sandbox(&config, shutdown.clone()).await?;
@@ -251,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot reach Postgres (DATABASE_URL)")?;
             ensure_migrated(&pool).await?;
             ensure_service_role(&pool).await?;
+            metrics::start(config.metrics_addr, pool.clone(), false).await;
             serve(config, pool, Shutdown::on_signals()).await?;
         }
         Command::Work => {
@@ -261,6 +264,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot reach Postgres (DATABASE_URL)")?;
             ensure_migrated(&pool).await?;
             ensure_service_role(&pool).await?;
+            metrics::start(config.metrics_addr, pool.clone(), true).await;
             let gateway = stripe_gateway(&config)?;
             tracing::info!(concurrency = config.jobs.concurrency, "workers starting");
             evisa_worker::run(&config, pool, gateway, Shutdown::on_signals().wait()).await?;
@@ -573,7 +577,11 @@ fn stripe_gateway(config: &Config) -> anyhow::Result<StripeGateway> {
 /// notifies to this service.
 async fn start_sandbox(config: &Config, shutdown: Shutdown) -> anyhow::Result<String> {
     let addr = config.sandbox_addr;
-    let public_url = format!("http://{addr}");
+    let public_url = config
+        .sandbox_public_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
     let sandbox = StripeSandbox::new(StripeSandboxConfig {
         secret_key: config
             .stripe

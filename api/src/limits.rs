@@ -26,7 +26,7 @@ pub async fn limit(
     quota: Quota,
     down: WhenRedisIsDown,
 ) -> Result<(), ApiError> {
-    answer(state.limiter.check(bucket, quota).await, down)
+    answer(state.limiter.check(bucket, quota).await, down, bucket)
 }
 
 /// Like [`limit`] but counts nothing: for limits on outcomes counted where they happen (failed
@@ -37,13 +37,34 @@ pub async fn within(
     quota: Quota,
     down: WhenRedisIsDown,
 ) -> Result<(), ApiError> {
-    answer(state.limiter.peek(bucket, quota).await, down)
+    answer(state.limiter.peek(bucket, quota).await, down, bucket)
 }
 
-fn answer(decision: redis::RedisResult<Decision>, down: WhenRedisIsDown) -> Result<(), ApiError> {
+/// The limit a bucket belongs to, for metrics: its kind, never the address or id in it.
+fn limit_name(bucket: &str) -> &'static str {
+    let mut parts = bucket.split(':');
+    match (parts.next(), parts.next()) {
+        (Some("register"), _) => "registrations_per_ip",
+        (Some("login"), Some("ip")) => "sign_ins_per_ip",
+        (Some("login"), Some("account")) => "sign_ins_per_account",
+        (Some("payments"), _) => "payments_per_ip",
+        (Some("failed"), Some("application")) => "failed_payments_per_application",
+        (Some("failed"), Some("applicant")) => "failed_payments_per_applicant",
+        (Some("refunds"), _) => "refunds_per_ip",
+        (Some("callbacks"), _) => "callbacks_per_ip",
+        _ => "other",
+    }
+}
+
+fn answer(
+    decision: redis::RedisResult<Decision>,
+    down: WhenRedisIsDown,
+    bucket: &str,
+) -> Result<(), ApiError> {
     match decision {
         Ok(Decision::Allowed) => Ok(()),
         Ok(Decision::Limited { retry_after }) => {
+            evisa_core::metrics::rate_limited(limit_name(bucket));
             Err(ApiError::too_many(retry_after.as_secs_f64().ceil() as u64))
         }
         Err(e) if down == WhenRedisIsDown::Allow => {

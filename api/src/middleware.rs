@@ -25,6 +25,12 @@ impl<E: Endpoint> Middleware<E> for RequestContext {
 
 pub struct RequestContextEndpoint<E>(E);
 
+/// The route template a response answered for (`/v1/payments/{id}`), set by [`AllowOn405`]
+/// which knows the document's paths; paths under no template share the label `unmatched`, so
+/// probes of random URLs add no metric series.
+#[derive(Clone)]
+pub struct RouteTemplate(pub String);
+
 fn acceptable_request_id(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 64
@@ -50,13 +56,19 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             path = %req.uri().path(),
         );
         let started = Instant::now();
+        let method = req.method().to_string();
         async move {
             let mut resp = match self.0.call(req).await {
                 Ok(r) => r.into_response(),
                 Err(e) => crate::problem::into_problem(e).await,
             };
             let status = resp.status().as_u16();
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let seconds = started.elapsed().as_secs_f64();
+            let route = resp
+                .data::<RouteTemplate>()
+                .map_or_else(|| "unmatched".to_string(), |t| t.0.clone());
+            evisa_core::metrics::http_request(route, method, status, seconds);
+            let ms = seconds * 1000.0;
             if status >= 500 {
                 tracing::error!(status, ms, "request finished");
             } else {
@@ -148,7 +160,8 @@ impl<E: Endpoint> Endpoint for SecurityHeadersEndpoint<E> {
     }
 }
 
-/// Adds `Allow` (the methods the path answers, from the OpenAPI document) to every 405.
+/// Adds `Allow` (the methods the path answers, from the OpenAPI document) to every 405, and
+/// tags every response with its [`RouteTemplate`].
 pub struct AllowOn405(pub std::sync::Arc<crate::spec::AllowTable>);
 
 impl<E: Endpoint> Middleware<E> for AllowOn405 {
@@ -166,6 +179,9 @@ impl<E: Endpoint> Endpoint for AllowOn405Endpoint<E> {
     async fn call(&self, req: Request) -> Result<Response> {
         let path = req.uri().path().to_string();
         let mut resp = self.0.call(req).await?.into_response();
+        if let Some(template) = self.1.template(&path) {
+            resp.set_data(RouteTemplate(template));
+        }
         if resp.status() == StatusCode::METHOD_NOT_ALLOWED
             && let Some(v) = self
                 .1

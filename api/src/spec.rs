@@ -217,6 +217,15 @@ impl AllowTable {
 
     /// The `Allow` value for a request path; literal segments win over `{param}` ones.
     pub fn allow(&self, path: &str) -> Option<&str> {
+        self.matching(path).map(|(_, allow)| allow.as_str())
+    }
+
+    /// The template a request path falls under (`/v1/payments/{id}`), as the document writes it.
+    pub fn template(&self, path: &str) -> Option<String> {
+        self.matching(path).map(|(template, _)| template.join("/"))
+    }
+
+    fn matching(&self, path: &str) -> Option<&(Vec<String>, String)> {
         let segments = split(path);
         self.0
             .iter()
@@ -228,7 +237,6 @@ impl AllowTable {
                         .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
             })
             .min_by_key(|(template, _)| template.iter().filter(|t| t.starts_with('{')).count())
-            .map(|(_, allow)| allow.as_str())
     }
 }
 
@@ -279,6 +287,11 @@ mod tests {
         let t = AllowTable::new(&doc(), &[("/v1/webhooks/stripe", &[Method::POST])]);
         assert_eq!(t.allow("/v1/applications"), Some("GET, POST, HEAD"));
         assert_eq!(t.allow("/v1/applications/abc"), Some("GET, PATCH, HEAD"));
+        assert_eq!(
+            t.template("/v1/applications/abc").as_deref(),
+            Some("/v1/applications/{id}")
+        );
+        assert_eq!(t.template("/nowhere/at/all"), None);
         assert_eq!(t.allow("/v1/webhooks/stripe"), Some("POST"));
         assert_eq!(t.allow("/nope"), None);
     }

@@ -12,6 +12,7 @@ use evisa_core::{
         alipay as alipay_v2,
         stripe::{StripeEvent, verify_signature},
     },
+    metrics,
     payment::{PaymentStatus, Provider, store as payment_store},
 };
 use evisa_worker::{ProcessGatewayEvent, enqueue};
@@ -42,6 +43,7 @@ fn received() -> Response {
 
 #[handler]
 pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> Response {
+    metrics::callback_received("stripe");
     // Stripe retries a 429 later, so a flood from one address waits instead of crowding out
     // everything else; a Redis outage lets callbacks through (each is verified anyway).
     if let Err(e) = limit(
@@ -52,6 +54,7 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
     )
     .await
     {
+        metrics::callback_refused("stripe", "rate_limited");
         return e.into_response();
     }
     let bytes = match body
@@ -60,6 +63,7 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
     {
         Ok(b) => b,
         Err(_) => {
+            metrics::callback_refused("stripe", "too_large");
             return ApiError::from_status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "webhook body too large".into(),
@@ -76,6 +80,7 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
     let now = chrono::Utc::now().timestamp();
     if let Err(e) = verify_signature(header, &bytes, &state.config.stripe.webhook_secrets, now) {
         tracing::warn!(error = %e, "stripe webhook refused");
+        metrics::callback_refused("stripe", "signature");
         return ApiError::bad_request(format!("webhook not accepted: {e}"), vec![]).into_response();
     }
     // Parsed once: the document is stored as received; the event's id and type route it.
@@ -83,6 +88,7 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         .ok()
         .and_then(|payload| Some((StripeEvent::deserialize(&payload).ok()?, payload)));
     let Some((event, payload)) = parsed else {
+        metrics::callback_refused("stripe", "not_an_event");
         return ApiError::bad_request("webhook body is not a Stripe event", vec![]).into_response();
     };
     if !HANDLED.contains(&event.kind.as_str()) {
@@ -93,9 +99,15 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         Ok(true) => {
             tracing::info!(event_id = %event.id, kind = %event.kind, "stripe webhook stored")
         }
-        Ok(false) => tracing::info!(event_id = %event.id, "stripe webhook duplicate; acknowledged"),
+        Ok(false) => {
+            metrics::callback_duplicate("stripe");
+            tracing::info!(event_id = %event.id, "stripe webhook duplicate; acknowledged")
+        }
         // Not acknowledged, so Stripe retries it later.
-        Err(e) => return ApiError::internal(e).into_response(),
+        Err(e) => {
+            metrics::callback_refused("stripe", "storage_unavailable");
+            return ApiError::internal(e).into_response();
+        }
     }
     received()
 }
@@ -142,6 +154,7 @@ async fn store_in_inbox(
 /// `fail`, so Alipay retries, and is counted and logged.
 #[handler]
 pub async fn alipay(req: &Request, body: poem::Body, state: Data<&AppState>) -> Response {
+    metrics::callback_received("alipay");
     if let Err(e) = limit(
         &state,
         &format!("callbacks:ip:{}", client_ip(req)),
@@ -151,9 +164,12 @@ pub async fn alipay(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
     .await
     {
         // Alipay retries anything but `success`; the problem's status and Retry-After stay.
+        metrics::callback_refused("alipay", "rate_limited");
         return e.into_response();
     }
-    let refuse = |reason: &str| {
+    // `kind` labels the metric (a closed set); `reason` is the detail for the log.
+    let refuse = |kind: &'static str, reason: &str| {
+        metrics::callback_refused("alipay", kind);
         let n = state
             .alipay_notifies_refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -165,29 +181,29 @@ pub async fn alipay(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
             .body("fail")
     };
     let Some(client) = state.alipay.as_ref() else {
-        return refuse("Alipay is not configured");
+        return refuse("not_configured", "Alipay is not configured");
     };
     let Ok(bytes) = body.into_bytes_limit(64 * 1024).await else {
-        return refuse("unreadable body");
+        return refuse("unreadable", "unreadable body");
     };
     // From here on only the verified form is read: the fields that were signed, each once.
     let notify = match client.verify_notify(&bytes) {
         Ok(n) => n,
-        Err(e) => return refuse(&e.to_string()),
+        Err(e) => return refuse("signature", &e.to_string()),
     };
     let Some(payment_id) = notify.payment_id() else {
-        return refuse("out_trade_no is not one of ours");
+        return refuse("unknown_payment", "out_trade_no is not one of ours");
     };
     let payment = match payment_store::get(&state.db, payment_id).await {
         Ok(Some(p)) if p.provider == Provider::Alipay => p,
-        Ok(_) => return refuse("out_trade_no is not one of ours"),
+        Ok(_) => return refuse("unknown_payment", "out_trade_no is not one of ours"),
         Err(e) => {
             tracing::error!(error = %e, "alipay notify not stored");
-            return refuse("storage unavailable");
+            return refuse("storage_unavailable", "storage unavailable");
         }
     };
     if alipay_v2::parse_cny(notify.get("total_amount")) != Some(payment.amount) {
-        return refuse("total_amount does not match the payment");
+        return refuse("amount_mismatch", "total_amount does not match the payment");
     }
     let payload = notify.to_json();
     match store_in_inbox(
@@ -200,6 +216,9 @@ pub async fn alipay(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
     .await
     {
         Ok(stored) => {
+            if !stored {
+                metrics::callback_duplicate("alipay");
+            }
             tracing::info!(payment_id = %payment.id, stored, "alipay notify accepted");
             Response::builder()
                 .content_type("text/plain")
@@ -207,7 +226,7 @@ pub async fn alipay(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         }
         Err(e) => {
             tracing::error!(error = %e, "alipay notify not stored");
-            refuse("storage unavailable")
+            refuse("storage_unavailable", "storage unavailable")
         }
     }
 }

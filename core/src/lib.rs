@@ -12,6 +12,7 @@ pub mod fees;
 pub mod gateway;
 pub mod idempotency;
 pub mod ids;
+pub mod metrics;
 pub mod money;
 pub mod payment;
 pub mod person;

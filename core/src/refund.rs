@@ -349,5 +349,6 @@ pub async fn settle(
     )
     .await?;
     tx.commit().await?;
+    crate::metrics::refund_finished(succeeded);
     Ok(true)
 }

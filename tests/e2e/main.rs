@@ -14,6 +14,7 @@ mod fees;
 mod keys;
 mod limits;
 mod logs;
+mod metrics;
 mod payments;
 mod published_secrets;
 mod refunds;

@@ -13,6 +13,7 @@
 pub mod dead;
 pub mod handlers;
 pub mod jobs;
+pub mod observed;
 pub mod sweeper;
 
 use std::{sync::Arc, time::Duration};
@@ -227,7 +228,7 @@ pub async fn run(
                 .data(ctx1.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
-                .build(handlers::charge_card)
+                .build(observed::charge_card)
         })
         .register(move |_| {
             WorkerBuilder::new(name2.clone())
@@ -235,7 +236,7 @@ pub async fn run(
                 .data(ctx2.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
-                .build(handlers::process_gateway_event)
+                .build(observed::process_gateway_event)
         })
         .register(move |_| {
             WorkerBuilder::new(name3.clone())
@@ -243,7 +244,7 @@ pub async fn run(
                 .data(ctx3.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
-                .build(handlers::poll_alipay)
+                .build(observed::poll_alipay)
         })
         .register(move |_| {
             WorkerBuilder::new(name4.clone())
@@ -251,7 +252,7 @@ pub async fn run(
                 .data(ctx4.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
-                .build(handlers::refund_payment)
+                .build(observed::refund_payment)
         })
         .register(move |_| {
             WorkerBuilder::new(name5.clone())
@@ -259,7 +260,7 @@ pub async fn run(
                 .data(ctx5.clone())
                 // One report at a time per process: each walks every payment since its date.
                 .concurrency(1)
-                .build(handlers::reconcile_report)
+                .build(observed::reconcile_report)
         })
         .shutdown_timeout(Duration::from_secs(30))
         .run_with_signal(async move {

@@ -504,6 +504,9 @@ impl PaymentsApi {
         )
         .await?;
         tx.commit().await?;
+        if let Ok(provider) = view.provider.parse::<Provider>() {
+            evisa_core::metrics::payment_created(provider);
+        }
         tracing::info!(payment_id = %view.id, "payment accepted");
         Ok(PaymentAccepted::Accepted(Json(view)))
     }

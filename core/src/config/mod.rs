@@ -97,6 +97,8 @@ pub struct Config {
     pub redis_url: Secret<String>,
     pub redis_prefix: String,
     pub http_addr: SocketAddr,
+    /// Where `/metrics` is served (Prometheus text format); `None` when turned `off`.
+    pub metrics_addr: Option<SocketAddr>,
     pub public_base_url: url::Url,
     /// Where a payer's browser may be sent back to.
     pub return_url_origins: ReturnUrlOrigins,
@@ -116,6 +118,8 @@ pub struct Config {
     pub jobs: JobSettings,
     /// Where `dev` and `evisa sandbox` serve the gateway sandbox.
     pub sandbox_addr: SocketAddr,
+    /// How browsers reach the sandbox (its 3-D Secure pages); `http://<sandbox_addr>` by default.
+    pub sandbox_public_url: url::Url,
     /// Signed checkpoints of the event logs.
     pub audit: AuditSettings,
 }
@@ -251,6 +255,16 @@ impl Config {
                     .map_err(|_| "must be an address and port such as 0.0.0.0:8080".to_string())
             },
         );
+        let metrics_addr = r.parsed(
+            "EVISA_METRICS_ADDR",
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            |v| match v {
+                "off" => Ok(None),
+                v => v.parse().map(Some).map_err(|_| {
+                    "must be an address and port such as 127.0.0.1:9464, or off".to_string()
+                }),
+            },
+        );
         let public_base_url = match r.url("EVISA_PUBLIC_BASE_URL") {
             Some(u) => u,
             None if dev || src.get("EVISA_PUBLIC_BASE_URL").is_some() => {
@@ -296,6 +310,10 @@ impl Config {
         let connections = limits::load_connections(&mut r);
 
         let (stripe, alipay, sandbox_addr) = gateways::load(&mut r, dev);
+        let sandbox_public_url = r.url("EVISA_SANDBOX_PUBLIC_URL").unwrap_or_else(|| {
+            url::Url::parse(&format!("http://{sandbox_addr}"))
+                .expect("a socket address is a valid host")
+        });
 
         let seconds = |r: &mut Reader, var: &'static str, default: u64, min: u64, max: u64| {
             r.parsed(var, Duration::from_secs(default), |v| {
@@ -376,6 +394,7 @@ impl Config {
                 redis_url: Secret::new(redis_url),
                 redis_prefix,
                 http_addr,
+                metrics_addr,
                 public_base_url,
                 return_url_origins,
                 jwt,
@@ -390,6 +409,7 @@ impl Config {
                 payments,
                 jobs,
                 sandbox_addr,
+                sandbox_public_url,
                 audit,
             }),
             _ => Err(ConfigError(r.problems)),

@@ -232,49 +232,57 @@ impl StripeGateway {
     /// Creates and confirms the PaymentIntent of `payment` with its payment method. The key
     /// `payment:{id}:charge` makes a retry replay the first answer, never a second charge.
     pub async fn charge(&self, payment: &Payment) -> Result<Report, GatewayError> {
-        let Some(method) = payment.payment_method.as_deref() else {
-            return Err(GatewayError::Rejected(
-                "payment has no payment method".into(),
-            ));
-        };
-        let metadata = HashMap::from([
-            ("payment_id".to_string(), payment.id.to_string()),
-            (
-                "application_id".to_string(),
-                payment.application_id.to_string(),
-            ),
-        ]);
-        let request = CreatePaymentIntent::new(
-            payment.amount.amount_minor(),
-            stripe_currency(payment.amount.currency())?,
-        )
-        .payment_method(method)
-        .confirm(true)
-        .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
-            enabled: true,
-            allow_redirects: Some(CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never),
+        crate::metrics::gateway_call("stripe", "charge", async {
+            let Some(method) = payment.payment_method.as_deref() else {
+                return Err(GatewayError::Rejected(
+                    "payment has no payment method".into(),
+                ));
+            };
+            let metadata = HashMap::from([
+                ("payment_id".to_string(), payment.id.to_string()),
+                (
+                    "application_id".to_string(),
+                    payment.application_id.to_string(),
+                ),
+            ]);
+            let request = CreatePaymentIntent::new(
+                payment.amount.amount_minor(),
+                stripe_currency(payment.amount.currency())?,
+            )
+            .payment_method(method)
+            .confirm(true)
+            .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
+                enabled: true,
+                allow_redirects: Some(
+                    CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
+                ),
+            })
+            .metadata(metadata);
+            match request
+                .customize()
+                .request_strategy(key(format!("payment:{}:charge", payment.id)))
+                .send(&self.client)
+                .await
+            {
+                Ok(pi) => IntentSnapshot::from(&pi).report().ok_or_else(|| {
+                    GatewayError::Transient(format!("intent left in status {}", pi.status.as_str()))
+                }),
+                Err(e) => classify(e),
+            }
         })
-        .metadata(metadata);
-        match request
-            .customize()
-            .request_strategy(key(format!("payment:{}:charge", payment.id)))
-            .send(&self.client)
-            .await
-        {
-            Ok(pi) => IntentSnapshot::from(&pi).report().ok_or_else(|| {
-                GatewayError::Transient(format!("intent left in status {}", pi.status.as_str()))
-            }),
-            Err(e) => classify(e),
-        }
+        .await
     }
 
     /// The current state of an intent.
     pub async fn retrieve(&self, intent: &str) -> Result<IntentSnapshot, GatewayError> {
-        RetrievePaymentIntent::new(intent)
-            .send(&self.client)
-            .await
-            .map(|pi| IntentSnapshot::from(&pi))
-            .map_err(not_a_charge)
+        crate::metrics::gateway_call("stripe", "retrieve_intent", async {
+            RetrievePaymentIntent::new(intent)
+                .send(&self.client)
+                .await
+                .map(|pi| IntentSnapshot::from(&pi))
+                .map_err(not_a_charge)
+        })
+        .await
     }
 
     /// Refunds everything `payment` took on `intent` (a duplicate charge). Idempotent per payment.
@@ -283,20 +291,23 @@ impl StripeGateway {
         payment: &Payment,
         intent: &str,
     ) -> Result<String, GatewayError> {
-        let metadata = HashMap::from([
-            ("payment_id".to_string(), payment.id.to_string()),
-            ("reason".to_string(), "duplicate_charge".to_string()),
-        ]);
-        CreateRefund::new()
-            .payment_intent(intent)
-            .reason(CreateRefundReason::Duplicate)
-            .metadata(metadata)
-            .customize()
-            .request_strategy(key(format!("payment:{}:refund-duplicate", payment.id)))
-            .send(&self.client)
-            .await
-            .map(|r| r.id.as_str().to_string())
-            .map_err(not_a_charge)
+        crate::metrics::gateway_call("stripe", "refund_duplicate", async {
+            let metadata = HashMap::from([
+                ("payment_id".to_string(), payment.id.to_string()),
+                ("reason".to_string(), "duplicate_charge".to_string()),
+            ]);
+            CreateRefund::new()
+                .payment_intent(intent)
+                .reason(CreateRefundReason::Duplicate)
+                .metadata(metadata)
+                .customize()
+                .request_strategy(key(format!("payment:{}:refund-duplicate", payment.id)))
+                .send(&self.client)
+                .await
+                .map(|r| r.id.as_str().to_string())
+                .map_err(not_a_charge)
+        })
+        .await
     }
 
     /// Refunds `amount` of `intent` for our refund `refund_id` (its idempotency key). Returns the
@@ -307,49 +318,58 @@ impl StripeGateway {
         amount: Money,
         refund_id: &str,
     ) -> Result<(String, Option<bool>), GatewayError> {
-        let refund = CreateRefund::new()
-            .payment_intent(intent)
-            .amount(amount.amount_minor())
-            .metadata(HashMap::from([(
-                "refund_id".to_string(),
-                refund_id.to_string(),
-            )]))
-            .customize()
-            .request_strategy(key(format!("refund:{refund_id}")))
-            .send(&self.client)
-            .await
-            .map_err(not_a_charge)?;
-        let outcome = match refund.status.as_deref() {
-            Some("succeeded") => Some(true),
-            Some("failed") | Some("canceled") => Some(false),
-            _ => None,
-        };
-        Ok((refund.id.as_str().to_string(), outcome))
+        crate::metrics::gateway_call("stripe", "refund", async {
+            let refund = CreateRefund::new()
+                .payment_intent(intent)
+                .amount(amount.amount_minor())
+                .metadata(HashMap::from([(
+                    "refund_id".to_string(),
+                    refund_id.to_string(),
+                )]))
+                .customize()
+                .request_strategy(key(format!("refund:{refund_id}")))
+                .send(&self.client)
+                .await
+                .map_err(not_a_charge)?;
+            let outcome = match refund.status.as_deref() {
+                Some("succeeded") => Some(true),
+                Some("failed") | Some("canceled") => Some(false),
+                _ => None,
+            };
+            Ok((refund.id.as_str().to_string(), outcome))
+        })
+        .await
     }
 
     /// Whether a refund succeeded at Stripe (`None` while pending).
     pub async fn refund_status(&self, refund: &str) -> Result<Option<bool>, GatewayError> {
-        let r = RetrieveRefund::new(refund)
-            .send(&self.client)
-            .await
-            .map_err(not_a_charge)?;
-        Ok(match r.status.as_deref() {
-            Some("succeeded") => Some(true),
-            Some("failed") | Some("canceled") => Some(false),
-            _ => None,
+        crate::metrics::gateway_call("stripe", "retrieve_refund", async {
+            let r = RetrieveRefund::new(refund)
+                .send(&self.client)
+                .await
+                .map_err(not_a_charge)?;
+            Ok(match r.status.as_deref() {
+                Some("succeeded") => Some(true),
+                Some("failed") | Some("canceled") => Some(false),
+                _ => None,
+            })
         })
+        .await
     }
 
     /// The brand and last four digits of a card PaymentMethod, for receipts.
     pub async fn card_of(&self, payment_method: &str) -> Result<(String, String), GatewayError> {
-        let pm = RetrievePaymentMethod::new(payment_method)
-            .send(&self.client)
-            .await
-            .map_err(not_a_charge)?;
-        let card = pm
-            .card
-            .ok_or_else(|| GatewayError::Rejected("not a card".into()))?;
-        Ok((card.brand, card.last4))
+        crate::metrics::gateway_call("stripe", "retrieve_payment_method", async {
+            let pm = RetrievePaymentMethod::new(payment_method)
+                .send(&self.client)
+                .await
+                .map_err(not_a_charge)?;
+            let card = pm
+                .card
+                .ok_or_else(|| GatewayError::Rejected("not a card".into()))?;
+            Ok((card.brand, card.last4))
+        })
+        .await
     }
 
     /// Cancels an abandoned intent (idempotently).
@@ -358,14 +378,17 @@ impl StripeGateway {
         payment: &Payment,
         intent: &str,
     ) -> Result<IntentSnapshot, GatewayError> {
-        CancelPaymentIntent::new(intent)
-            .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned)
-            .customize()
-            .request_strategy(key(format!("payment:{}:cancel", payment.id)))
-            .send(&self.client)
-            .await
-            .map(|pi| IntentSnapshot::from(&pi))
-            .map_err(not_a_charge)
+        crate::metrics::gateway_call("stripe", "cancel_intent", async {
+            CancelPaymentIntent::new(intent)
+                .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned)
+                .customize()
+                .request_strategy(key(format!("payment:{}:cancel", payment.id)))
+                .send(&self.client)
+                .await
+                .map(|pi| IntentSnapshot::from(&pi))
+                .map_err(not_a_charge)
+        })
+        .await
     }
 }
 

@@ -38,6 +38,8 @@ pub enum Applied {
         from: PaymentStatus,
         to: PaymentStatus,
         application_paid: bool,
+        provider: super::Provider,
+        created_at: chrono::DateTime<chrono::Utc>,
     },
     /// A duplicate, stale or out-of-order report: nothing changed.
     Unchanged(PaymentRefusal),
@@ -75,6 +77,15 @@ pub async fn apply(
     let mut tx = pool.begin().await?;
     let applied = apply_in(&mut tx, id, event, facts, actor, cause).await?;
     tx.commit().await?;
+    if let Applied::Moved {
+        to,
+        provider,
+        created_at,
+        ..
+    } = &applied
+    {
+        crate::metrics::payment_moved(*provider, *to, chrono::Utc::now() - *created_at);
+    }
     Ok(applied)
 }
 
@@ -231,5 +242,7 @@ pub async fn apply_in(
         from,
         to,
         application_paid,
+        provider: payment.provider,
+        created_at: payment.created_at,
     })
 }

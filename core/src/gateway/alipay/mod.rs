@@ -250,7 +250,11 @@ impl AlipayClient {
     }
 
     /// Calls `method` and returns its `..._response` object once its signature verified.
-    async fn call(&self, method: &str, biz: serde_json::Value) -> CallResult {
+    async fn call(&self, method: &'static str, biz: serde_json::Value) -> CallResult {
+        crate::metrics::gateway_call("alipay", method, self.call_unmetered(method, biz)).await
+    }
+
+    async fn call_unmetered(&self, method: &str, biz: serde_json::Value) -> CallResult {
         let params = self.signed_params(method, &biz, None);
         let response = self
             .http
