@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Signed notifications to portals' back offices.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Manage staff accounts.
     User {
         #[command(subcommand)]
@@ -134,6 +139,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Send an event again, now, to every endpoint it went to (with a fresh retry schedule).
+    Redeliver { event_id: uuid::Uuid },
 }
 
 #[derive(Subcommand)]
@@ -234,13 +245,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let gateway = stripe_gateway(&config)?;
             let worker = {
                 let (config, pool, stop) = (
-                    load_config(Profile::Dev, file)?,
+                    std::sync::Arc::new(load_config(Profile::Dev, file)?),
                     pool.clone(),
                     shutdown.clone(),
                 );
-                tokio::spawn(
-                    async move { evisa_worker::run(&config, pool, gateway, stop.wait()).await },
-                )
+                let render = evisa_api::notify_objects::renderer(pool.clone(), config.clone());
+                tokio::spawn(async move {
+                    evisa_worker::run(config, pool, gateway, render, stop.wait()).await
+                })
             };
             serve(config, pool, shutdown).await?;
             worker.await??;
@@ -267,7 +279,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             metrics::start(config.metrics_addr, pool.clone(), true).await;
             let gateway = stripe_gateway(&config)?;
             tracing::info!(concurrency = config.jobs.concurrency, "workers starting");
-            evisa_worker::run(&config, pool, gateway, Shutdown::on_signals().wait()).await?;
+            let config = std::sync::Arc::new(config);
+            let render = evisa_api::notify_objects::renderer(pool.clone(), config.clone());
+            evisa_worker::run(config, pool, gateway, render, Shutdown::on_signals().wait()).await?;
             tracing::info!("workers stopped");
         }
         Command::Sandbox => {
@@ -320,6 +334,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Audit { command } => return audit::run(command).await,
+        Command::Notify {
+            command: NotifyCommand::Redeliver { event_id },
+        } => {
+            let pool = connect_from_env(2).await?;
+            match evisa_core::notify::delivery::redeliver(&pool, event_id).await? {
+                0 => anyhow::bail!("no delivery of event {event_id} to a live endpoint"),
+                n => println!("event {event_id}: {n} deliveries queued again"),
+            }
+        }
         Command::Jobs { command } => {
             let pool = connect_from_env(2).await?;
             match command {
@@ -415,6 +438,8 @@ async fn rotate_keys(batch: i64) -> anyhow::Result<()> {
         );
     }
     println!("{} applications re-sealed", report.applications);
+    let secrets = evisa_core::notify::endpoints::reseal(&pool, &keys).await?;
+    println!("{secrets} notification endpoint secrets re-sealed");
     let now = evisa_core::application::rekey::values_per_key(&pool).await?;
     for (id, n) in &now {
         println!("key {id}: {n} values");

@@ -14,6 +14,7 @@ pub mod idempotent;
 pub mod limits;
 pub mod listener;
 pub mod middleware;
+pub mod notify_objects;
 pub mod problem;
 pub mod routes;
 pub mod spec;

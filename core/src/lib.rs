@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod metrics;
 pub mod money;
+pub mod notify;
 pub mod payment;
 pub mod person;
 pub mod ratelimit;

@@ -348,6 +348,12 @@ pub async fn settle(
         Some(&cause),
     )
     .await?;
+    let kind = if succeeded {
+        crate::notify::EventType::RefundSucceeded
+    } else {
+        crate::notify::EventType::RefundFailed
+    };
+    crate::notify::record(&mut tx, kind, id).await?;
     tx.commit().await?;
     crate::metrics::refund_finished(succeeded);
     Ok(true)

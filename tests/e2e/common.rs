@@ -155,6 +155,10 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         ("EVISA_JOB_ORPHAN_TIMEOUT_SECONDS", "3"),
         ("EVISA_SWEEP_INTERVAL_SECONDS", "1"),
         ("EVISA_RECONCILE_AFTER_SECONDS", "2"),
+        // Notification endpoints in tests listen on loopback; retries a second apart.
+        ("EVISA_NOTIFY_ALLOW_HOSTS", "127.0.0.1"),
+        ("EVISA_NOTIFY_RETRY_SCHEDULE", "1,1,1,1,1"),
+        ("EVISA_NOTIFY_POLL_MS", "50"),
         ("ALIPAY_APP_ID", test_keys::APP_ID),
         ("ALIPAY_SELLER_ID", test_keys::SELLER_ID),
         ("ALIPAY_GATEWAY_URL", alipay_gateway.as_str()),
@@ -472,7 +476,9 @@ impl TestApp {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = evisa_worker::run(&config, pool, gateway, shutdown).await {
+            let config = std::sync::Arc::new(config);
+            let render = evisa_api::notify_objects::renderer(pool.clone(), config.clone());
+            if let Err(e) = evisa_worker::run(config, pool, gateway, render, shutdown).await {
                 eprintln!("worker stopped: {e:#}");
             }
         });

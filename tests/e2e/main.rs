@@ -15,6 +15,7 @@ mod keys;
 mod limits;
 mod logs;
 mod metrics;
+mod notifications;
 mod payments;
 mod published_secrets;
 mod refunds;

@@ -13,6 +13,7 @@
 pub mod dead;
 pub mod handlers;
 pub mod jobs;
+pub mod notify;
 pub mod observed;
 pub mod sweeper;
 
@@ -159,11 +160,14 @@ fn queue_config(queue: &str, config: &Config) -> QueueConfig {
 
 /// Runs the workers and the sweeper until `shutdown` resolves; in-flight jobs finish first.
 pub async fn run(
-    config: &Config,
+    config: Arc<Config>,
     db: PgPool,
     stripe: StripeGateway,
+    render: notify::RenderObject,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let config_arc = config.clone();
+    let config: &Config = &config;
     let ctx = Arc::new(WorkerContext {
         db: db.clone(),
         limiter: connect_limiter(config).await,
@@ -220,6 +224,7 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let relay = tokio::spawn(notify::run(config_arc, db.clone(), render, stop_rx.clone()));
     let mut stop = stop_rx.clone();
     let result = Monitor::new()
         .register(move |_| {
@@ -269,5 +274,7 @@ pub async fn run(
         })
         .await;
     sweeper.abort();
+    // The relay stops after the deliveries in flight (each bounded by its 10 s timeout).
+    let _ = tokio::time::timeout(Duration::from_secs(15), relay).await;
     result.map_err(|e| anyhow::anyhow!("workers stopped: {e}"))
 }

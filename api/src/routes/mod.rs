@@ -8,11 +8,12 @@ mod country;
 mod decision;
 mod fees;
 mod health;
+mod notifications;
 mod payment_request;
-mod payments;
+pub mod payments;
 mod receipts;
 mod reconciliation;
-mod refunds;
+pub mod refunds;
 pub mod views;
 
 use poem_openapi::Tags;
@@ -45,6 +46,7 @@ pub type Api = (
     refunds::RefundsApi,
     reconciliation::ReconciliationApi,
     receipts::ReceiptsApi,
+    notifications::NotificationsApi,
 );
 
 pub fn api() -> Api {
@@ -59,5 +61,6 @@ pub fn api() -> Api {
         refunds::RefundsApi,
         reconciliation::ReconciliationApi,
         receipts::ReceiptsApi,
+        notifications::NotificationsApi,
     )
 }

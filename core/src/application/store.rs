@@ -735,6 +735,14 @@ pub async fn decide(
     .execute(&mut *conn)
     .await?;
     record_event(conn, id, event, from, to, officer, None).await?;
+    if decided {
+        crate::notify::record(
+            conn,
+            crate::notify::EventType::ApplicationDecided,
+            id.as_uuid(),
+        )
+        .await?;
+    }
     let row: ApplicationRow = sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
@@ -821,6 +829,12 @@ pub async fn expire_unpaid(
             to,
             Actor::System,
             Some("expiry"),
+        )
+        .await?;
+        crate::notify::record(
+            &mut tx,
+            crate::notify::EventType::ApplicationExpired,
+            id.as_uuid(),
         )
         .await?;
         tx.commit().await?;

@@ -14,6 +14,7 @@ use crate::{
 
 mod gateways;
 mod limits;
+mod notify;
 pub mod published;
 mod secrets;
 mod source;
@@ -22,6 +23,7 @@ pub use gateways::{
     SANDBOX_ALIPAY_APP_ID, SANDBOX_ALIPAY_SELLER_ID, SANDBOX_STRIPE_KEY, SANDBOX_WEBHOOK_SECRET,
 };
 pub use limits::{ConnectionLimits, LimitSettings};
+pub use notify::NotifySettings;
 use source::Reader;
 pub use source::Source;
 #[cfg(test)]
@@ -122,6 +124,8 @@ pub struct Config {
     pub sandbox_public_url: url::Url,
     /// Signed checkpoints of the event logs.
     pub audit: AuditSettings,
+    /// Signed notifications to portals' back offices.
+    pub notify: NotifySettings,
 }
 
 /// Periodic signed checkpoints of the event logs, written by the sweeper when both the key and
@@ -374,6 +378,7 @@ impl Config {
                 _ => Err("must be a number from 1 to 100".into()),
             }),
         };
+        let notify = notify::load(&mut r, dev);
         let audit = AuditSettings {
             signing_key: r
                 .secret("EVISA_AUDIT_SIGNING_KEY", "EVISA_AUDIT_SIGNING_KEY_FILE")
@@ -411,6 +416,7 @@ impl Config {
                 sandbox_addr,
                 sandbox_public_url,
                 audit,
+                notify,
             }),
             _ => Err(ConfigError(r.problems)),
         }

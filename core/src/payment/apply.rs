@@ -14,6 +14,7 @@ use crate::{
     },
     ids::{ApplicationId, PaymentId},
     money::Money,
+    notify,
 };
 
 /// Facts a report carries beside its event.
@@ -206,6 +207,9 @@ pub async fn apply_in(
     .await?;
     store::record_event(tx, id, event.as_str(), Some(from), to, actor, Some(cause)).await?;
     store::notify(tx, id, to).await?;
+    if failed {
+        notify::record(tx, notify::EventType::PaymentFailed, id.as_uuid()).await?;
+    }
 
     let mut application_paid = false;
     if to == PaymentStatus::Succeeded {
@@ -228,6 +232,12 @@ pub async fn apply_in(
                     app_to,
                     actor,
                     Some(&cause),
+                )
+                .await?;
+                notify::record(
+                    tx,
+                    notify::EventType::ApplicationPaid,
+                    application.as_uuid(),
                 )
                 .await?;
                 application_paid = true;
