@@ -437,9 +437,16 @@ def static_checks(r: Report, raw_text: str, raw: dict, generated: dict[str, str]
         ROOT / "src" / "main.rs",
         r"run_with_graceful_shutdown\(app,\s*shutdown\.wait\(\),\s*Some\(Duration::from_secs\((\d+)\)\)",
     )
+    # Before that, `serve` drains with /readyz at 503 (EVISA_SHUTDOWN_DRAIN_SECONDS, production default).
+    serve_pre_drain = source_seconds(
+        ROOT / "core" / "src" / "config" / "mod.rs",
+        r"\"EVISA_SHUTDOWN_DRAIN_SECONDS\",\s*std::time::Duration::from_secs\(if dev \{ 0 \} else \{ (\d+) \}\)",
+    )
+    if serve_drain is not None:
+        serve_drain = None if serve_pre_drain is None else serve_drain + serve_pre_drain
     for word, bound, where in (
         ("work", drain, "worker/src/lib.rs shutdown_timeout"),
-        ("serve", serve_drain, "src/main.rs graceful shutdown"),
+        ("serve", serve_drain, "drain + graceful shutdown, src/main.rs and core/src/config/mod.rs"),
     ):
         names = [n for n in services if image_kind(services[n]) == "evisa" and command_of(services[n])[:1] == [word]]
         periods = {n: duration_s(services[n].get("stop_grace_period", f"{DEFAULT_GRACE_S}s")) for n in names}

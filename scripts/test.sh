@@ -32,6 +32,9 @@ EVISA_BIN="$CARGO_TARGET_DIR/debug/evisa" bash scripts/clients.sh 2>&1 | tee -a 
 # compose.yaml without Docker: the Compose Specification's schema, then its demo services as
 # local processes paying a card end to end.
 EVISA_BIN="$CARGO_TARGET_DIR/debug/evisa" bash scripts/compose_check.sh 2>&1 | tee -a "$log"
+# Two APIs and two workers behind HAProxy: round robin, event streams across processes, a worker
+# SIGKILLed and an API stopped under load, one charge per payment; payments/s of 1+1 and 2+2.
+EVISA_BIN="$CARGO_TARGET_DIR/debug/evisa" bash scripts/scale.sh 2>&1 | tee -a "$log"
 # Schemathesis, every check, applicant and officer, against a running `evisa dev`: 0 failures.
 bash scripts/schemathesis.sh "$CARGO_TARGET_DIR/debug/evisa" 2>&1 | tee -a "$log"
 

@@ -550,10 +550,9 @@ async fn ensure_migrated(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, pool: sqlx::PgPool, shutdown: Shutdown) -> anyhow::Result<()> {
-    let client = redis::Client::open(config.redis_url.expose().as_str()).context("REDIS_URL")?;
     let redis = tokio::time::timeout(
         Duration::from_secs(5),
-        redis::aio::ConnectionManager::new(client),
+        evisa_core::ratelimit::connect(config.redis_url.expose()),
     )
     .await
     .map_err(|_| anyhow::anyhow!("Redis did not answer within 5 s (REDIS_URL)"))?
@@ -561,7 +560,10 @@ async fn serve(config: Config, pool: sqlx::PgPool, shutdown: Shutdown) -> anyhow
     let addr = config.http_addr;
     let base = config.public_base_url.clone();
     let limits = config.connections.clone();
-    let app = evisa_api::app(evisa_api::AppState::new(config, pool, redis));
+    let drain = config.shutdown_drain;
+    let state = evisa_api::AppState::new(config, pool, redis);
+    let shutdown = shutdown.after_drain(state.clone(), drain);
+    let app = evisa_api::app(state);
     let acceptor = evisa_api::listener::NoDelay::bind(addr)
         .await
         .with_context(|| format!("binding {addr} (EVISA_HTTP_ADDR)"))?
@@ -655,6 +657,25 @@ impl Shutdown {
         tokio::spawn(async move {
             signal().await;
             tracing::info!("shutting down: finishing requests and jobs in flight");
+            let _ = tx.send(true);
+        });
+        Shutdown(rx)
+    }
+
+    /// Resolves `drain` after this one, with `/readyz` saying 503 meanwhile: a load balancer
+    /// stops sending before connections close, so no request is cut off.
+    fn after_drain(&self, state: evisa_api::AppState, drain: Duration) -> Shutdown {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let signalled = self.wait();
+        tokio::spawn(async move {
+            signalled.await;
+            if !drain.is_zero() {
+                state
+                    .draining
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(seconds = drain.as_secs(), "draining: /readyz answers 503");
+                tokio::time::sleep(drain).await;
+            }
             let _ = tx.send(true);
         });
         Shutdown(rx)

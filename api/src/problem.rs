@@ -303,6 +303,10 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if evisa_core::db::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            return ApiError::unavailable("the database is briefly unavailable; try again shortly");
+        }
         ApiError::internal(e)
     }
 }

@@ -23,8 +23,10 @@ pub struct Inner {
     pub redis: ConnectionManager,
     pub limiter: RateLimiter,
     pub tokens: TokenAuthority,
-    /// Every committed payment status change, from any process (via Postgres NOTIFY).
-    pub status_changes: broadcast::Sender<(PaymentId, PaymentStatus)>,
+    /// Every committed payment status change, from any process (via Postgres NOTIFY); `None`
+    /// after the listener lost its connection, when changes may have been missed: subscribers
+    /// re-read what they follow.
+    pub status_changes: broadcast::Sender<Option<(PaymentId, PaymentStatus)>>,
     /// `None` when Alipay is not configured.
     pub alipay: Option<evisa_core::gateway::alipay::AlipayClient>,
     /// Alipay notifies refused (bad signature, foreign app, mismatched amount...), for operators.
@@ -34,6 +36,9 @@ pub struct Inner {
     pub password_hashing: tokio::sync::Semaphore,
     /// Event streams open in this process.
     pub event_streams: Arc<crate::streams::EventStreams>,
+    /// Set when the process is stopping: `/readyz` answers 503 so load balancers move traffic
+    /// away while requests are still served.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::ops::Deref for AppState {
@@ -74,6 +79,7 @@ impl AppState {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             event_streams: Arc::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 }
@@ -102,8 +108,9 @@ pub async fn run_bounded<T: Send + 'static>(
 /// reconnecting when the connection drops. Ends when the state is dropped.
 async fn listen_for_status_changes(
     db: sqlx::PgPool,
-    tx: broadcast::Sender<(PaymentId, PaymentStatus)>,
+    tx: broadcast::Sender<Option<(PaymentId, PaymentStatus)>>,
 ) {
+    let mut reconnected = false;
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&db).await {
             Ok(l) => l,
@@ -118,9 +125,18 @@ async fn listen_for_status_changes(
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             continue;
         }
+        if reconnected {
+            let _ = tx.send(None);
+        }
+        reconnected = true;
         loop {
-            match listener.recv().await {
-                Ok(n) => {
+            match listener.try_recv().await {
+                // sqlx re-established the connection by itself: what was sent meanwhile is lost.
+                Ok(None) => {
+                    tracing::warn!("status listener reconnected; followers re-read");
+                    let _ = tx.send(None);
+                }
+                Ok(Some(n)) => {
                     let parsed = n.payload().split_once(':').and_then(|(id, status)| {
                         Some((
                             id.parse::<PaymentId>().ok()?,
@@ -129,12 +145,12 @@ async fn listen_for_status_changes(
                     });
                     if let Some(change) = parsed {
                         // No subscribers is fine.
-                        let _ = tx.send(change);
+                        let _ = tx.send(Some(change));
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "status listener lost its connection; reconnecting");
-                    // Subscribers re-read on lag; tell them something may have been missed.
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     break;
                 }
             }

@@ -106,7 +106,7 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         // Not acknowledged, so Stripe retries it later.
         Err(e) => {
             metrics::callback_refused("stripe", "storage_unavailable");
-            return ApiError::internal(e).into_response();
+            return ApiError::from(e).into_response();
         }
     }
     received()
@@ -120,7 +120,7 @@ async fn store_in_inbox(
     event_id: &str,
     event_type: &str,
     payload: &serde_json::Value,
-) -> anyhow::Result<bool> {
+) -> Result<bool, sqlx::Error> {
     let mut tx = state.db.begin().await?;
     let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
         "INSERT INTO gateway_inbox (id, provider, event_id, event_type, payload)

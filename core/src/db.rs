@@ -11,15 +11,33 @@ use sqlx::{
 /// The schema migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// A pool to `url`. Connections are checked lazily so a process can start while Postgres comes up;
-/// `/readyz` tells when it is reachable.
+/// A pool to `url`, connected once at start-up (a process that cannot reach Postgres at all stops
+/// with a clear error). While Postgres is away later, waiting for a connection gives up after 2 s,
+/// so requests get a prompt 503 instead of hanging; the pool reconnects by itself.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(2))
         .connect_with(options.application_name("evisa"))
         .await
+}
+
+/// Whether `e` says the database cannot be reached right now (down, restarting, out of
+/// connections) rather than that the request was wrong: worth a 503 and a retry, not a 500.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            // Connection exceptions, shutdown of the server, too many connections.
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
 }
 
 /// Creates the database named in `url` if it does not exist yet.

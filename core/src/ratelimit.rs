@@ -71,6 +71,20 @@ pub enum Decision {
     },
 }
 
+/// How long a limit waits for Redis before treating it as down.
+pub const ANSWER_WITHIN: Duration = Duration::from_millis(250);
+
+/// A Redis connection that gives up quickly while Redis is down (one reconnect attempt per
+/// command, half a second each) and reconnects by itself once it is back.
+pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(500)));
+    ConnectionManager::new_with_config(client, config).await
+}
+
 /// A GCRA limiter over a Redis connection.
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -110,12 +124,18 @@ impl RateLimiter {
     ) -> redis::RedisResult<Decision> {
         let mut conn = self.conn.clone();
         let key = format!("{}:rl:{bucket}", self.prefix);
-        let (allowed, retry_ms): (i64, i64) = script
-            .key(key)
+        let mut invocation = script.key(key);
+        invocation
             .arg(quota.interval.as_millis() as u64)
-            .arg(quota.burst)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(quota.burst);
+        // A Redis that does not answer at once is treated as down: each limit's policy for an
+        // outage then applies, instead of the request waiting out the client's reconnects.
+        let (allowed, retry_ms): (i64, i64) =
+            tokio::time::timeout(ANSWER_WITHIN, invocation.invoke_async(&mut conn))
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "Redis did not answer in time"))
+                })??;
         Ok(if allowed == 1 {
             Decision::Allowed
         } else {

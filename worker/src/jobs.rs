@@ -73,13 +73,23 @@ pub async fn enqueue_after<J: Job>(
     job: &J,
     delay: std::time::Duration,
     max_attempts: usize,
-) -> Result<(), apalis_postgres::Error> {
-    let args = serde_json::to_vec(job).map_err(apalis_postgres::Error::JsonError)?;
+) -> Result<(), sqlx::Error> {
+    let args = serde_json::to_vec(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let task = TaskBuilder::new(args)
         .run_after(delay)
         .max_attempts(max_attempts)
         .build();
-    push_tasks(conn, J::QUEUE, vec![task]).await
+    push_tasks(conn, J::QUEUE, vec![task])
+        .await
+        .map_err(as_sqlx)
+}
+
+/// The queue's errors as the database errors they are (so callers can tell an outage apart).
+fn as_sqlx(e: apalis_postgres::Error) -> sqlx::Error {
+    match e {
+        apalis_postgres::Error::Database(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
 }
 
 /// Adds `job` to its queue in the caller's transaction. `max_attempts` bounds retries; a job that
@@ -88,8 +98,10 @@ pub async fn enqueue<J: Job>(
     conn: &mut PgConnection,
     job: &J,
     max_attempts: usize,
-) -> Result<(), apalis_postgres::Error> {
-    let args = serde_json::to_vec(job).map_err(apalis_postgres::Error::JsonError)?;
+) -> Result<(), sqlx::Error> {
+    let args = serde_json::to_vec(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let task = TaskBuilder::new(args).max_attempts(max_attempts).build();
-    push_tasks(conn, J::QUEUE, vec![task]).await
+    push_tasks(conn, J::QUEUE, vec![task])
+        .await
+        .map_err(as_sqlx)
 }

@@ -94,10 +94,9 @@ impl WorkerContext {
 }
 
 async fn connect_limiter(config: &Config) -> Option<RateLimiter> {
-    let client = redis::Client::open(config.redis_url.expose().as_str()).ok()?;
     match tokio::time::timeout(
         Duration::from_secs(5),
-        redis::aio::ConnectionManager::new(client),
+        ratelimit::connect(config.redis_url.expose()),
     )
     .await
     {
@@ -227,45 +226,51 @@ pub async fn run(
     let relay = tokio::spawn(notify::run(config_arc, db.clone(), render, stop_rx.clone()));
     let mut stop = stop_rx.clone();
     let result = Monitor::new()
-        .register(move |_| {
-            WorkerBuilder::new(name1.clone())
+        .register(move |restarts| {
+            WorkerBuilder::new(format!("{name1}-{restarts}"))
                 .backend(charge.clone())
                 .data(ctx1.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
                 .build(observed::charge_card)
         })
-        .register(move |_| {
-            WorkerBuilder::new(name2.clone())
+        .register(move |restarts| {
+            WorkerBuilder::new(format!("{name2}-{restarts}"))
                 .backend(events.clone())
                 .data(ctx2.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
                 .build(observed::process_gateway_event)
         })
-        .register(move |_| {
-            WorkerBuilder::new(name3.clone())
+        .register(move |restarts| {
+            WorkerBuilder::new(format!("{name3}-{restarts}"))
                 .backend(polls.clone())
                 .data(ctx3.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
                 .build(observed::poll_alipay)
         })
-        .register(move |_| {
-            WorkerBuilder::new(name4.clone())
+        .register(move |restarts| {
+            WorkerBuilder::new(format!("{name4}-{restarts}"))
                 .backend(refunds.clone())
                 .data(ctx4.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)
                 .build(observed::refund_payment)
         })
-        .register(move |_| {
-            WorkerBuilder::new(name5.clone())
+        .register(move |restarts| {
+            WorkerBuilder::new(format!("{name5}-{restarts}"))
                 .backend(reports.clone())
                 .data(ctx5.clone())
                 // One report at a time per process: each walks every payment since its date.
                 .concurrency(1)
                 .build(observed::reconcile_report)
+        })
+        // A worker whose backend failed (Postgres went away) starts again under a new name: the
+        // jobs it held are orphans of the old name, taken back after the orphan timeout.
+        .should_restart(|worker, error| {
+            tracing::warn!(worker = %worker.name(), %error, "worker stopped on an error; restarting");
+            true
         })
         .shutdown_timeout(Duration::from_secs(30))
         .run_with_signal(async move {
@@ -273,8 +278,13 @@ pub async fn run(
             Ok(())
         })
         .await;
+    let asked_to_stop = *stop_rx.borrow();
     sweeper.abort();
     // The relay stops after the deliveries in flight (each bounded by its 10 s timeout).
     let _ = tokio::time::timeout(Duration::from_secs(15), relay).await;
-    result.map_err(|e| anyhow::anyhow!("workers stopped: {e}"))
+    result.map_err(|e| anyhow::anyhow!("workers stopped: {e}"))?;
+    if !asked_to_stop {
+        anyhow::bail!("the workers ended without being asked to stop");
+    }
+    Ok(())
 }

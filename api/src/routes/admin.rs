@@ -243,7 +243,7 @@ impl AdminApi {
                         state.config.jobs.max_attempts,
                     )
                     .await
-                    .map_err(ApiError::internal)?,
+                    .map_err(ApiError::from)?,
                     // Already refunded by hand: nothing left to give back.
                     Err(RefundError::NothingLeft) => {}
                     Err(e) => return Err(ApiError::internal(e)),

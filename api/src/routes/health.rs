@@ -56,6 +56,13 @@ impl HealthApi {
         )
         .await;
         let mut down = Vec::new();
+        if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            down.push(FieldProblem {
+                field: "process".into(),
+                pointer: None,
+                detail: "is stopping".into(),
+            });
+        }
         if !matches!(pg, Ok(Ok(1))) {
             down.push(FieldProblem {
                 field: "postgres".into(),

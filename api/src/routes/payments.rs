@@ -410,7 +410,7 @@ impl PaymentsApi {
                     max_attempts,
                 )
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(ApiError::from)?;
                 PaymentView::from(payment)
             }
             Method::Alipay {
@@ -586,9 +586,11 @@ impl PaymentsApi {
             tokio_stream::wrappers::BroadcastStream::new(changes).filter_map(move |msg| {
                 let db = db.clone();
                 async move {
-                    // A lagging subscriber re-reads the payment; it never misses the final state.
+                    // A lagging subscriber, or one told that changes may have been missed while
+                    // the listener reconnected, re-reads the payment: it never misses the final
+                    // state.
                     match msg {
-                        Ok((pid, _)) if pid != id => None,
+                        Ok(Some((pid, _))) if pid != id => None,
                         _ => store::get(&db, id).await.ok().flatten(),
                     }
                 }

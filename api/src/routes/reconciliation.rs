@@ -150,7 +150,7 @@ impl ReconciliationApi {
             state.config.jobs.max_attempts,
         )
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
         tx.commit().await?;
         Ok(ReportStarted::Accepted(Json(report.into())))
     }

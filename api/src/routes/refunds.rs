@@ -153,7 +153,7 @@ async fn decide(
             state.config.jobs.max_attempts,
         )
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     }
     tx.commit().await?;
     tracing::info!(refund_id = %refund.id, approve, "refund decided");
@@ -271,7 +271,7 @@ impl RefundsApi {
                 state.config.jobs.max_attempts,
             )
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::from)?;
         }
         let view = RefundView::from(refund);
         idempotent::remember(

@@ -99,6 +99,9 @@ pub struct Config {
     pub redis_url: Secret<String>,
     pub redis_prefix: String,
     pub http_addr: SocketAddr,
+    /// After SIGTERM, how long `serve` keeps serving while `/readyz` says 503 (so a load
+    /// balancer takes it out first), before it finishes what is in flight and stops.
+    pub shutdown_drain: std::time::Duration,
     /// Where `/metrics` is served (Prometheus text format); `None` when turned `off`.
     pub metrics_addr: Option<SocketAddr>,
     pub public_base_url: url::Url,
@@ -259,6 +262,14 @@ impl Config {
                     .map_err(|_| "must be an address and port such as 0.0.0.0:8080".to_string())
             },
         );
+        let shutdown_drain = r.parsed(
+            "EVISA_SHUTDOWN_DRAIN_SECONDS",
+            std::time::Duration::from_secs(if dev { 0 } else { 5 }),
+            |v| match v.parse::<u64>() {
+                Ok(n) if n <= 120 => Ok(std::time::Duration::from_secs(n)),
+                _ => Err("must be a number of seconds from 0 to 120".into()),
+            },
+        );
         let metrics_addr = r.parsed(
             "EVISA_METRICS_ADDR",
             Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -400,6 +411,7 @@ impl Config {
                 redis_prefix,
                 http_addr,
                 metrics_addr,
+                shutdown_drain,
                 public_base_url,
                 return_url_origins,
                 jwt,
