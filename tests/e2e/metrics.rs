@@ -370,3 +370,81 @@ async fn metrics_are_served_apart_from_the_api_and_move_with_a_payment() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `serve` and `work` serve `/metrics` too, each on its own EVISA_METRICS_ADDR.
+#[tokio::test]
+async fn serve_and_work_each_serve_metrics() {
+    let app = crate::common::spawn_app().await;
+    let (api_port, api_metrics, work_metrics) = (free_port(), free_port(), free_port());
+    let start = |command: &str, metrics: u16| {
+        Command::new(BIN)
+            .arg(command)
+            .env_clear()
+            .envs(app.worker_env())
+            .env("EVISA_HTTP_ADDR", format!("127.0.0.1:{api_port}"))
+            .env("EVISA_METRICS_ADDR", format!("127.0.0.1:{metrics}"))
+            .env("EVISA_SHUTDOWN_DRAIN_SECONDS", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut serve = start("serve", api_metrics);
+    let mut work = start("work", work_metrics);
+    let http = reqwest::Client::new();
+    let scrape = |port: u16| {
+        let http = http.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(r) = http
+                    .get(format!("http://127.0.0.1:{port}/metrics"))
+                    .send()
+                    .await
+                    && r.status() == 200
+                {
+                    let text = r.text().await.unwrap();
+                    if !text.is_empty() {
+                        return parse(&text);
+                    }
+                }
+                assert!(Instant::now() < deadline, "no metrics on port {port}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(http.get(format!("http://127.0.0.1:{api_port}/readyz")).send().await, Ok(r) if r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "serve did not become ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let api = scrape(api_metrics).await;
+    assert!(
+        value(
+            &api,
+            "evisa_http_requests_total",
+            &[("route", "/readyz"), ("status", "200")]
+        ) >= 1.0
+    );
+    assert!(present(
+        &api,
+        "evisa_db_pool_connections",
+        &[("state", "in_use")]
+    ));
+    let worker = scrape(work_metrics).await;
+    assert!(present(
+        &worker,
+        "evisa_job_queue_depth",
+        &[("queue", "evisa.charge_card")]
+    ));
+    assert!(present(
+        &worker,
+        "evisa_jobs_dead",
+        &[("queue", "evisa.refund")]
+    ));
+    for child in [&mut serve, &mut work] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
