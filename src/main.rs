@@ -315,7 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot reach Postgres (DATABASE_URL)")?;
             let stripe = stripe_gateway(&config)?;
-            let alipay = evisa_worker::alipay_client(&config);
+            let alipay = evisa_core::gateway::alipay::client_for(&config);
             let since = since
                 .and_hms_opt(0, 0, 0)
                 .expect("midnight exists")

@@ -1,6 +1,6 @@
 //! What a notification's `data.object` is: the resource exactly as this API shows it (the same
 //! views as `GET /v1/admin/applications/{id}`, `GET /v1/payments/{id}` and a payment's refunds).
-//! The worker's relay calls this through `evisa_worker::notify::RenderObject`.
+//! The worker's relay calls it as an `evisa_core::notify::RenderObject`.
 
 use std::sync::Arc;
 
@@ -8,10 +8,9 @@ use evisa_core::{
     application::{self, ApplicationError},
     config::Config,
     ids::{ApplicationId, PaymentId},
-    notify::ObjectKind,
+    notify::{ObjectKind, RenderObject},
     payment, refund,
 };
-use evisa_worker::notify::RenderObject;
 use poem_openapi::types::ToJSON;
 
 use crate::routes::{payments::PaymentView, refunds::RefundView, views::ApplicationView};

@@ -61,7 +61,7 @@ impl AppState {
         let limiter = RateLimiter::new(redis.clone(), &config.redis_prefix);
         let tokens = TokenAuthority::new(config.jwt.clone());
         let (status_changes, _) = broadcast::channel(1024);
-        let alipay = evisa_worker::alipay_client(&config);
+        let alipay = evisa_core::gateway::alipay::client_for(&config);
         tokio::spawn(listen_for_status_changes(
             db.clone(),
             status_changes.clone(),

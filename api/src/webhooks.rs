@@ -7,6 +7,7 @@
 //! event type we do not act on is acknowledged and ignored; anything unverifiable is 400 and
 //! nothing is stored.
 
+use evisa_core::jobs::{ProcessGatewayEvent, enqueue};
 use evisa_core::{
     gateway::{
         alipay as alipay_v2,
@@ -15,7 +16,6 @@ use evisa_core::{
     metrics,
     payment::{PaymentStatus, Provider, store as payment_store},
 };
-use evisa_worker::{ProcessGatewayEvent, enqueue};
 use poem::{IntoResponse, Request, Response, handler, http::StatusCode, web::Data};
 use serde::Deserialize;
 

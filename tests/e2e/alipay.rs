@@ -632,7 +632,7 @@ async fn our_signatures_interoperate_with_python_alipay_sdk() {
         "ok"
     );
     // 2. A server-to-server request (alipay.trade.query), exactly as our client sends it.
-    let client = evisa_worker::alipay_client(
+    let client = evisa_core::gateway::alipay::client_for(
         &evisa_core::config::Config::load(
             evisa_core::config::Profile::Production,
             &evisa_core::config::Source::from_pairs(

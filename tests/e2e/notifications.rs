@@ -143,7 +143,26 @@ async fn an_endpoint_failing_three_times_gets_the_event_on_the_fourth_each_attem
         shared.lock().unwrap().seen.len() >= 4
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the fourth answer is recorded, the delivery is done: no fifth attempt may follow.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app
+        .get(
+            "/v1/admin/notification-deliveries?status=delivered",
+            Some(&admin),
+        )
+        .await
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the fourth attempt was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let seen = std::mem::take(&mut shared.lock().unwrap().seen);
     assert_eq!(seen.len(), 4, "one attempt too many after the 200");
@@ -328,13 +347,25 @@ async fn a_killed_worker_loses_no_notification() {
     assert!(signed_with(&header, &body, &secret));
     let event: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(event["data"]["object"]["id"], application.as_str());
-    let d = app
-        .get(
-            "/v1/admin/notification-deliveries?status=delivered",
-            Some(&admin),
-        )
-        .await;
-    assert_eq!(d.body["items"].as_array().unwrap().len(), 1, "{}", d.body);
+    // The attempt is recorded once the endpoint's answer is back at the worker.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = app
+            .get(
+                "/v1/admin/notification-deliveries?status=delivered",
+                Some(&admin),
+            )
+            .await;
+        if d.body["items"].as_array().unwrap().len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recorded as delivered: {}",
+            d.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -12,7 +12,6 @@
 
 pub mod dead;
 pub mod handlers;
-pub mod jobs;
 pub mod notify;
 pub mod observed;
 pub mod sweeper;
@@ -32,7 +31,7 @@ use evisa_core::{
 };
 use sqlx::PgPool;
 
-pub use jobs::{
+pub use evisa_core::jobs::{
     ChargeCard, Job, PollAlipay, ProcessGatewayEvent, ReconcileReport, RefundPayment, enqueue,
     enqueue_after,
 };
@@ -110,24 +109,6 @@ async fn connect_limiter(config: &Config) -> Option<RateLimiter> {
     }
 }
 
-/// The Alipay client for `config`, when Alipay is configured.
-pub fn alipay_client(config: &Config) -> Option<AlipayClient> {
-    let a = &config.alipay;
-    Some(AlipayClient::new(
-        a.app_id.as_deref()?,
-        a.seller_id.as_deref()?,
-        a.gateway_url.clone()?,
-        a.app_private_key.clone()?,
-        a.public_key.clone()?,
-        config
-            .public_base_url
-            .join("v1/webhooks/alipay")
-            .ok()?
-            .to_string(),
-        config.payments.gateway_timeout,
-    ))
-}
-
 /// Creates apalis's own schema (`apalis.*`); idempotent and safe to run from several processes.
 pub async fn setup(pool: &PgPool) -> anyhow::Result<()> {
     PostgresStorage::setup(pool).await?;
@@ -162,7 +143,7 @@ pub async fn run(
     config: Arc<Config>,
     db: PgPool,
     stripe: StripeGateway,
-    render: notify::RenderObject,
+    render: evisa_core::notify::RenderObject,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config_arc = config.clone();
@@ -173,7 +154,7 @@ pub async fn run(
         limits: config.limits.clone(),
         audit: config.audit.clone(),
         stripe,
-        alipay: alipay_client(config),
+        alipay: evisa_core::gateway::alipay::client_for(config),
         max_attempts: config.jobs.max_attempts,
         alipay_poll_first: config.alipay.poll_first,
     });

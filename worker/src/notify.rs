@@ -2,28 +2,16 @@
 //! each event's object as the API shows it now, signs and POSTs it, and records the attempt.
 //! A worker killed mid-delivery loses nothing: its claim lapses and another worker sends it.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use evisa_core::{
     config::Config,
     notify::{
-        ObjectKind,
+        RenderObject,
         delivery::{self, Attempt, Claimed, Outcome},
     },
 };
 use sqlx::PgPool;
-
-/// Renders a resource as the API shows it (the API crate provides it; the worker does not know
-/// the API's views). `Ok(None)` when the resource is gone.
-pub type RenderObject = Arc<
-    dyn Fn(
-            ObjectKind,
-            uuid::Uuid,
-        )
-            -> Pin<Box<dyn Future<Output = anyhow::Result<Option<serde_json::Value>>> + Send>>
-        + Send
-        + Sync,
->;
 
 /// How many deliveries one worker sends at once.
 const BATCH: i64 = 16;

@@ -1,5 +1,6 @@
 //! Paying an application's fee, following a payment, and its live event stream.
 
+use evisa_core::jobs::{ChargeCard, PollAlipay, enqueue, enqueue_after};
 use evisa_core::{
     application::Actor,
     gateway::alipay::{self, AlipayClient, Channel},
@@ -15,7 +16,6 @@ use evisa_core::{
         store::{self, NewPayment},
     },
 };
-use evisa_worker::{ChargeCard, PollAlipay, enqueue, enqueue_after};
 use futures_util::StreamExt;
 use poem::web::Data;
 use poem_openapi::{

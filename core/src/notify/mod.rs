@@ -11,6 +11,18 @@ pub mod endpoints;
 
 use sqlx::PgConnection;
 
+/// Renders a resource as the API shows it, for a notification's `data.object` (`Ok(None)` when
+/// it is gone). The API provides it (it owns the views); the worker's relay calls it.
+pub type RenderObject = std::sync::Arc<
+    dyn Fn(
+            ObjectKind,
+            uuid::Uuid,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = anyhow::Result<Option<serde_json::Value>>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// A kind of notification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventType {

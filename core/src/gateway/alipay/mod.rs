@@ -453,6 +453,24 @@ fn string_member(text: &str, key: &str) -> Option<String> {
     v.get(key)?.as_str().map(str::to_string)
 }
 
+/// The Alipay client for `config`, when Alipay is configured (all of its settings are set).
+pub fn client_for(config: &crate::config::Config) -> Option<AlipayClient> {
+    let a = &config.alipay;
+    Some(AlipayClient::new(
+        a.app_id.as_deref()?,
+        a.seller_id.as_deref()?,
+        a.gateway_url.clone()?,
+        a.app_private_key.clone()?,
+        a.public_key.clone()?,
+        config
+            .public_base_url
+            .join("v1/webhooks/alipay")
+            .ok()?
+            .to_string(),
+        config.payments.gateway_timeout,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,11 @@
-//! The job kinds. Each is a plain serde struct with its queue name; [`enqueue`] adds one inside
-//! the caller's transaction, so the job exists if and only if the rows it acts on do.
+//! The background job kinds. Each is a plain serde struct with its queue name; [`enqueue`] adds
+//! one inside the caller's transaction, so the job exists if and only if the rows it acts on do.
+//! The API enqueues them and `evisa-worker` runs them: both speak of jobs through this module, so
+//! the API never depends on the worker.
 
+use crate::ids::PaymentId;
 use apalis::prelude::TaskBuilder;
 use apalis_postgres::queries::push_tasks;
-use evisa_core::ids::PaymentId;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
