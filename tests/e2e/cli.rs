@@ -6,17 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{TestDatabase, server_url, spawn_app};
+use crate::common::{TestDatabase, free_port, server_url, spawn_app};
 
 const BIN: &str = env!("CARGO_BIN_EXE_evisa");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct KillOnDrop(std::process::Child);
 

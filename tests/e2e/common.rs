@@ -41,6 +41,15 @@ pub struct TestDatabase {
 }
 
 /// The server part of `DATABASE_URL` (defaults to the local trust-auth Postgres).
+/// A loopback port free at the moment of asking, for a process a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn server_url() -> String {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());

@@ -8,17 +8,9 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::common::{TestDatabase, server_url};
+use crate::common::{TestDatabase, free_port, server_url};
 
 const BIN: &str = env!("CARGO_BIN_EXE_evisa");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn json_logs_carry_request_ids_and_no_personal_data_or_secret() {

@@ -10,17 +10,9 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::common::{TestDatabase, server_url};
+use crate::common::{TestDatabase, free_port, server_url};
 
 const BIN: &str = env!("CARGO_BIN_EXE_evisa");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One parsed sample.
 struct Sample {
@@ -66,27 +58,27 @@ fn parse(text: &str) -> Vec<Sample> {
         .collect()
 }
 
-/// The value of the sample `name` whose labels include `labels` (0 when absent).
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).and_then(Value::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
-        .sum()
-}
-
-fn present(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> bool {
-    samples.iter().any(|s| {
+/// The samples named `name` whose labels include `labels`.
+fn matching<'a>(
+    samples: &'a [Sample],
+    name: &'a str,
+    labels: &'a [(&str, &str)],
+) -> impl Iterator<Item = &'a Sample> {
+    samples.iter().filter(move |s| {
         s.name == name
             && labels
                 .iter()
                 .all(|(k, v)| s.labels.get(*k).and_then(Value::as_str) == Some(*v))
     })
+}
+
+/// The sum of the matching samples' values (0 when there are none).
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    matching(samples, name, labels).map(|s| s.value).sum()
+}
+
+fn present(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> bool {
+    matching(samples, name, labels).next().is_some()
 }
 
 #[tokio::test]

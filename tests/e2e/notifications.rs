@@ -54,13 +54,11 @@ async fn receive(req: &Request, body: poem::Body, state: Data<&Shared>) -> Respo
 
 /// Starts the endpoint on loopback; returns its URL.
 async fn endpoint(shared: Shared) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let addr = format!("127.0.0.1:{}", crate::common::free_port());
     let app = poem::Route::new()
         .at("/hooks", poem::post(receive))
         .data(shared);
-    tokio::spawn(poem::Server::new(poem::listener::TcpListener::bind(addr)).run(app));
+    tokio::spawn(poem::Server::new(poem::listener::TcpListener::bind(addr.clone())).run(app));
     tokio::time::sleep(Duration::from_millis(100)).await;
     format!("http://{addr}/hooks")
 }
