@@ -61,7 +61,7 @@ enum Command {
     /// Load a running service and print throughput and latency figures.
     Bench {
         #[command(subcommand)]
-        command: BenchCommand,
+        command: bench::BenchCommand,
     },
     /// List every disagreement between our records and the gateways' for payments created since
     /// DATE (exit status 1 when there is any).
@@ -94,24 +94,6 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Card payments end to end (sandbox gateway): payments/s and POST→succeeded latency.
-    Payments {
-        /// The service's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        base: String,
-        /// Payments offered per second (open loop); 0 for closed loop at --concurrency.
-        #[arg(long, default_value_t = 100)]
-        rate: u32,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Payers in closed-loop mode.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
     },
 }
 
@@ -250,22 +232,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(%url, "gateway sandbox (Stripe and Alipay) listening");
             shutdown.wait().await;
         }
-        Command::Bench {
-            command:
-                BenchCommand::Payments {
-                    base,
-                    rate,
-                    seconds,
-                    concurrency,
-                },
-        } => {
-            bench::run(bench::Bench {
-                base,
-                rate,
-                seconds,
-                concurrency,
-            })
-            .await?;
+        Command::Bench { command } => {
+            // The job bench reads the job settings as `evisa work` would, with dev defaults for
+            // the secrets it never uses.
+            bench::run(command, load_config(Profile::Dev, file)?).await?;
         }
         Command::Reconcile { since } => {
             let config = load_config(Profile::Production, file)?;

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use evisa_core::{
     auth::TokenAuthority,
     config::Config,
-    ids::PaymentId,
-    payment::{PaymentStatus, STATUS_CHANNEL},
+    payment::{Announced, STATUS_CHANNEL},
     ratelimit::RateLimiter,
 };
 use redis::aio::ConnectionManager;
@@ -23,10 +22,10 @@ pub struct Inner {
     pub redis: ConnectionManager,
     pub limiter: RateLimiter,
     pub tokens: TokenAuthority,
-    /// Every committed payment status change, from any process (via Postgres NOTIFY); `None`
-    /// after the listener lost its connection, when changes may have been missed: subscribers
-    /// re-read what they follow.
-    pub status_changes: broadcast::Sender<Option<(PaymentId, PaymentStatus)>>,
+    /// Every committed payment status change, from any process (via Postgres NOTIFY), with the
+    /// payment as it now is; `None` after the listener lost its connection, when changes may
+    /// have been missed: subscribers re-read what they follow.
+    pub status_changes: broadcast::Sender<Option<Arc<Announced>>>,
     /// `None` when Alipay is not configured.
     pub alipay: Option<evisa_core::gateway::alipay::AlipayClient>,
     /// Alipay notifies refused (bad signature, foreign app, mismatched amount...), for operators.
@@ -108,7 +107,7 @@ pub async fn run_bounded<T: Send + 'static>(
 /// reconnecting when the connection drops. Ends when the state is dropped.
 async fn listen_for_status_changes(
     db: sqlx::PgPool,
-    tx: broadcast::Sender<Option<(PaymentId, PaymentStatus)>>,
+    tx: broadcast::Sender<Option<Arc<Announced>>>,
 ) {
     let mut reconnected = false;
     loop {
@@ -137,15 +136,9 @@ async fn listen_for_status_changes(
                     let _ = tx.send(None);
                 }
                 Ok(Some(n)) => {
-                    let parsed = n.payload().split_once(':').and_then(|(id, status)| {
-                        Some((
-                            id.parse::<PaymentId>().ok()?,
-                            status.parse::<PaymentStatus>().ok()?,
-                        ))
-                    });
-                    if let Some(change) = parsed {
+                    if let Some(change) = Announced::parse(n.payload()) {
                         // No subscribers is fine.
-                        let _ = tx.send(Some(change));
+                        let _ = tx.send(Some(Arc::new(change)));
                     }
                 }
                 Err(e) => {

@@ -2,12 +2,12 @@
 //! the gateways define these contracts.
 //!
 //! `POST /v1/webhooks/stripe`: verify the `Stripe-Signature` over the raw body (every configured
-//! secret, 300 s tolerance), store the event in the inbox (unique by event id) and enqueue its
-//! processing in one transaction, then answer 200. A duplicate is acknowledged and skipped; an
+//! secret, 300 s tolerance), store the event in the inbox (unique by event id) and apply it to
+//! its payment in one transaction (`evisa_core::inbox::ingest_stripe`), then answer 200. A duplicate is acknowledged and skipped; an
 //! event type we do not act on is acknowledged and ignored; anything unverifiable is 400 and
 //! nothing is stored.
 
-use evisa_core::jobs::{ProcessGatewayEvent, enqueue};
+use evisa_core::inbox::{self, Ingested, StripeIngest};
 use evisa_core::{
     gateway::{
         alipay as alipay_v2,
@@ -15,6 +15,7 @@ use evisa_core::{
     },
     metrics,
     payment::{PaymentStatus, Provider, store as payment_store},
+    ratelimit,
 };
 use poem::{IntoResponse, Request, Response, handler, http::StatusCode, web::Data};
 use serde::Deserialize;
@@ -95,13 +96,25 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         tracing::info!(event_id = %event.id, kind = %event.kind, "stripe webhook ignored: not a type we act on");
         return received();
     }
-    match store_in_inbox(&state, "stripe", &event.id, &event.kind, &payload).await {
-        Ok(true) => {
-            tracing::info!(event_id = %event.id, kind = %event.kind, "stripe webhook stored")
-        }
-        Ok(false) => {
+    match inbox::ingest_stripe(&state.db, &event.id, &event.kind, &payload).await {
+        Ok(StripeIngest {
+            ingested: Ingested::Duplicate,
+            ..
+        }) => {
             metrics::callback_duplicate("stripe");
             tracing::info!(event_id = %event.id, "stripe webhook duplicate; acknowledged")
+        }
+        Ok(StripeIngest { failed, .. }) => {
+            tracing::info!(event_id = %event.id, kind = %event.kind, "stripe webhook stored and applied");
+            if let Some((application, applicant)) = failed {
+                ratelimit::count_failed_payment(
+                    &state.limiter,
+                    &state.config.limits,
+                    application,
+                    applicant,
+                )
+                .await;
+            }
         }
         // Not acknowledged, so Stripe retries it later.
         Err(e) => {
@@ -110,41 +123,6 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         }
     }
     received()
-}
-
-/// Stores a verified callback in the inbox (unique per provider and event id) and enqueues its
-/// processing, in one transaction; `false` for a duplicate, which is acknowledged and skipped.
-async fn store_in_inbox(
-    state: &AppState,
-    provider: &str,
-    event_id: &str,
-    event_type: &str,
-    payload: &serde_json::Value,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = state.db.begin().await?;
-    let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
-        "INSERT INTO gateway_inbox (id, provider, event_id, event_type, payload)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (provider, event_id) DO NOTHING RETURNING id",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .bind(provider)
-    .bind(event_id)
-    .bind(event_type)
-    .bind(payload)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(inbox_id) = inserted else {
-        return Ok(false);
-    };
-    enqueue(
-        &mut tx,
-        &ProcessGatewayEvent { inbox_id },
-        state.config.jobs.max_attempts,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(true)
 }
 
 /// `POST /v1/webhooks/alipay`: Alipay's async notify (a form). Verified with Alipay's public key
@@ -206,16 +184,18 @@ pub async fn alipay(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         return refuse("amount_mismatch", "total_amount does not match the payment");
     }
     let payload = notify.to_json();
-    match store_in_inbox(
-        &state,
+    match inbox::ingest(
+        &state.db,
         "alipay",
         notify.notify_id(),
         notify.get("trade_status"),
         &payload,
+        state.config.jobs.max_attempts,
     )
     .await
     {
-        Ok(stored) => {
+        Ok(ingested) => {
+            let stored = ingested != Ingested::Duplicate;
             if !stored {
                 metrics::callback_duplicate("alipay");
             }

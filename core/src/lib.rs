@@ -12,6 +12,7 @@ pub mod fees;
 pub mod gateway;
 pub mod idempotency;
 pub mod ids;
+pub mod inbox;
 pub mod jobs;
 pub mod metrics;
 pub mod money;

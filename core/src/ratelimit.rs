@@ -165,6 +165,32 @@ pub fn bucket_digest(value: &str) -> String {
         .collect()
 }
 
+/// Counts a payment that just became `failed` against its application's and its applicant's
+/// attempt limits, which are checked before another attempt starts (so card testing stops at
+/// the limit). Whoever applied the decline counts it: the worker from the gateway's answer, the
+/// API from a webhook. A limiter that is down leaves it uncounted (logged).
+pub async fn count_failed_payment(
+    limiter: &RateLimiter,
+    limits: &crate::config::LimitSettings,
+    application: crate::ids::ApplicationId,
+    applicant: crate::ids::UserId,
+) {
+    for (bucket, quota) in [
+        (
+            failed_payments_of_application(application),
+            limits.failures_per_application(),
+        ),
+        (
+            failed_payments_of_applicant(applicant),
+            limits.failures_per_applicant(),
+        ),
+    ] {
+        if let Err(e) = limiter.check(&bucket, quota).await {
+            tracing::warn!(error = %e, %application, "failed attempt not counted: rate limiter unavailable");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

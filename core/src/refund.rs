@@ -241,7 +241,8 @@ pub async fn decide(
     .bind(staff_id)
     .fetch_one(&mut *conn)
     .await?;
-    let p = payments::get(&mut *conn, current.payment_id)
+    // Locked: this appends to the payment's history chain.
+    let p = payments::get_for_update(&mut *conn, current.payment_id)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
     let cause = format!("refund:{id}");
@@ -329,7 +330,8 @@ pub async fn settle(
             .execute(&mut *tx)
             .await?;
     }
-    let p = payments::get(&mut *tx, payment)
+    // Locked: this appends to the payment's history chain.
+    let p = payments::get_for_update(&mut tx, payment)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
     let cause = format!("refund:{id}");

@@ -102,6 +102,7 @@ struct Intent {
     last_error: Option<Value>,
     latest_charge: Option<String>,
     canceled_at: Option<i64>,
+    cancellation_reason: Option<String>,
 }
 
 impl Intent {
@@ -133,6 +134,7 @@ impl Intent {
             "latest_charge": self.latest_charge,
             "next_action": next_action,
             "canceled_at": self.canceled_at,
+            "cancellation_reason": self.cancellation_reason,
         })
     }
 }
@@ -587,6 +589,34 @@ fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
+/// A PaymentMethod object, for a built-in test method or one created from a card number.
+fn payment_method_json(state: &State, id: &str) -> Option<Value> {
+    let (brand, last4) = builtin_card(id)
+        .map(|(b, l)| (b.to_string(), l.to_string()))
+        .or_else(|| state.cards.get(id).cloned())?;
+    Some(json!({
+        "id": id, "object": "payment_method", "type": "card", "created": now(), "livemode": false,
+        "billing_details": {},
+        "card": {"brand": brand, "last4": last4, "exp_month": 12, "exp_year": 2034, "funding": "credit"},
+    }))
+}
+
+/// `expand[]=payment_method`, as Stripe does it: the intent's `payment_method` id becomes the
+/// object itself.
+fn expanded(state: &State, pairs: &[(String, String)], answer: (u16, Value)) -> (u16, Value) {
+    let (status, mut body) = answer;
+    let wants = pairs
+        .iter()
+        .any(|(k, v)| k.starts_with("expand[") && v == "payment_method");
+    if wants
+        && let Some(id) = body["payment_method"].as_str().map(str::to_string)
+        && let Some(pm) = payment_method_json(state, &id)
+    {
+        body["payment_method"] = pm;
+    }
+    (status, body)
+}
+
 fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
         .iter()
@@ -677,14 +707,16 @@ async fn create_intent(req: &Request, body: Body, sandbox: Data<&StripeSandbox>)
             last_error: None,
             latest_charge: None,
             canceled_at: None,
+            cancellation_reason: None,
         };
         state.intents.insert(id.clone(), intent);
-        if confirm {
+        let answer = if confirm {
             sandbox.confirm(state, &id)
         } else {
             let body = state.intents[&id].to_json(&sandbox.config.public_url);
             (200, body)
-        }
+        };
+        expanded(state, &pairs, answer)
     });
     respond(maybe_lose(&sandbox, answer, confirm))
 }
@@ -707,7 +739,8 @@ async fn confirm_intent(
                 i.status = "requires_confirmation";
             }
         }
-        sandbox.confirm(state, &id)
+        let answer = sandbox.confirm(state, &id);
+        expanded(state, &pairs, answer)
     });
     respond(maybe_lose(&sandbox, answer, true))
 }
@@ -767,6 +800,7 @@ async fn cancel_intent(
         }
         i.status = "canceled";
         i.canceled_at = Some(now());
+        i.cancellation_reason = param(&pairs, "cancellation_reason").map(str::to_string);
         let body = i.to_json(&public);
         sandbox.emit(state, "payment_intent.canceled", &body);
         (200, body)

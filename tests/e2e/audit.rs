@@ -232,7 +232,7 @@ async fn the_service_role_cannot_change_the_logs_and_truncate_is_refused_to_all(
         "TRUNCATE payment_events",
         "TRUNCATE application_events",
         "ALTER TABLE payment_events DISABLE TRIGGER payment_events_append_only",
-        "DROP TRIGGER payment_events_chain ON payment_events",
+        "DROP INDEX payment_events_one_successor",
         "UPDATE _sqlx_migrations SET success = false",
     ] {
         let refused = sqlx::query(attack).execute(&service).await;

@@ -240,7 +240,8 @@ async fn metrics_are_served_apart_from_the_api_and_move_with_a_payment() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
-    // The sandbox's webhooks for both payments arrive asynchronously: wait until counted.
+    // The sandbox's webhooks for both payments arrive asynchronously (and are applied as they
+    // are stored): wait until counted, and both charges have run.
     let deadline = Instant::now() + Duration::from_secs(20);
     let after = loop {
         let s = scrape().await;
@@ -252,7 +253,7 @@ async fn metrics_are_served_apart_from_the_api_and_move_with_a_payment() {
             && value(
                 &s,
                 "evisa_job_run_duration_seconds_count",
-                &[("queue", "evisa.gateway_event")],
+                &[("queue", "evisa.charge_card")],
             ) >= 2.0
         {
             break s;

@@ -9,8 +9,8 @@ use evisa_core::{
     gateway::{
         GatewayError,
         alipay::{self, TradeState, VerifiedNotify},
-        stripe::IntentSnapshot,
     },
+    inbox,
     payment::{self, GatewayFacts, PaymentEvent, PaymentStatus, apply::ApplyError, store},
     refund,
 };
@@ -43,41 +43,6 @@ async fn retry_later(
     Ok(())
 }
 
-/// Keeps the card's brand and last four digits for the receipt, once a card payment succeeded.
-/// Best effort: a receipt without them still says "card".
-pub(crate) async fn remember_card(ctx: &WorkerContext, payment: &payment::Payment) {
-    let Some(method) = payment.payment_method.as_deref() else {
-        return;
-    };
-    match ctx.stripe.card_of(method).await {
-        Ok((brand, last4)) => {
-            let stored =
-                sqlx::query("UPDATE payments SET card_brand = $2, card_last4 = $3 WHERE id = $1")
-                    .bind(payment.id)
-                    .bind(brand)
-                    .bind(last4)
-                    .execute(&ctx.db)
-                    .await;
-            if let Err(e) = stored {
-                tracing::warn!(payment_id = %payment.id, error = %e, "card details not stored");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(payment_id = %payment.id, error = %e, "card details not available")
-        }
-    }
-}
-
-fn succeeded(applied: &payment::Applied) -> bool {
-    matches!(
-        applied,
-        payment::Applied::Moved {
-            to: PaymentStatus::Succeeded,
-            ..
-        }
-    )
-}
-
 /// Charges a card payment: created → processing → the gateway's answer.
 pub async fn charge_card(
     job: ChargeCard,
@@ -86,26 +51,14 @@ pub async fn charge_card(
     ctx: Data<Arc<WorkerContext>>,
 ) -> Result<(), BoxDynError> {
     let cause = format!("job:{task}");
-    let Some(payment) = store::get(&ctx.db, job.payment_id).await? else {
+    // created → processing, or the payment as a previous run left it.
+    let Some(payment) = payment::start_charge(&ctx.db, job.payment_id, &cause).await? else {
         tracing::warn!(payment_id = %job.payment_id, "charge for an unknown payment; dropped");
         return Ok(());
     };
-    if !matches!(
-        payment.status,
-        PaymentStatus::Created | PaymentStatus::Processing
-    ) {
+    if payment.status != PaymentStatus::Processing {
         tracing::info!(payment_id = %payment.id, status = %payment.status, "already charged; nothing to do");
         return Ok(());
-    }
-    if payment.status == PaymentStatus::Created {
-        ctx.apply(
-            &payment,
-            PaymentEvent::ChargeStarted,
-            &GatewayFacts::default(),
-            Actor::System,
-            &cause,
-        )
-        .await?;
     }
     match ctx.stripe.charge(&payment).await {
         Ok(report) => {
@@ -119,12 +72,7 @@ pub async fn charge_card(
                 )
                 .await
             {
-                Ok(applied) => {
-                    if succeeded(&applied) {
-                        remember_card(&ctx, &payment).await;
-                    }
-                    Ok(())
-                }
+                Ok(_) => Ok(()),
                 Err(
                     e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. }),
                 ) => {
@@ -168,23 +116,18 @@ pub async fn process_gateway_event(
     job: ProcessGatewayEvent,
     ctx: Data<Arc<WorkerContext>>,
 ) -> Result<(), BoxDynError> {
-    let row: Option<(String, String, String, String, serde_json::Value)> = sqlx::query_as(
-        "SELECT provider, event_id, event_type, state, payload FROM gateway_inbox WHERE id = $1",
-    )
-    .bind(job.inbox_id)
-    .fetch_optional(&ctx.db)
-    .await?;
-    let Some((provider, event_id, kind, state, payload)) = row else {
+    let Some(stored) = inbox::get(&ctx.db, job.inbox_id).await? else {
         return Ok(());
     };
-    if state != "received" {
+    if stored.state != "received" {
         return Ok(());
     }
+    let (provider, event_id, kind) = (&stored.provider, &stored.event_id, &stored.event_type);
     let cause = format!("{provider}:{event_id}");
     // Which payment, and what the callback says about it.
     let (payment, report) = if provider == "alipay" {
         // The form as it was verified on arrival.
-        let notify = VerifiedNotify::from_inbox(&payload);
+        let notify = VerifiedNotify::from_inbox(&stored.payload);
         let payment = match notify.as_ref().and_then(VerifiedNotify::payment_id) {
             Some(id) => store::get(&ctx.db, id).await?,
             None => None,
@@ -195,22 +138,10 @@ pub async fn process_gateway_event(
             .is_some_and(|p| p.expires_at <= chrono::Utc::now());
         (payment, trade.and_then(|t| t.report(expired)))
     } else {
-        match serde_json::from_value::<IntentSnapshot>(payload["data"]["object"].clone()) {
-            Err(_) => (None, None),
-            Ok(intent) => {
-                let payment = match intent.payment_id() {
-                    Some(id) => store::get(&ctx.db, id).await?,
-                    None => {
-                        store::find_by_gateway_reference(
-                            &ctx.db,
-                            payment::Provider::Stripe,
-                            &intent.id,
-                        )
-                        .await?
-                    }
-                };
-                (payment, intent.report())
-            }
+        let mut conn = ctx.db.acquire().await?;
+        match inbox::stripe_payment(&mut conn, &stored.payload).await? {
+            Some((payment, intent)) => (Some(payment), intent.report()),
+            None => (None, None),
         }
     };
     let outcome = match (payment, report) {
@@ -221,12 +152,7 @@ pub async fn process_gateway_event(
                 .apply(&p, report.event, &report.facts, Actor::Gateway, &cause)
                 .await
             {
-                Ok(applied) => {
-                    if succeeded(&applied) && p.provider == payment::Provider::Stripe {
-                        remember_card(&ctx, &p).await;
-                    }
-                    ("processed", None)
-                }
+                Ok(_) => ("processed", None),
                 Err(
                     e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. }),
                 ) => {
@@ -237,12 +163,7 @@ pub async fn process_gateway_event(
             }
         }
     };
-    sqlx::query("UPDATE gateway_inbox SET state = $2, note = $3, processed_at = now() WHERE id = $1 AND state = 'received'")
-        .bind(job.inbox_id)
-        .bind(outcome.0)
-        .bind(outcome.1)
-        .execute(&ctx.db)
-        .await?;
+    inbox::finish(&ctx.db, job.inbox_id, outcome.0, outcome.1.as_deref()).await?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //! Delivery is at least once: every handler checks state first and calls gateways with
 //! idempotency keys, so running a job twice has the effect of running it once.
 
+pub mod bench;
 pub mod dead;
 pub mod handlers;
 pub mod notify;
@@ -73,20 +74,13 @@ impl WorkerContext {
             Some(limiter),
         ) = (&applied, &self.limiter)
         {
-            for (bucket, quota) in [
-                (
-                    ratelimit::failed_payments_of_application(payment.application_id),
-                    self.limits.failures_per_application(),
-                ),
-                (
-                    ratelimit::failed_payments_of_applicant(payment.applicant_id),
-                    self.limits.failures_per_applicant(),
-                ),
-            ] {
-                if let Err(e) = limiter.check(&bucket, quota).await {
-                    tracing::warn!(error = %e, payment_id = %payment.id, "failed attempt not counted: rate limiter unavailable");
-                }
-            }
+            ratelimit::count_failed_payment(
+                limiter,
+                &self.limits,
+                payment.application_id,
+                payment.applicant_id,
+            )
+            .await;
         }
         Ok(applied)
     }
@@ -138,6 +132,21 @@ fn queue_config(queue: &str, config: &Config) -> QueueConfig {
         .lock_tasks(false)
 }
 
+/// One queue's storage as `evisa work` runs it: woken by LISTEN/NOTIFY when a job is added, and
+/// polled at the configured interval besides (a notification can be missed).
+pub type Queue<J> = PollWith<
+    PollWith<PostgresStorage<J>, StreamStrategy<apalis_postgres::Pubsub>>,
+    IntervalStrategy,
+>;
+
+/// The storage of `J`'s queue, configured as in production.
+pub fn queue<J: Job>(db: &PgPool, config: &Config) -> Queue<J> {
+    PostgresStorage::<J>::new(db)
+        .with_config(queue_config(J::QUEUE, config))
+        .with_pubsub()
+        .poll_with_interval(config.jobs.poll_interval)
+}
+
 /// Runs the workers and the sweeper until `shutdown` resolves; in-flight jobs finish first.
 pub async fn run(
     config: Arc<Config>,
@@ -161,29 +170,12 @@ pub async fn run(
     // Unique per process: apalis tracks liveness by worker name.
     let instance = uuid::Uuid::now_v7().simple().to_string();
     let concurrency = config.jobs.concurrency;
-    let poll = config.jobs.poll_interval;
 
-    let charge = PostgresStorage::<ChargeCard>::new(&db)
-        .with_config(queue_config(ChargeCard::QUEUE, config))
-        .with_pubsub()
-        .poll_with_interval(poll);
-    let events = PostgresStorage::<ProcessGatewayEvent>::new(&db)
-        .with_config(queue_config(ProcessGatewayEvent::QUEUE, config))
-        .with_pubsub()
-        .poll_with_interval(poll);
-
-    let polls = PostgresStorage::<PollAlipay>::new(&db)
-        .with_config(queue_config(PollAlipay::QUEUE, config))
-        .with_pubsub()
-        .poll_with_interval(poll);
-    let refunds = PostgresStorage::<RefundPayment>::new(&db)
-        .with_config(queue_config(RefundPayment::QUEUE, config))
-        .with_pubsub()
-        .poll_with_interval(poll);
-    let reports = PostgresStorage::<ReconcileReport>::new(&db)
-        .with_config(queue_config(ReconcileReport::QUEUE, config))
-        .with_pubsub()
-        .poll_with_interval(poll);
+    let charge = queue::<ChargeCard>(&db, config);
+    let events = queue::<ProcessGatewayEvent>(&db, config);
+    let polls = queue::<PollAlipay>(&db, config);
+    let refunds = queue::<RefundPayment>(&db, config);
+    let reports = queue::<ReconcileReport>(&db, config);
     let (ctx1, ctx2, ctx3, ctx4, ctx5) = (
         ctx.clone(),
         ctx.clone(),

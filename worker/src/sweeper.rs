@@ -97,6 +97,31 @@ async fn checkpoint_if_due(ctx: &WorkerContext) -> anyhow::Result<()> {
 }
 
 /// Brings one open payment to the gateway's truth, expiring it when its time is up.
+/// Keeps the card's brand and last four digits for the receipt, once a card payment succeeded.
+/// Best effort: a receipt without them still says "card".
+async fn remember_card(ctx: &WorkerContext, payment: &payment::Payment) {
+    let Some(method) = payment.payment_method.as_deref() else {
+        return;
+    };
+    match ctx.stripe.card_of(method).await {
+        Ok((brand, last4)) => {
+            let stored =
+                sqlx::query("UPDATE payments SET card_brand = $2, card_last4 = $3 WHERE id = $1")
+                    .bind(payment.id)
+                    .bind(brand)
+                    .bind(last4)
+                    .execute(&ctx.db)
+                    .await;
+            if let Err(e) = stored {
+                tracing::warn!(payment_id = %payment.id, error = %e, "card details not stored");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(payment_id = %payment.id, error = %e, "card details not available")
+        }
+    }
+}
+
 async fn reconcile(ctx: &WorkerContext, p: &Payment) -> anyhow::Result<()> {
     let expired = p.expires_at < chrono::Utc::now();
     let report = match &p.gateway_reference {
@@ -122,7 +147,7 @@ async fn reconcile(ctx: &WorkerContext, p: &Payment) -> anyhow::Result<()> {
             Ok(payment::Applied::Moved {
                 to: PaymentStatus::Succeeded,
                 ..
-            }) => crate::handlers::remember_card(ctx, p).await,
+            }) => remember_card(ctx, p).await,
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(payment_id = %p.id, error = %e, "reconciliation report not applied")

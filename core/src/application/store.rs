@@ -559,7 +559,26 @@ pub async fn submit(
     row.open(keys)
 }
 
-/// Appends one status change to the event log.
+/// The columns and SELECT that append one chained event after `INSERT INTO application_events`
+/// ($1 application, $2 event, $3 from, $4 to, $5 actor kind, $6 actor id, $7 cause): its hash is
+/// `audit_hash` over the predecessor's hash and its fields, computed in the INSERT.
+macro_rules! chained_event {
+    () => {
+        "(id, application_id, event, from_status, to_status, actor_kind, actor_id, cause,
+              occurred_at, prev_hash, hash)
+         OVERRIDING SYSTEM VALUE
+         SELECT n.id, $1, $2, $3, $4, $5, $6, $7, n.at, n.prev,
+                audit_hash(n.prev, n.id, $1, $2, $3, $4, $5, $6, $7, n.at)
+           FROM (SELECT nextval(pg_get_serial_sequence('application_events', 'id')) AS id,
+                        now() AS at,
+                        (SELECT hash FROM application_events WHERE application_id = $1
+                          ORDER BY id DESC LIMIT 1) AS prev) n"
+    };
+}
+
+/// Appends one status change to the event log, chained to the application's previous event.
+/// The caller holds the application's row lock, so it is the chain's only writer; a second
+/// writer would violate `application_events_one_successor` rather than fork the chain.
 pub(crate) async fn record_event(
     conn: &mut PgConnection,
     id: ApplicationId,
@@ -569,13 +588,38 @@ pub(crate) async fn record_event(
     actor: Actor,
     cause: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO application_events
-             (application_id, event, from_status, to_status, actor_kind, actor_id, cause)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
+    sqlx::query(concat!("INSERT INTO application_events ", chained_event!()))
+        .bind(id)
+        .bind(event.as_str())
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(actor.kind())
+        .bind(actor.id())
+        .bind(cause)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A payment paid the application: it moves `from` → `to` (decided by the caller through
+/// [`ApplicationStatus::next`]) with `paid_at`, and the change is logged, in one statement. The
+/// caller holds the application's row lock.
+pub(crate) async fn record_paid(
+    conn: &mut PgConnection,
+    id: ApplicationId,
+    from: ApplicationStatus,
+    to: ApplicationStatus,
+    actor: Actor,
+    cause: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "WITH paid AS (UPDATE applications SET status = $4, paid_at = now(), updated_at = now()
+                        WHERE id = $1)
+         INSERT INTO application_events ",
+        chained_event!()
+    ))
     .bind(id)
-    .bind(event.as_str())
+    .bind(ApplicationEvent::PaymentSucceeded.as_str())
     .bind(from.as_str())
     .bind(to.as_str())
     .bind(actor.kind())

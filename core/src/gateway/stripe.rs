@@ -37,6 +37,9 @@ pub struct IntentSnapshot {
     pub metadata: HashMap<String, String>,
     #[serde(default)]
     pub last_payment_error: Option<IntentError>,
+    /// Why it was cancelled: `abandoned` is what we say when a payment passed its deadline.
+    #[serde(default)]
+    pub cancellation_reason: Option<String>,
 }
 
 /// Why the last attempt on an intent failed.
@@ -64,6 +67,10 @@ impl From<&stripe_shared::PaymentIntent> for IntentSnapshot {
                 decline_code: e.decline_code.clone(),
                 message: e.message.clone(),
             }),
+            cancellation_reason: pi
+                .cancellation_reason
+                .as_ref()
+                .map(|r| r.as_str().to_string()),
         }
     }
 }
@@ -107,6 +114,11 @@ impl IntentSnapshot {
         let event = match self.status.as_str() {
             "succeeded" => PaymentEvent::GatewaySaysSucceeded,
             "processing" => PaymentEvent::GatewaySaysProcessing,
+            // We cancel an abandoned intent when its payment passes its deadline: that
+            // payment expired, whichever of the cancel's answer and its webhook comes first.
+            "canceled" if self.cancellation_reason.as_deref() == Some("abandoned") => {
+                PaymentEvent::Expired
+            }
             "canceled" => PaymentEvent::Cancelled,
             "requires_action" => {
                 facts.next_action = self
@@ -257,16 +269,34 @@ impl StripeGateway {
                     CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
                 ),
             })
-            .metadata(metadata);
+            .metadata(metadata)
+            // The card's brand and last four come back with the answer, for the receipt: no
+            // second call to Stripe.
+            .expand(vec!["payment_method".to_string()]);
             match request
                 .customize()
                 .request_strategy(key(format!("payment:{}:charge", payment.id)))
                 .send(&self.client)
                 .await
             {
-                Ok(pi) => IntentSnapshot::from(&pi).report().ok_or_else(|| {
-                    GatewayError::Transient(format!("intent left in status {}", pi.status.as_str()))
-                }),
+                Ok(pi) => {
+                    let mut report = IntentSnapshot::from(&pi).report().ok_or_else(|| {
+                        GatewayError::Transient(format!(
+                            "intent left in status {}",
+                            pi.status.as_str()
+                        ))
+                    })?;
+                    report.facts.card = pi
+                        .payment_method
+                        .as_ref()
+                        .and_then(|pm| pm.as_object())
+                        .and_then(|pm| pm.card.as_ref())
+                        .map(|card| crate::payment::CardDetails {
+                            brand: card.brand.clone(),
+                            last4: card.last4.clone(),
+                        });
+                    Ok(report)
+                }
                 Err(e) => classify(e),
             }
         })
@@ -555,11 +585,21 @@ mod tests {
             client_secret: Some("pi_1_secret".into()),
             metadata: HashMap::new(),
             last_payment_error: err,
+            cancellation_reason: None,
         };
         assert_eq!(
             snap("succeeded", None).report().unwrap().event,
             PaymentEvent::GatewaySaysSucceeded
         );
+        assert_eq!(
+            snap("canceled", None).report().unwrap().event,
+            PaymentEvent::Cancelled
+        );
+        let abandoned = IntentSnapshot {
+            cancellation_reason: Some("abandoned".into()),
+            ..snap("canceled", None)
+        };
+        assert_eq!(abandoned.report().unwrap().event, PaymentEvent::Expired);
         let r = snap("requires_action", None).report().unwrap();
         assert_eq!(r.event, PaymentEvent::GatewayRequiresAction);
         assert_eq!(

@@ -1,21 +1,36 @@
 //! What happens when a gateway — through the worker's call, a webhook, a poll or reconciliation —
 //! reports on a payment. Every report goes through [`apply`], so every path converges on the
 //! same state, whatever order or how often reports arrive.
+//!
+//! The walk of one report, in one transaction:
+//! 1. lock the application and the payment (in that order, everywhere) and read both;
+//! 2. refuse a report whose amount or gateway object is not the payment's;
+//! 3. ask [`PaymentStatus::next`] where the payment goes; a stale or duplicate report changes
+//!    nothing (it may still teach us the gateway's reference or the card);
+//! 4. a success for an application that something else already paid is a duplicate charge:
+//!    flagged for refund, the application untouched;
+//! 5. otherwise the payment moves, its history gets the event, event streams are told, and a
+//!    success moves the application to `paid` (through [`ApplicationStatus::next`]).
 
 use sqlx::{PgConnection, PgPool};
 
 use super::{
-    NextAction, PaymentEvent, PaymentRefusal, PaymentStatus,
-    store::{self, PaymentRow, payment_columns},
+    NextAction, Payment, PaymentEvent, PaymentRefusal, PaymentStatus,
+    store::{self, PaymentRow, announcement},
 };
 use crate::{
-    application::{
-        Actor, ApplicationEvent, ApplicationStatus, store::record_event as record_application_event,
-    },
-    ids::{ApplicationId, PaymentId},
+    application::{Actor, ApplicationEvent, ApplicationStatus, store::record_paid},
+    ids::PaymentId,
     money::Money,
     notify,
 };
+
+/// The card a payment was made with, for the receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardDetails {
+    pub brand: String,
+    pub last4: String,
+}
 
 /// Facts a report carries beside its event.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +44,8 @@ pub struct GatewayFacts {
     pub failure_message: Option<String>,
     /// The amount the gateway says it handled, when the report states one.
     pub amount: Option<Money>,
+    /// The card, when the gateway's answer names it.
+    pub card: Option<CardDetails>,
 }
 
 /// What [`apply`] did.
@@ -44,8 +61,8 @@ pub enum Applied {
     },
     /// A duplicate, stale or out-of-order report: nothing changed.
     Unchanged(PaymentRefusal),
-    /// The gateway took money for this attempt although another payment of the application had
-    /// already succeeded: the attempt is flagged for refund, the application is untouched.
+    /// The gateway took money for this attempt although the application had already been paid:
+    /// the attempt is flagged for refund, the application is untouched.
     DuplicateCharge,
 }
 
@@ -64,9 +81,46 @@ pub enum ApplyError {
     Database(#[from] sqlx::Error),
 }
 
-/// Applies one report to one payment, in one transaction: the payment's status (through
-/// [`PaymentStatus::next`]), its history, the announcement to event streams, and — when it
-/// succeeds — its application's move to `paid` (through [`ApplicationStatus::next`]).
+/// A payment and its application, locked for the rest of the transaction.
+pub(crate) struct Locked {
+    pub payment: Payment,
+    pub application_status: ApplicationStatus,
+    /// A payment (or a fee waiver) has already paid the application.
+    pub application_paid: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct LockedRow {
+    #[sqlx(flatten)]
+    payment: PaymentRow,
+    application_status: String,
+    application_paid: bool,
+}
+
+/// Locks the payment's application, then the payment (the lock order everywhere), in one
+/// statement, and reads both as they are after any transaction this waited for.
+pub(crate) async fn lock(tx: &mut PgConnection, id: PaymentId) -> Result<Locked, ApplyError> {
+    let row: LockedRow = sqlx::query_as(
+        "SELECT p.*, a.status AS application_status, a.paid_at IS NOT NULL AS application_paid
+           FROM applications a JOIN payments p ON p.application_id = a.id
+          WHERE p.id = $1
+            FOR UPDATE OF a, p",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApplyError::NotFound)?;
+    Ok(Locked {
+        payment: row.payment.into_payment()?,
+        application_status: row
+            .application_status
+            .parse()
+            .map_err(|_| sqlx::Error::Decode("stored application status is invalid".into()))?,
+        application_paid: row.application_paid,
+    })
+}
+
+/// Applies one report to one payment, in one transaction (see the module's walk).
 pub async fn apply(
     pool: &PgPool,
     id: PaymentId,
@@ -78,16 +132,21 @@ pub async fn apply(
     let mut tx = pool.begin().await?;
     let applied = apply_in(&mut tx, id, event, facts, actor, cause).await?;
     tx.commit().await?;
+    announce(&applied);
+    Ok(applied)
+}
+
+/// Counts a committed move in the metrics.
+pub(crate) fn announce(applied: &Applied) {
     if let Applied::Moved {
         to,
         provider,
         created_at,
         ..
-    } = &applied
+    } = applied
     {
         crate::metrics::payment_moved(*provider, *to, chrono::Utc::now() - *created_at);
     }
-    Ok(applied)
 }
 
 /// [`apply`] inside the caller's transaction (which commits it, or rolls it back on error).
@@ -99,28 +158,56 @@ pub async fn apply_in(
     actor: Actor,
     cause: &str,
 ) -> Result<Applied, ApplyError> {
-    // Lock order everywhere: application, then payment.
-    let application: ApplicationId =
-        sqlx::query_scalar("SELECT application_id FROM payments WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(ApplyError::NotFound)?;
-    let app_status: String =
-        sqlx::query_scalar("SELECT status FROM applications WHERE id = $1 FOR UPDATE")
-            .bind(application)
-            .fetch_one(&mut *tx)
-            .await?;
-    let row: PaymentRow = sqlx::query_as(concat!(
-        "SELECT ",
-        payment_columns!(),
-        " FROM payments WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let payment = row.into_payment()?;
+    let locked = lock(tx, id).await?;
+    apply_locked(tx, &locked, event, facts, actor, cause).await
+}
 
+/// Starts a card charge: a `created` payment becomes `processing` (recorded before the gateway
+/// is asked, so that a crash mid-call leaves a payment we know may have been charged). Returns
+/// the payment as it now is, for the caller to charge when it is `processing`; `None` when there
+/// is no such payment.
+pub async fn start_charge(
+    pool: &PgPool,
+    id: PaymentId,
+    cause: &str,
+) -> Result<Option<Payment>, ApplyError> {
+    let mut tx = pool.begin().await?;
+    let locked = match lock(&mut tx, id).await {
+        Ok(l) => l,
+        Err(ApplyError::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut payment = locked.payment.clone();
+    if payment.status == PaymentStatus::Created {
+        let applied = apply_locked(
+            &mut tx,
+            &locked,
+            PaymentEvent::ChargeStarted,
+            &GatewayFacts::default(),
+            Actor::System,
+            cause,
+        )
+        .await?;
+        tx.commit().await?;
+        announce(&applied);
+        if let Applied::Moved { to, .. } = applied {
+            payment.status = to;
+        }
+    }
+    // Nothing written otherwise: dropping the transaction releases the locks.
+    Ok(Some(payment))
+}
+
+pub(crate) async fn apply_locked(
+    tx: &mut PgConnection,
+    locked: &Locked,
+    event: PaymentEvent,
+    facts: &GatewayFacts,
+    actor: Actor,
+    cause: &str,
+) -> Result<Applied, ApplyError> {
+    let payment = &locked.payment;
+    let id = payment.id;
     if let Some(reported) = facts.amount
         && reported != payment.amount
     {
@@ -137,107 +224,99 @@ pub async fn apply_in(
             reported: reported.clone(),
         });
     }
+    let (brand, last4) = match &facts.card {
+        Some(c) => (Some(c.brand.as_str()), Some(c.last4.as_str())),
+        None => (None, None),
+    };
 
     let from = payment.status;
     let to = match from.next(event) {
         Ok(to) => to,
         Err(refusal) => {
-            // Still learn the gateway's reference if we did not know it yet.
-            if payment.gateway_reference.is_none() && facts.reference.is_some() {
-                sqlx::query("UPDATE payments SET gateway_reference = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(&facts.reference)
-                    .execute(&mut *tx)
-                    .await?;
+            // Still learn the gateway's reference or the card if this is the first to say.
+            let learns_reference = payment.gateway_reference.is_none() && facts.reference.is_some();
+            if learns_reference || facts.card.is_some() {
+                sqlx::query(
+                    "UPDATE payments SET gateway_reference = coalesce(gateway_reference, $2),
+                         card_brand = coalesce(card_brand, $3), card_last4 = coalesce(card_last4, $4)
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&facts.reference)
+                .bind(brand)
+                .bind(last4)
+                .execute(&mut *tx)
+                .await?;
             }
             tracing::info!(payment_id = %id, %refusal, cause, "report ignored: stale or duplicate");
             return Ok(Applied::Unchanged(refusal));
         }
     };
 
-    if to == PaymentStatus::Succeeded {
-        let other: Option<PaymentId> = sqlx::query_scalar(
-            "SELECT id FROM payments WHERE application_id = $1 AND status = 'succeeded' AND id <> $2",
+    if to == PaymentStatus::Succeeded && locked.application_paid {
+        sqlx::query(
+            "UPDATE payments SET duplicate_charge = true,
+                 gateway_reference = coalesce(gateway_reference, $2), updated_at = now()
+             WHERE id = $1",
         )
-        .bind(application)
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .bind(&facts.reference)
+        .execute(&mut *tx)
         .await?;
-        if let Some(other) = other {
-            sqlx::query(
-                "UPDATE payments SET duplicate_charge = true,
-                     gateway_reference = coalesce(gateway_reference, $2), updated_at = now()
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(&facts.reference)
-            .execute(&mut *tx)
-            .await?;
-            store::record_event(
-                tx,
-                id,
-                "duplicate_charge",
-                Some(from),
-                from,
-                actor,
-                Some(cause),
-            )
-            .await?;
-            tracing::warn!(payment_id = %id, paid_by = %other, cause, "gateway charged a second payment; flagged for refund");
-            return Ok(Applied::DuplicateCharge);
-        }
+        store::record_event(
+            tx,
+            id,
+            "duplicate_charge",
+            Some(from),
+            from,
+            actor,
+            Some(cause),
+        )
+        .await?;
+        tracing::warn!(payment_id = %id, cause, "gateway charged a payment of an application already paid; flagged for refund");
+        return Ok(Applied::DuplicateCharge);
     }
 
     let next_action = (to == PaymentStatus::RequiresAction)
         .then(|| facts.next_action.clone())
         .flatten();
     let failed = to == PaymentStatus::Failed;
-    sqlx::query(
-        "UPDATE payments SET status = $2, gateway_reference = coalesce($3, gateway_reference),
-             next_action = $4, failure_code = $5, failure_message = $6, updated_at = now()
-         WHERE id = $1",
-    )
+    // The new row is announced to event streams in the same statement (delivered at commit).
+    sqlx::query(concat!(
+        "UPDATE payments p SET status = $2, gateway_reference = coalesce($3, gateway_reference),
+             next_action = $4, failure_code = $5, failure_message = $6,
+             card_brand = coalesce($7, card_brand), card_last4 = coalesce($8, card_last4),
+             updated_at = now()
+         WHERE id = $1
+         RETURNING ",
+        announcement!()
+    ))
     .bind(id)
     .bind(to.as_str())
     .bind(&facts.reference)
     .bind(next_action.map(sqlx::types::Json))
     .bind(failed.then(|| facts.failure_code.clone()).flatten())
     .bind(failed.then(|| facts.failure_message.clone()).flatten())
+    .bind(brand)
+    .bind(last4)
     .execute(&mut *tx)
     .await?;
     store::record_event(tx, id, event.as_str(), Some(from), to, actor, Some(cause)).await?;
-    store::notify(tx, id, to).await?;
     if failed {
         notify::record(tx, notify::EventType::PaymentFailed, id.as_uuid()).await?;
     }
 
     let mut application_paid = false;
     if to == PaymentStatus::Succeeded {
-        let app_from: ApplicationStatus = app_status
-            .parse()
-            .map_err(|_| sqlx::Error::Decode("stored application status is invalid".into()))?;
+        let app_from = locked.application_status;
         match app_from.next(ApplicationEvent::PaymentSucceeded) {
             Ok(app_to) => {
-                sqlx::query("UPDATE applications SET status = $2, paid_at = now(), updated_at = now() WHERE id = $1")
-                    .bind(application)
-                    .bind(app_to.as_str())
-                    .execute(&mut *tx)
-                    .await?;
                 let cause = format!("payment:{id}");
-                record_application_event(
-                    tx,
-                    application,
-                    ApplicationEvent::PaymentSucceeded,
-                    app_from,
-                    app_to,
-                    actor,
-                    Some(&cause),
-                )
-                .await?;
+                record_paid(tx, payment.application_id, app_from, app_to, actor, &cause).await?;
                 notify::record(
                     tx,
                     notify::EventType::ApplicationPaid,
-                    application.as_uuid(),
+                    payment.application_id.as_uuid(),
                 )
                 .await?;
                 application_paid = true;

@@ -5,10 +5,11 @@ mod status;
 pub mod store;
 
 pub mod apply;
-pub use apply::{Applied, GatewayFacts, apply, apply_in};
+pub use apply::{Applied, CardDetails, GatewayFacts, apply, apply_in, start_charge};
 pub use status::{PaymentEvent, PaymentRefusal, PaymentStatus};
-pub use store::{CreatePaymentError, NextAction, Payment, Provider};
+pub use store::{Announced, CreatePaymentError, NextAction, Payment, Provider};
 
-/// The Postgres channel on which every committed status change is announced as
-/// `<payment id>:<status>`, so that every API process can push it to event-stream subscribers.
+/// The Postgres channel on which every committed status change is announced (the payment's row
+/// as JSON, see [`Announced`]), so that every API process can push it to event-stream
+/// subscribers without reading it again.
 pub const STATUS_CHANNEL: &str = "payment_status";

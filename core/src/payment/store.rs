@@ -61,9 +61,20 @@ macro_rules! payment_columns {
          duplicate_charge, expires_at, return_url, refunded_amount_minor, created_at, updated_at"
     };
 }
-pub(crate) use payment_columns;
 
-#[derive(sqlx::FromRow)]
+/// What is announced on [`super::STATUS_CHANNEL`] for the payment row `p` (SQL): the whole row
+/// as JSON, so that event streams need not read it again, or only its id and status when that
+/// would not fit in a notification.
+macro_rules! announcement {
+    () => {
+        "pg_notify('payment_status', CASE WHEN octet_length(row_to_json(p)::text) < 7000
+                        THEN row_to_json(p)::text
+                        ELSE json_build_object('id', p.id, 'status', p.status)::text END)"
+    };
+}
+pub(crate) use announcement;
+
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(crate) struct PaymentRow {
     id: PaymentId,
     application_id: ApplicationId,
@@ -154,52 +165,48 @@ pub async fn create(
     conn: &mut PgConnection,
     new: &NewPayment<'_>,
 ) -> Result<Payment, CreatePaymentError> {
+    // The attempt in flight is read in the same statement as the lock; one that committed while
+    // this waited for the lock may be missed here, and then `payments_one_open_per_application`
+    // refuses the INSERT (the caller answers it like `AlreadyInProgress`).
     let app: Option<FeeRow> = sqlx::query_as(
-        "SELECT status, fee_exempt, fee_amount_minor, fee_currency, fee_prices
-               FROM applications WHERE id = $1 AND applicant_id = $2 FOR UPDATE",
+        "SELECT status, fee_exempt, fee_amount_minor, fee_currency, fee_prices,
+                paid_at IS NOT NULL AS paid,
+                (SELECT id FROM payments WHERE application_id = a.id
+                    AND status IN ('created', 'processing', 'requires_action') LIMIT 1) AS open
+           FROM applications a WHERE id = $1 AND applicant_id = $2 FOR UPDATE",
     )
     .bind(new.application)
     .bind(new.applicant)
     .fetch_optional(&mut *conn)
     .await?;
-    let FeeRow {
-        status,
-        fee_exempt: exempt,
-        fee_amount_minor: base_amount,
-        fee_currency: base_currency,
-        fee_prices: prices,
-    } = app.ok_or(CreatePaymentError::ApplicationNotFound)?;
-    let status: ApplicationStatus = status
+    let app = app.ok_or(CreatePaymentError::ApplicationNotFound)?;
+    let status: ApplicationStatus = app
+        .status
         .parse()
         .map_err(|_| sqlx::Error::Decode("stored application status is invalid".into()))?;
-    let previous: Vec<(PaymentId, String)> = sqlx::query_as(
-        "SELECT id, status FROM payments WHERE application_id = $1
-          AND status IN ('created', 'processing', 'requires_action', 'succeeded')",
-    )
-    .bind(new.application)
-    .fetch_all(&mut *conn)
-    .await?;
-    if previous.iter().any(|(_, s)| s == "succeeded") {
+    let exempt = app.fee_exempt == Some(true);
+    if app.paid && !exempt {
         return Err(CreatePaymentError::AlreadyPaid);
     }
-    if let Some((open, _)) = previous.first() {
-        return Err(CreatePaymentError::AlreadyInProgress(*open));
+    if let Some(open) = app.open {
+        return Err(CreatePaymentError::AlreadyInProgress(open));
     }
     if status != ApplicationStatus::Submitted {
         return Err(CreatePaymentError::NotPayable(status));
     }
-    if exempt == Some(true) {
+    if exempt {
         return Err(CreatePaymentError::FeeExempt);
     }
-    let base = base_currency
+    let base = app
+        .fee_currency
         .as_deref()
         .and_then(|c| Currency::parse(c).ok())
         .ok_or_else(|| sqlx::Error::Decode("submitted application without a fee".into()))?;
     let currency = new.currency.unwrap_or(base);
     let amount = if currency == base {
-        base_amount.unwrap_or(0)
+        app.fee_amount_minor.unwrap_or(0)
     } else {
-        prices
+        app.fee_prices
             .map(|p| p.0)
             .unwrap_or_default()
             .into_iter()
@@ -208,15 +215,34 @@ pub async fn create(
             .ok_or(CreatePaymentError::NoPriceInCurrency(currency))?
     };
 
-    let id = PaymentId::new();
+    // The payment, the first event of its chain and its announcement, in one statement.
+    let (actor_kind, actor_id) = Actor::User {
+        id: new.applicant,
+        role: crate::users::Role::Applicant,
+    }
+    .parts();
     let row: PaymentRow = sqlx::query_as(concat!(
-        "INSERT INTO payments (id, application_id, applicant_id, provider, status, amount_minor,
-             currency, payment_method, expires_at, return_url)
-         VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, now() + $8, $9)
-         RETURNING ",
-        payment_columns!()
+        "WITH p AS (
+             INSERT INTO payments (id, application_id, applicant_id, provider, status,
+                 amount_minor, currency, payment_method, expires_at, return_url)
+             VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, now() + $8, $9)
+             RETURNING *),
+         e AS (
+             INSERT INTO payment_events (id, payment_id, event, from_status, to_status,
+                 actor_kind, actor_id, cause, occurred_at, prev_hash, hash)
+             OVERRIDING SYSTEM VALUE
+             SELECT n.id, p.id, 'created', NULL, 'created', $10, $11, NULL, n.at, NULL,
+                    audit_hash(NULL::bytea, n.id, p.id, 'created', NULL::text, 'created', $10,
+                               $11, NULL::text, n.at)
+               FROM p, (SELECT nextval(pg_get_serial_sequence('payment_events', 'id')) AS id,
+                               now() AS at) n)
+         SELECT ",
+        payment_columns!(),
+        ", ",
+        announcement!(),
+        " FROM p"
     ))
-    .bind(id)
+    .bind(PaymentId::new())
     .bind(new.application)
     .bind(new.applicant)
     .bind(new.provider.as_str())
@@ -225,22 +251,10 @@ pub async fn create(
     .bind(new.payment_method)
     .bind(new.expires_in)
     .bind(new.return_url)
+    .bind(actor_kind)
+    .bind(actor_id)
     .fetch_one(&mut *conn)
     .await?;
-    record_event(
-        conn,
-        id,
-        "created",
-        None,
-        PaymentStatus::Created,
-        Actor::User {
-            id: new.applicant,
-            role: crate::users::Role::Applicant,
-        },
-        None,
-    )
-    .await?;
-    notify(conn, id, PaymentStatus::Created).await?;
     row.into_payment().map_err(Into::into)
 }
 
@@ -252,6 +266,10 @@ struct FeeRow {
     fee_amount_minor: Option<i64>,
     fee_currency: Option<String>,
     fee_prices: Option<sqlx::types::Json<Vec<PriceRow>>>,
+    /// A payment (or a waiver) already paid the fee.
+    paid: bool,
+    /// The attempt in flight, if any.
+    open: Option<PaymentId>,
 }
 
 #[derive(serde::Deserialize)]
@@ -260,7 +278,26 @@ struct PriceRow {
     amount: i64,
 }
 
-/// Appends one change to a payment's history.
+/// The columns and SELECT that append one chained event ($1 payment, $2 event, $3 from, $4 to,
+/// $5 actor kind, $6 actor id, $7 cause) after `INSERT INTO payment_events`.
+macro_rules! chained_event {
+    () => {
+        "(id, payment_id, event, from_status, to_status, actor_kind, actor_id, cause,
+              occurred_at, prev_hash, hash)
+         OVERRIDING SYSTEM VALUE
+         SELECT n.id, $1, $2, $3, $4, $5, $6, $7, n.at, n.prev,
+                audit_hash(n.prev, n.id, $1, $2, $3, $4, $5, $6, $7, n.at)
+           FROM (SELECT nextval(pg_get_serial_sequence('payment_events', 'id')) AS id,
+                        now() AS at,
+                        (SELECT hash FROM payment_events WHERE payment_id = $1
+                          ORDER BY id DESC LIMIT 1) AS prev) n"
+    };
+}
+
+/// Appends one change to a payment's history, chained to its previous event (`audit_hash` over
+/// the predecessor's hash and this event's fields, computed in the INSERT). The caller holds the
+/// payment's row lock (or has just created it), so it is the chain's only writer; a second writer
+/// would violate `payment_events_one_successor` rather than fork the chain.
 pub async fn record_event(
     conn: &mut PgConnection,
     id: PaymentId,
@@ -271,34 +308,48 @@ pub async fn record_event(
     cause: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let (kind, actor_id) = actor.parts();
-    sqlx::query(
-        "INSERT INTO payment_events (payment_id, event, from_status, to_status, actor_kind, actor_id, cause)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id)
-    .bind(event)
-    .bind(from.map(|s| s.as_str()))
-    .bind(to.as_str())
-    .bind(kind)
-    .bind(actor_id)
-    .bind(cause)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Announces a status change on [`super::STATUS_CHANNEL`]; delivered when the transaction commits.
-pub(crate) async fn notify(
-    conn: &mut PgConnection,
-    id: PaymentId,
-    status: PaymentStatus,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(super::STATUS_CHANNEL)
-        .bind(format!("{id}:{status}"))
+    sqlx::query(concat!("INSERT INTO payment_events ", chained_event!()))
+        .bind(id)
+        .bind(event)
+        .bind(from.map(|s| s.as_str()))
+        .bind(to.as_str())
+        .bind(kind)
+        .bind(actor_id)
+        .bind(cause)
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// A payment as announced on [`super::STATUS_CHANNEL`]: the whole row, or only its id and
+/// status (then listeners read the rest).
+pub enum Announced {
+    Payment(Box<Payment>),
+    Changed(PaymentId),
+}
+
+impl Announced {
+    pub fn parse(payload: &str) -> Option<Announced> {
+        if let Ok(row) = serde_json::from_str::<PaymentRow>(payload)
+            && let Ok(payment) = row.into_payment()
+        {
+            return Some(Announced::Payment(Box::new(payment)));
+        }
+        #[derive(serde::Deserialize)]
+        struct Short {
+            id: PaymentId,
+        }
+        serde_json::from_str::<Short>(payload)
+            .ok()
+            .map(|s| Announced::Changed(s.id))
+    }
+
+    pub fn id(&self) -> PaymentId {
+        match self {
+            Announced::Payment(p) => p.id,
+            Announced::Changed(id) => *id,
+        }
+    }
 }
 
 /// A payment by id, through the pool or inside a transaction (`&mut *tx`).
@@ -385,8 +436,8 @@ pub async fn stale_open(
 }
 
 /// The payment a gateway object belongs to.
-pub async fn find_by_gateway_reference(
-    pool: &PgPool,
+pub async fn find_by_gateway_reference<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     provider: Provider,
     reference: &str,
 ) -> Result<Option<Payment>, sqlx::Error> {
@@ -397,7 +448,7 @@ pub async fn find_by_gateway_reference(
     ))
     .bind(provider.as_str())
     .bind(reference)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     row.map(PaymentRow::into_payment).transpose()
 }

@@ -5,7 +5,7 @@ use evisa_core::{
     application::Actor,
     gateway::alipay::{self, AlipayClient},
     money::Currency,
-    payment::{GatewayFacts, PaymentEvent, apply_in},
+    payment::{Announced, GatewayFacts, PaymentEvent, apply_in},
     ratelimit,
 };
 use evisa_core::{
@@ -363,11 +363,15 @@ impl PaymentsApi {
             tokio_stream::wrappers::BroadcastStream::new(changes).filter_map(move |msg| {
                 let db = db.clone();
                 async move {
-                    // A lagging subscriber, or one told that changes may have been missed while
-                    // the listener reconnected, re-reads the payment: it never misses the final
-                    // state.
+                    // The announcement carries the payment as it now is. A lagging subscriber, or
+                    // one told that changes may have been missed while the listener reconnected,
+                    // re-reads the payment: it never misses the final state.
                     match msg {
-                        Ok(Some((pid, _))) if pid != id => None,
+                        Ok(Some(change)) if change.id() != id => None,
+                        Ok(Some(change)) => match &*change {
+                            Announced::Payment(p) => Some((**p).clone()),
+                            Announced::Changed(_) => store::get(&db, id).await.ok().flatten(),
+                        },
                         _ => store::get(&db, id).await.ok().flatten(),
                     }
                 }

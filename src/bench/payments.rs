@@ -8,9 +8,14 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::probe::Probe;
+
 /// What to run.
 pub struct Bench {
     pub base: String,
+    /// The service's database, its process and the postmaster's: when given, the run's commits,
+    /// statements and CPU per payment are printed too.
+    pub probe: Option<Probe>,
     /// Payments per second to offer; 0 runs closed-loop at `concurrency` for maximum throughput.
     pub rate: u32,
     pub seconds: u64,
@@ -45,26 +50,32 @@ async fn prepare(
     let arrival = (chrono::Utc::now() + chrono::Days::new(30))
         .date_naive()
         .to_string();
-    // Few accounts (sign-in is rate-limited), many applications each.
-    let accounts = count.div_ceil(2000).max(1);
-    let mut tokens = Vec::new();
-    for _ in 0..accounts {
-        let creds = json!({"email": format!("bench-{}@example.org", uuid::Uuid::now_v7().simple()), "password": "bench password 1234"});
-        post(
-            http,
-            format!("{base}/v1/auth/register"),
-            None,
-            creds.clone(),
-        )
-        .await?;
-        let login = post(http, format!("{base}/v1/auth/login"), None, creds).await?;
-        tokens.push(
-            login["access_token"]
-                .as_str()
-                .context("no token")?
-                .to_string(),
-        );
-    }
+    // An applicant pays for a few applications (a family), so that concurrent payers are
+    // different applicants, as they are in life (each may follow only so many event streams).
+    let accounts = (count / 50).clamp(64, 400);
+    let tokens: Vec<String> = futures_util::stream::iter(0..accounts)
+        .map(|_| async move {
+            let creds = json!({"email": format!("bench-{}@example.org", uuid::Uuid::now_v7().simple()), "password": "bench password 1234"});
+            post(
+                http,
+                format!("{base}/v1/auth/register"),
+                None,
+                creds.clone(),
+            )
+            .await?;
+            let login = post(http, format!("{base}/v1/auth/login"), None, creds).await?;
+            anyhow::Ok(
+                login["access_token"]
+                    .as_str()
+                    .context("no token")?
+                    .to_string(),
+            )
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
     let fields = json!({"full_name": "Bench Mark", "passport_number": "B1234567", "date_of_birth": "1990-01-01",
         "nationality": "US", "visa_type": "tourist", "processing_speed": "standard", "intended_arrival_date": arrival});
     let made = futures_util::stream::iter(0..count)
@@ -149,13 +160,17 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         .build()?;
     let base = b.base.trim_end_matches('/').to_string();
     let planned = if b.rate == 0 {
-        (b.concurrency as u64 * b.seconds * 40) as usize
+        (b.concurrency as u64 * b.seconds * 15) as usize
     } else {
         (u64::from(b.rate) * b.seconds) as usize
     };
     eprintln!("preparing {planned} submitted applications...");
     let apps = prepare(&http, &base, planned).await?;
     eprintln!("paying...");
+    let before = match &b.probe {
+        Some(p) => Some(p.read().await?),
+        None => None,
+    };
     let started = Instant::now();
     let deadline = started + Duration::from_secs(b.seconds);
     let results: Vec<anyhow::Result<Duration>> = if b.rate == 0 {
@@ -200,6 +215,10 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
             .collect()
     };
     let elapsed = started.elapsed();
+    let settled = match &b.probe {
+        Some(p) => Some(settle(p).await?),
+        None => None,
+    };
     let mut ok: Vec<Duration> = results
         .iter()
         .filter_map(|r| r.as_ref().ok().copied())
@@ -228,5 +247,24 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         ms(percentile(&ok, 0.99)),
         ms(percentile(&ok, 1.0))
     );
+    if let (Some(probe), Some(before), Some(after)) = (&b.probe, before, settled) {
+        before.cost_until(&after, ok.len()).print("per payment");
+        if let Some(mb) = probe.server_peak_rss_mb() {
+            println!("service peak RSS: {mb:.0} MB");
+        }
+    }
     Ok(())
+}
+
+/// Waits until the last payments' webhooks have arrived and been applied, then reads the probe:
+/// a payment's cost includes its webhook.
+async fn settle(probe: &Probe) -> anyhow::Result<super::probe::Reading> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..100 {
+        if probe.unprocessed_callbacks().await? == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    probe.read().await
 }

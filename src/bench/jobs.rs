@@ -1,0 +1,39 @@
+//! `evisa bench jobs`: the job layer alone, as `evisa work` configures it, in the database of
+//! DATABASE_URL (migrated first): no-op jobs drained per second with an empty history, then with
+//! `history` finished jobs beside them.
+
+use evisa_core::{config::Config, db};
+
+pub struct JobBench {
+    pub jobs: usize,
+    pub history: usize,
+}
+
+pub async fn run(b: JobBench, config: Config) -> anyhow::Result<()> {
+    let pool = db::connect(config.database_url.expose(), 40).await?;
+    db::migrate(&pool).await?;
+    evisa_worker::setup(&pool).await?;
+    println!(
+        "job layer: concurrency {}, poll {} ms (as `evisa work` runs it)",
+        config.jobs.concurrency,
+        config.jobs.poll_interval.as_millis()
+    );
+    let took = evisa_worker::bench::drain(&pool, &config, b.jobs).await?;
+    let empty = b.jobs as f64 / took.as_secs_f64();
+    println!(
+        "no-op jobs, empty history: {} in {:.2} s = {empty:.0} jobs/s",
+        b.jobs,
+        took.as_secs_f64()
+    );
+    evisa_worker::bench::add_history(&pool, b.history).await?;
+    let took = evisa_worker::bench::drain(&pool, &config, b.jobs).await?;
+    let long = b.jobs as f64 / took.as_secs_f64();
+    println!(
+        "no-op jobs, {} finished jobs in the history: {} in {:.2} s = {long:.0} jobs/s ({:+.1}%)",
+        b.history,
+        b.jobs,
+        took.as_secs_f64(),
+        (long / empty - 1.0) * 100.0
+    );
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The job layer alone, configured as `evisa work` configures it: how fast it drains no-op jobs,
+//! with and without a long history of finished jobs beside them (`evisa bench jobs`).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use apalis::prelude::*;
+use apalis_postgres::queries::push_tasks;
+use evisa_core::config::Config;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::{Job, queue};
+
+/// A job that does nothing: what is measured is the queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Noop {
+    pub n: u64,
+}
+
+impl Job for Noop {
+    const QUEUE: &'static str = "evisa.bench_noop";
+}
+
+async fn noop(_job: Noop, done: Data<Arc<AtomicUsize>>) -> Result<(), BoxDynError> {
+    done.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Jobs of the bench queue not finished yet: waiting, or held by the worker (both through an
+/// index, so that a long history does not slow the check).
+async fn unfinished(db: &PgPool, worker: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM apalis.jobs WHERE job_type = $1
+                    AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts)))
+              + (SELECT count(*) FROM apalis.jobs WHERE lock_by = $2 AND status <> 'Done')",
+    )
+    .bind(Noop::QUEUE)
+    .bind(worker)
+    .fetch_one(db)
+    .await
+}
+
+/// Adds `count` no-op jobs, then runs one worker process's worth of the job layer until every
+/// one is recorded done; returns how long that took.
+pub async fn drain(db: &PgPool, config: &Config, count: usize) -> anyhow::Result<Duration> {
+    let mut added = 0;
+    while added < count {
+        let n = (count - added).min(5000);
+        let tasks = (added..added + n)
+            .map(|i| {
+                let args = serde_json::to_vec(&Noop { n: i as u64 }).expect("serialisable");
+                TaskBuilder::new(args)
+                    .max_attempts(config.jobs.max_attempts)
+                    .build()
+            })
+            .collect();
+        let mut tx = db.begin().await?;
+        push_tasks(&mut *tx, Noop::QUEUE, tasks).await?;
+        tx.commit().await?;
+        added += n;
+    }
+    let done = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let backend = queue::<Noop>(db, config);
+    let concurrency = config.jobs.concurrency;
+    let counter = done.clone();
+    let name = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let first_name = format!("{name}-0");
+    let started = Instant::now();
+    let monitor = tokio::spawn(
+        Monitor::new()
+            .register(move |restarts| {
+                WorkerBuilder::new(format!("{name}-{restarts}"))
+                    .backend(backend.clone())
+                    .data(counter.clone())
+                    .concurrency(concurrency)
+                    .parallelize(tokio::spawn)
+                    .build(noop)
+            })
+            .shutdown_timeout(Duration::from_secs(10))
+            .run_with_signal(async move {
+                let mut stop = stop_rx;
+                let _ = stop.wait_for(|s| *s).await;
+                Ok(())
+            }),
+    );
+    // Every job ran, and its completion is stored.
+    let deadline = started + Duration::from_secs(600);
+    while done.load(Ordering::Relaxed) < count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while unfinished(db, &first_name).await? > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let _ = stop_tx.send(true);
+    let _ = monitor.await;
+    if done.load(Ordering::Relaxed) < count {
+        anyhow::bail!(
+            "only {} of {count} jobs ran within 10 minutes",
+            done.load(Ordering::Relaxed)
+        );
+    }
+    Ok(elapsed)
+}
+
+/// Adds `rows` finished jobs to the queue's history, as months of running would leave them.
+pub async fn add_history(db: &PgPool, rows: usize) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at,
+                                  lock_at, lock_by, done_at)
+         SELECT 'hist' || g, $1, '\\x7b7d'::bytea, 'Done', 1, 5, now() - interval '1 day',
+                now() - interval '1 day', NULL, now() - interval '1 day'
+           FROM generate_series(1, $2) g",
+    )
+    .bind(Noop::QUEUE)
+    .bind(rows as i64)
+    .execute(db)
+    .await?;
+    sqlx::query("ANALYZE apalis.jobs").execute(db).await?;
+    Ok(())
+}
