@@ -299,7 +299,7 @@ alive "after the load"
 sql() { "${PSQL[@]}" -c "$1"; }
 settled=""
 for _ in $(seq 1 30); do
-  open=$(sql "SELECT (SELECT count(*) FROM apalis.jobs WHERE status <> 'Done')
+  open=$(sql "SELECT (SELECT count(*) FROM jobs)
                    + (SELECT count(*) FROM gateway_inbox WHERE state = 'received')")
   [ "$open" = 0 ] && { settled=1; break; }
   sleep 0.5
@@ -328,11 +328,14 @@ check "$([ "$db_payments" = "$made" ] && [ "$unknown" = 0 ] && echo ok)" \
 check "$([ "$changed" = 0 ] && [ "$unpaid" = 0 ] && echo ok)" \
   "payments and applications agree with what the API answered: $changed payments differ, $unpaid applications not paid"
 
-jobs=$(sql "SELECT coalesce(string_agg(job_type || ' ' || status || ' ' || n, ', ' ORDER BY job_type, status), 'none')
-              FROM (SELECT job_type, status, count(*) n FROM apalis.jobs GROUP BY 1, 2) j")
-not_done=$(sql "SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'")
-charge_jobs=$(sql "SELECT count(DISTINCT convert_from(job, 'UTF8')::jsonb ->> 'payment_id')
-                     FROM apalis.jobs WHERE job_type = 'evisa.charge_card' AND status = 'Done'")
+# Unfinished jobs stay in `jobs` (dead ones too); each finished one is one row of `jobs_done`.
+jobs=$(sql "SELECT coalesce(string_agg(queue || ' ' || state || ' ' || n, ', ' ORDER BY queue, state), 'none')
+              FROM (SELECT queue, 'done' AS state, count(*) n FROM jobs_done GROUP BY 1
+                    UNION ALL
+                    SELECT queue, CASE WHEN dead_at IS NULL THEN 'open' ELSE 'dead' END, count(*)
+                      FROM jobs GROUP BY 1, 2) j")
+not_done=$(sql "SELECT count(*) FROM jobs")
+charge_jobs=$(sql "SELECT count(*) FROM jobs_done WHERE queue = 'evisa.charge_card'")
 check "$([ "$not_done" = 0 ] && [ "$charge_jobs" = "$db_payments" ] && echo ok)" \
   "every job finished, none dead or lost: $charge_jobs of $db_payments payments' charge jobs done; jobs: $jobs"
 dead=$(DATABASE_URL=$OWNER_URL "$EVISA_BIN" jobs dead 2>&1 | wc -l)

@@ -222,8 +222,8 @@ disown "${pid[work-1]}"
 "$PY" scripts/scale.py load --base "$LB" --sandbox "$SANDBOX" --what "worker 1 SIGKILLed" \
   --seconds 10 --payers 8 --latency-ms 300 --pid "${pid[work-1]}" --signal KILL --after 4
 unset 'pid[work-1]'
-taken_over=$(psql "$PG/$db" -Atc "SELECT coalesce(string_agg(job_type || ' ' || n, ', '), 'none') FROM
-  (SELECT job_type, count(*) AS n FROM apalis.jobs WHERE attempts > 1 GROUP BY 1 ORDER BY 1) j")
+taken_over=$(psql "$PG/$db" -Atc "SELECT coalesce(string_agg(queue || ' ' || n, ', '), 'none') FROM
+  (SELECT queue, count(*) AS n FROM jobs_done WHERE attempts > 1 GROUP BY 1 ORDER BY 1) j")
 [ "$taken_over" != none ] || { echo "scale: FAIL no job of the killed worker was taken over: the kill hit nothing" >&2; exit 1; }
 echo "scale: ok   jobs run again after the kill (taken over from worker 1 after EVISA_JOB_ORPHAN_TIMEOUT_SECONDS=$EVISA_JOB_ORPHAN_TIMEOUT_SECONDS): $taken_over"
 

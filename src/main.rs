@@ -407,12 +407,9 @@ async fn serve(config: Config, pool: sqlx::PgPool, shutdown: Shutdown) -> anyhow
     Ok(())
 }
 
-/// Our migrations, then the job queue's own schema.
+/// Our migrations (the job queue's tables among them).
 async fn migrate_all(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     db::migrate(pool).await.context("applying migrations")?;
-    evisa_worker::setup(pool)
-        .await
-        .context("setting up the job queue schema")?;
     Ok(())
 }
 

@@ -4,14 +4,12 @@
 //! the API never depends on the worker.
 
 use crate::ids::PaymentId;
-use apalis::prelude::TaskBuilder;
-use apalis_postgres::queries::push_tasks;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
 /// A kind of background job.
 pub trait Job: Serialize {
-    /// The apalis queue (stored as `apalis.jobs.job_type`).
+    /// The queue (stored as `jobs.queue`).
     const QUEUE: &'static str;
 }
 
@@ -69,6 +67,10 @@ impl Job for ReconcileReport {
     const QUEUE: &'static str = "evisa.reconcile_report";
 }
 
+/// The channel on which adding a job with no delay wakes its queue's workers (payload: the
+/// queue's name); delivered when the transaction commits.
+pub const WAKE_CHANNEL: &str = "evisa_jobs";
+
 /// Adds `job` to run after `delay`, in the caller's transaction.
 pub async fn enqueue_after<J: Job>(
     conn: &mut PgConnection,
@@ -77,21 +79,7 @@ pub async fn enqueue_after<J: Job>(
     max_attempts: usize,
 ) -> Result<(), sqlx::Error> {
     let args = serde_json::to_vec(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let task = TaskBuilder::new(args)
-        .run_after(delay)
-        .max_attempts(max_attempts)
-        .build();
-    push_tasks(conn, J::QUEUE, vec![task])
-        .await
-        .map_err(as_sqlx)
-}
-
-/// The queue's errors as the database errors they are (so callers can tell an outage apart).
-fn as_sqlx(e: apalis_postgres::Error) -> sqlx::Error {
-    match e {
-        apalis_postgres::Error::Database(e) => e,
-        other => sqlx::Error::Protocol(other.to_string()),
-    }
+    insert(conn, J::QUEUE, &args, delay, max_attempts).await
 }
 
 /// Adds `job` to its queue in the caller's transaction. `max_attempts` bounds retries; a job that
@@ -101,9 +89,29 @@ pub async fn enqueue<J: Job>(
     job: &J,
     max_attempts: usize,
 ) -> Result<(), sqlx::Error> {
-    let args = serde_json::to_vec(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let task = TaskBuilder::new(args).max_attempts(max_attempts).build();
-    push_tasks(conn, J::QUEUE, vec![task])
-        .await
-        .map_err(as_sqlx)
+    enqueue_after(conn, job, std::time::Duration::ZERO, max_attempts).await
+}
+
+/// Adds a job of `queue` with its arguments already encoded (one statement, which also wakes the
+/// queue's workers when the job is due at once).
+pub async fn insert(
+    conn: &mut PgConnection,
+    queue: &str,
+    args: &[u8],
+    delay: std::time::Duration,
+    max_attempts: usize,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH added AS (INSERT INTO jobs (queue, args, run_at, max_attempts)
+                        VALUES ($1, $2, now() + $3, $4) RETURNING run_at <= now() AS due)
+         SELECT pg_notify($5, $1) FROM added WHERE due",
+    )
+    .bind(queue)
+    .bind(args)
+    .bind(delay)
+    .bind(max_attempts.clamp(1, i32::MAX as usize) as i32)
+    .bind(WAKE_CHANNEL)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

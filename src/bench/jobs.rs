@@ -12,7 +12,6 @@ pub struct JobBench {
 pub async fn run(b: JobBench, config: Config) -> anyhow::Result<()> {
     let pool = db::connect(config.database_url.expose(), 40).await?;
     db::migrate(&pool).await?;
-    evisa_worker::setup(&pool).await?;
     println!(
         "job layer: concurrency {}, poll {} ms (as `evisa work` runs it)",
         config.jobs.concurrency,

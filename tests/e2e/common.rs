@@ -117,7 +117,6 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create("evisa_test").await;
     let pool = db::connect(&database.url, 10).await.unwrap();
     db::migrate(&pool).await.unwrap();
-    evisa_worker::setup(&pool).await.unwrap();
     fees::seed_demo_schedule(&pool).await.unwrap();
     db::ensure_service_login(&pool, SERVICE_LOGIN)
         .await

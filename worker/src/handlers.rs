@@ -14,34 +14,8 @@ use evisa_core::{
     payment::{self, GatewayFacts, PaymentEvent, PaymentStatus, apply::ApplyError, store},
     refund,
 };
-use rand::Rng;
 
 use crate::{ChargeCard, PollAlipay, ProcessGatewayEvent, RefundPayment, WorkerContext};
-
-/// Exponential backoff with jitter: 1 s, 2 s, 4 s … capped at 5 minutes, each scaled by a random
-/// factor in [0.5, 1) so that retries of many jobs do not arrive together.
-pub fn backoff(attempt: usize) -> Duration {
-    let exp = attempt.saturating_sub(1).min(16) as u32;
-    let base = Duration::from_secs(1).saturating_mul(2u32.saturating_pow(exp));
-    let capped = base.min(Duration::from_secs(300));
-    capped.mul_f64(rand::rng().random_range(0.5..1.0))
-}
-
-/// Sets when a failing job may run again: apalis re-picks failed jobs at once otherwise.
-async fn retry_later(
-    ctx: &WorkerContext,
-    task: &TaskId,
-    attempt: &Attempt,
-) -> Result<(), sqlx::Error> {
-    let delay = backoff(attempt.current());
-    sqlx::query("UPDATE apalis.jobs SET run_at = now() + $2 WHERE id = $1")
-        .bind(task.to_string())
-        .bind(delay)
-        .execute(&ctx.db)
-        .await?;
-    tracing::info!(task = %task, attempt = attempt.current(), delay_ms = delay.as_millis() as u64, "will retry");
-    Ok(())
-}
 
 /// Charges a card payment: created → processing → the gateway's answer.
 pub async fn charge_card(
@@ -85,7 +59,6 @@ pub async fn charge_card(
         }
         Err(GatewayError::Transient(reason)) => {
             tracing::warn!(payment_id = %payment.id, %reason, attempt = attempt.current(), "gateway unavailable");
-            retry_later(&ctx, &task, &attempt).await?;
             Err(format!("gateway unavailable: {reason}").into())
         }
         Err(GatewayError::Rejected(reason)) => {
@@ -179,7 +152,6 @@ pub fn poll_delay(first: Duration, round: u32) -> Duration {
 pub async fn poll_alipay(
     job: PollAlipay,
     task: TaskId,
-    attempt: Attempt,
     ctx: Data<Arc<WorkerContext>>,
 ) -> Result<(), BoxDynError> {
     let Some(alipay) = ctx.alipay.as_ref() else {
@@ -210,7 +182,6 @@ pub async fn poll_alipay(
         Ok(state) => state,
         Err(GatewayError::Transient(reason)) => {
             tracing::warn!(payment_id = %payment.id, %reason, "Alipay unavailable");
-            retry_later(&ctx, &task, &attempt).await?;
             return Err(format!("alipay unavailable: {reason}").into());
         }
         Err(GatewayError::Rejected(reason)) => {
@@ -259,8 +230,6 @@ pub async fn poll_alipay(
 /// `out_request_no`, then confirms (Alipay: by refund query) and records the outcome once.
 pub async fn refund_payment(
     job: RefundPayment,
-    task: TaskId,
-    attempt: Attempt,
     ctx: Data<Arc<WorkerContext>>,
 ) -> Result<(), BoxDynError> {
     let Some(r) = refund::get(&ctx.db, job.refund_id).await? else {
@@ -327,11 +296,9 @@ pub async fn refund_payment(
             if let Some(reference) = reference.as_deref() {
                 refund::remember_reference(&ctx.db, r.id, reference).await?;
             }
-            retry_later(&ctx, &task, &attempt).await?;
             Err("refund pending at the gateway".into())
         }
         Err(GatewayError::Transient(reason)) => {
-            retry_later(&ctx, &task, &attempt).await?;
             Err(format!("gateway unavailable: {reason}").into())
         }
         Err(GatewayError::Rejected(reason)) => {
@@ -376,7 +343,9 @@ pub async fn reconcile_report(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
+
+    use crate::queue::backoff;
 
     #[test]
     fn backoff_grows_with_jitter_and_a_cap() {

@@ -15,12 +15,12 @@ pub mod dead;
 pub mod handlers;
 pub mod notify;
 pub mod observed;
+pub mod queue;
 pub mod sweeper;
 
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
-use apalis_postgres::{Config as QueueConfig, PostgresStorage};
 use evisa_core::{
     application::Actor,
     config::{AuditSettings, Config, LimitSettings},
@@ -30,6 +30,7 @@ use evisa_core::{
     },
     ratelimit::{self, RateLimiter},
 };
+use queue::{JobQueue, QueueConfig};
 use sqlx::PgPool;
 
 pub use evisa_core::jobs::{
@@ -103,48 +104,26 @@ async fn connect_limiter(config: &Config) -> Option<RateLimiter> {
     }
 }
 
-/// Creates apalis's own schema (`apalis.*`); idempotent and safe to run from several processes.
-pub async fn setup(pool: &PgPool) -> anyhow::Result<()> {
-    PostgresStorage::setup(pool).await?;
-    // The service role (see the audit_guard migration) runs the queue.
-    for grant in [
-        "GRANT USAGE ON SCHEMA apalis TO evisa_service",
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA apalis TO evisa_service",
-        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA apalis TO evisa_service",
-        "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA apalis TO evisa_service",
-    ] {
-        sqlx::query(grant).execute(pool).await?;
-    }
-    Ok(())
-}
-
-fn queue_config(queue: &str, config: &Config) -> QueueConfig {
+/// The queue settings of `evisa work`: a batch per fetch of as many jobs as run at once, a
+/// heartbeat three times per orphan timeout (a killed worker's jobs return within the timeout).
+fn queue_config(queue: &'static str, config: &Config) -> QueueConfig {
     let jobs = &config.jobs;
-    // Three heartbeats per orphan timeout: a killed worker's jobs return within the timeout.
-    let heartbeat = (jobs.orphan_timeout / 3).max(Duration::from_secs(1));
-    QueueConfig::default()
-        .queue(queue)
-        // Never hold more jobs than can run: held jobs get no heartbeat.
-        .batch_size(jobs.concurrency)
-        .heartbeat_interval(heartbeat)
-        .missed_heartbeats(3)
-        // Marking each job `Running` costs an UPDATE per job; orphan recovery covers `Queued` too.
-        .lock_tasks(false)
+    QueueConfig {
+        queue,
+        batch_size: jobs.concurrency,
+        heartbeat: (jobs.orphan_timeout / 3).max(Duration::from_secs(1)),
+        orphan_after: jobs.orphan_timeout,
+    }
 }
 
-/// One queue's storage as `evisa work` runs it: woken by LISTEN/NOTIFY when a job is added, and
-/// polled at the configured interval besides (a notification can be missed).
-pub type Queue<J> = PollWith<
-    PollWith<PostgresStorage<J>, StreamStrategy<apalis_postgres::Pubsub>>,
-    IntervalStrategy,
->;
+/// One queue's storage as `evisa work` runs it.
+pub type Queue<J> =
+    PollWith<PollWith<JobQueue<J>, StreamStrategy<queue::Wakeups>>, IntervalStrategy>;
 
 /// The storage of `J`'s queue, configured as in production.
 pub fn queue<J: Job>(db: &PgPool, config: &Config) -> Queue<J> {
-    PostgresStorage::<J>::new(db)
-        .with_config(queue_config(J::QUEUE, config))
-        .with_pubsub()
-        .poll_with_interval(config.jobs.poll_interval)
+    JobQueue::<J>::new(db, queue_config(J::QUEUE, config))
+        .woken_and_polled(config.jobs.poll_interval)
 }
 
 /// Runs the workers and the sweeper until `shutdown` resolves; in-flight jobs finish first.

@@ -55,18 +55,17 @@ pub async fn poll_alipay(
     ctx: Data<Arc<WorkerContext>>,
 ) -> Result<(), BoxDynError> {
     let max = ctx.max_attempts;
-    let run = handlers::poll_alipay(job, task, attempt.clone(), ctx);
+    let run = handlers::poll_alipay(job, task, ctx);
     observe::<PollAlipay>(&attempt, max, run).await
 }
 
 pub async fn refund_payment(
     job: RefundPayment,
-    task: TaskId,
     attempt: Attempt,
     ctx: Data<Arc<WorkerContext>>,
 ) -> Result<(), BoxDynError> {
     let max = ctx.max_attempts;
-    let run = handlers::refund_payment(job, task, attempt.clone(), ctx);
+    let run = handlers::refund_payment(job, ctx);
     observe::<RefundPayment>(&attempt, max, run).await
 }
 
@@ -80,16 +79,14 @@ pub async fn reconcile_report(
     observe::<ReconcileReport>(&attempt, max, run).await
 }
 
-/// Sets the queue gauges (waiting and dead jobs per queue) from `apalis.jobs`; run at each scrape.
+/// Sets the queue gauges (waiting and dead jobs per queue) from `jobs`, which holds only jobs
+/// not finished; run at each scrape.
 pub async fn sample_queues(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT q.queue,
-                count(*) FILTER (WHERE j.status IN ('Pending', 'Queued')
-                                    OR (j.status = 'Failed' AND j.attempts < j.max_attempts)),
-                count(*) FILTER (WHERE j.status = 'Killed'
-                                    OR (j.status = 'Failed' AND j.attempts >= j.max_attempts))
+        "SELECT q.queue, count(j.id) FILTER (WHERE j.dead_at IS NULL),
+                count(j.id) FILTER (WHERE j.dead_at IS NOT NULL)
            FROM unnest($1::text[]) AS q(queue)
-           LEFT JOIN apalis.jobs j ON j.job_type = q.queue
+           LEFT JOIN jobs j ON j.queue = q.queue
           GROUP BY q.queue",
     )
     .bind(QUEUES)

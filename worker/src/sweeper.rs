@@ -51,13 +51,11 @@ pub async fn sweep_once(ctx: &WorkerContext, settings: &PaymentSettings) -> anyh
         tracing::info!(count = expired.len(), "unpaid applications expired");
     }
     let idempotency = idempotency::prune(&ctx.db).await?;
-    // Finished jobs stay in apalis.jobs forever otherwise, and a long table slows every fetch.
-    let jobs = sqlx::query(
-        "DELETE FROM apalis.jobs WHERE status = 'Done' AND done_at < now() - interval '1 hour'",
-    )
-    .execute(&ctx.db)
-    .await?
-    .rows_affected();
+    // The history of finished jobs, kept a week (it never slows the queue; it only takes room).
+    let jobs = sqlx::query("DELETE FROM jobs_done WHERE done_at < now() - interval '7 days'")
+        .execute(&ctx.db)
+        .await?
+        .rows_affected();
     if idempotency + jobs > 0 {
         tracing::info!(idempotency, jobs, "pruned");
     }

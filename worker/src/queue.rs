@@ -1,0 +1,409 @@
+//! The job queue: apalis's workers (tasks, concurrency, monitor, graceful stop) over evisa's own
+//! `jobs` table, with the queries a payment service needs to stay near what Postgres can commit.
+//!
+//! - A job is one row while it waits or runs. Fetching claims up to a batch with one
+//!   `UPDATE … FOR UPDATE SKIP LOCKED` on a partial index of waiting jobs only.
+//! - Finished jobs leave the table in batches (one statement for every job a worker finished
+//!   since its last flush) into `jobs_done`, an append-only history pruned by age: a long history
+//!   never slows the fetch.
+//! - A failed job waits out an exponential backoff with jitter and runs again; one that exhausts
+//!   its attempts (or is aborted) stays, `dead`, until an operator retries it.
+//! - A worker whose heartbeat stops (killed, or cut off from Postgres) loses its claimed jobs to
+//!   the other workers of the queue after the orphan timeout; the cut-off run counts as an
+//!   attempt.
+//! - Jobs added with no delay wake the queue's workers through LISTEN/NOTIFY (`evisa_jobs`,
+//!   payload: the queue); a poll at the configured interval covers delayed jobs and lost
+//!   notifications.
+
+use std::{
+    marker::PhantomData,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use apalis::prelude::*;
+use apalis_codec::json::JsonCodec;
+use apalis_core::backend::{
+    BackendConfig, WireFormatBackend,
+    finalize::Durable,
+    persistence::{Persisted, Persistence, TaskEvent, TaskPersistLayer},
+};
+use futures_util::{Stream, StreamExt, stream::BoxStream};
+use rand::Rng;
+use serde_json::Value;
+use sqlx::PgPool;
+
+pub use evisa_core::jobs::WAKE_CHANNEL;
+
+/// How a queue runs.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub queue: &'static str,
+    /// Jobs claimed per fetch.
+    pub batch_size: usize,
+    /// How often a worker says it is alive.
+    pub heartbeat: Duration,
+    /// A worker silent this long is presumed dead and its jobs are taken back.
+    pub orphan_after: Duration,
+}
+
+/// Exponential backoff with jitter: 1 s, 2 s, 4 s … capped at 5 minutes, each scaled by a random
+/// factor in [0.5, 1) so that retries of many jobs do not arrive together.
+pub fn backoff(attempt: usize) -> Duration {
+    let exp = attempt.saturating_sub(1).min(16) as u32;
+    let base = Duration::from_secs(1).saturating_mul(2u32.saturating_pow(exp));
+    let capped = base.min(Duration::from_secs(300));
+    capped.mul_f64(rand::rng().random_range(0.5..1.0))
+}
+
+#[derive(Debug, Clone)]
+struct Store {
+    db: PgPool,
+    config: QueueConfig,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: i64,
+    args: Vec<u8>,
+    attempts: i32,
+    max_attempts: i32,
+}
+
+fn job_id(id: &TaskId) -> Option<i64> {
+    id.as_int().and_then(|i| i64::try_from(i).ok())
+}
+
+impl Store {
+    /// Takes back the jobs of workers of this queue that stopped saying they are alive.
+    async fn take_back_orphans(&self) -> Result<u64, sqlx::Error> {
+        let taken = sqlx::query(
+            "WITH gone AS (DELETE FROM job_workers
+                            WHERE queue = $1 AND last_seen < now() - $2 RETURNING name)
+             UPDATE jobs SET locked_by = NULL, locked_at = NULL, attempts = attempts + 1,
+                    last_error = 'its worker ' || locked_by || ' stopped while it ran'
+              WHERE locked_by IN (SELECT name FROM gone)",
+        )
+        .bind(self.config.queue)
+        .bind(self.config.orphan_after)
+        .execute(&self.db)
+        .await?
+        .rows_affected();
+        if taken > 0 {
+            tracing::warn!(
+                queue = self.config.queue,
+                taken,
+                "jobs of a silent worker taken back"
+            );
+        }
+        Ok(taken)
+    }
+
+    async fn alive(&self, worker: &WorkerContext) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO job_workers (name, queue, last_seen) VALUES ($1, $2, now())
+             ON CONFLICT (name) DO UPDATE SET last_seen = now()",
+        )
+        .bind(worker.name())
+        .bind(self.config.queue)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Persistence for Store {
+    type Compact = Vec<u8>;
+    type Response = Value;
+    type Error = sqlx::Error;
+
+    async fn register(&mut self, worker: &WorkerContext) -> Result<(), sqlx::Error> {
+        self.alive(worker).await?;
+        self.take_back_orphans().await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), sqlx::Error> {
+        self.alive(worker).await?;
+        self.take_back_orphans().await?;
+        Ok(())
+    }
+
+    async fn fetch_next(
+        &mut self,
+        worker: &WorkerContext,
+    ) -> Result<Vec<Task<Vec<u8>>>, sqlx::Error> {
+        let rows: Vec<JobRow> = sqlx::query_as(
+            "UPDATE jobs SET locked_by = $1, locked_at = now()
+              WHERE id IN (SELECT id FROM jobs
+                            WHERE queue = $2 AND locked_by IS NULL AND dead_at IS NULL
+                              AND run_at <= now()
+                            ORDER BY run_at LIMIT $3
+                              FOR UPDATE SKIP LOCKED)
+             RETURNING id, args, attempts, max_attempts",
+        )
+        .bind(worker.name())
+        .bind(self.config.queue)
+        .bind(self.config.batch_size as i64)
+        .fetch_all(&self.db)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                TaskBuilder::new(r.args)
+                    .task_id(TaskId::from_int(r.id as u64))
+                    .queue(self.config.queue.into())
+                    .attempt(r.attempts as usize)
+                    .max_attempts(r.max_attempts as usize)
+                    .build()
+            })
+            .collect())
+    }
+
+    async fn reenqueue_abandoned(
+        &mut self,
+        tasks: Vec<Task<Vec<u8>>>,
+        worker: &WorkerContext,
+    ) -> Result<u64, sqlx::Error> {
+        let ids: Vec<i64> = tasks
+            .iter()
+            .filter_map(|t| t.task_id().and_then(job_id))
+            .collect();
+        Ok(sqlx::query(
+            "UPDATE jobs SET locked_by = NULL, locked_at = NULL
+              WHERE id = ANY($1) AND locked_by = $2",
+        )
+        .bind(&ids)
+        .bind(worker.name())
+        .execute(&self.db)
+        .await?
+        .rows_affected())
+    }
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<TaskEvent<Value>>,
+        worker: &WorkerContext,
+    ) -> Result<(), sqlx::Error> {
+        let mut done = Vec::new();
+        let (mut failed, mut attempts, mut errors, mut delays, mut dead) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for event in events {
+            let TaskEvent::Complete(result) = event else {
+                continue;
+            };
+            let Some(id) = job_id(&result.task_id) else {
+                continue;
+            };
+            match (&result.status, &result.result) {
+                (Status::Done, _) | (_, Ok(_)) => done.push(id),
+                (status, Err(error)) => {
+                    failed.push(id);
+                    attempts.push(result.attempt as i32);
+                    errors.push(error.clone());
+                    delays.push(backoff(result.attempt.max(1)).as_millis() as i64);
+                    dead.push(*status == Status::Killed);
+                }
+            }
+        }
+        if !done.is_empty() {
+            // One statement for the whole batch: out of the queue, into the history.
+            sqlx::query(
+                "WITH finished AS (DELETE FROM jobs WHERE id = ANY($1) AND locked_by = $2
+                                   RETURNING id, queue, attempts, created_at)
+                 INSERT INTO jobs_done (id, queue, attempts, created_at)
+                 SELECT id, queue, attempts + 1, created_at FROM finished",
+            )
+            .bind(&done)
+            .bind(worker.name())
+            .execute(&self.db)
+            .await?;
+        }
+        if !failed.is_empty() {
+            sqlx::query(
+                "UPDATE jobs j SET attempts = f.attempt, last_error = left(f.error, 2000),
+                     locked_by = NULL, locked_at = NULL,
+                     run_at = now() + f.delay_ms * interval '1 millisecond',
+                     dead_at = CASE WHEN f.dead OR f.attempt >= j.max_attempts THEN now() END
+                   FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::bigint[], $5::bool[])
+                        AS f(id, attempt, error, delay_ms, dead)
+                  WHERE j.id = f.id AND j.locked_by = $6",
+            )
+            .bind(&failed)
+            .bind(&attempts)
+            .bind(&errors)
+            .bind(&delays)
+            .bind(&dead)
+            .bind(worker.name())
+            .execute(&self.db)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn push_tasks(&mut self, tasks: Vec<Task<Vec<u8>>>) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        for task in tasks {
+            evisa_core::jobs::insert(
+                &mut tx,
+                self.config.queue,
+                &task.args,
+                Duration::ZERO,
+                task.max_attempts().unwrap_or(1),
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+}
+
+/// Wakes a queue's workers when a job is added to it (LISTEN `evisa_jobs`).
+pub struct Wakeups {
+    db: PgPool,
+    queue: &'static str,
+    // A Mutex only to make it Sync (workers are shared across threads); never contended.
+    inner: Option<std::sync::Mutex<BoxStream<'static, ()>>>,
+}
+
+impl Wakeups {
+    fn new(db: PgPool, queue: &'static str) -> Self {
+        Self {
+            db,
+            queue,
+            inner: None,
+        }
+    }
+
+    fn connect(db: PgPool, queue: &'static str) -> BoxStream<'static, ()> {
+        futures_util::stream::once(async move {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&db).await.ok()?;
+            listener.listen(WAKE_CHANNEL).await.ok()?;
+            Some(listener.into_stream())
+        })
+        .filter_map(futures_util::future::ready)
+        .flatten()
+        // A lost connection ends the stream: polling still finds the jobs.
+        .take_while(|n| futures_util::future::ready(n.is_ok()))
+        .filter_map(move |n| {
+            futures_util::future::ready(n.ok().filter(|n| n.payload() == queue).map(|_| ()))
+        })
+        .boxed()
+    }
+}
+
+impl Stream for Wakeups {
+    type Item = ();
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
+        let this = &mut *self;
+        let inner = this.inner.get_or_insert_with(|| {
+            std::sync::Mutex::new(Self::connect(this.db.clone(), this.queue))
+        });
+        inner
+            .get_mut()
+            .expect("never poisoned: held by one poll at a time")
+            .poll_next_unpin(cx)
+    }
+}
+
+/// A queue's storage, as apalis's workers consume it.
+#[pin_project::pin_project]
+pub struct JobQueue<Args> {
+    #[pin]
+    persistence: Persisted<Store>,
+    codec: JsonCodec<Vec<u8>>,
+    _args: PhantomData<Args>,
+}
+
+impl<Args> Clone for JobQueue<Args> {
+    fn clone(&self) -> Self {
+        Self {
+            persistence: self.persistence.clone(),
+            codec: JsonCodec::default(),
+            _args: PhantomData,
+        }
+    }
+}
+
+impl<Args> JobQueue<Args> {
+    pub fn new(db: &PgPool, config: QueueConfig) -> Self {
+        Self {
+            persistence: Persisted::new(Store {
+                db: db.clone(),
+                config,
+            }),
+            codec: JsonCodec::default(),
+            _args: PhantomData,
+        }
+    }
+
+    /// Woken by LISTEN/NOTIFY when a job is added, and polled every `interval` besides.
+    pub fn woken_and_polled(
+        self,
+        interval: Duration,
+    ) -> PollWith<PollWith<Self, StreamStrategy<Wakeups>>, IntervalStrategy> {
+        let wakeups = Wakeups::new(self.persistence.db.clone(), self.persistence.config.queue);
+        PollWith::new(self, StreamStrategy::new(wakeups)).poll_with_interval(interval)
+    }
+}
+
+impl<Args> Backend for JobQueue<Args> {
+    type Task = Task<Vec<u8>>;
+    type Error = sqlx::Error;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        let heartbeat = self.persistence.config.heartbeat;
+        self.persistence.poll_ready(cx, worker, heartbeat)
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        self.persistence.poll_next(cx, worker)
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        self.persistence.poll_close(cx, worker)
+    }
+}
+
+impl<Args> BackendConfig for JobQueue<Args> {
+    type Args = Args;
+    type Kind = Durable;
+    type Id = u64;
+    type Config = QueueConfig;
+    type Layer = TaskPersistLayer<JsonCodec<Value>, Value>;
+
+    fn config(&self) -> &QueueConfig {
+        &self.persistence.config
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
+        let batch = self.persistence.config.batch_size;
+        self.persistence
+            .layer(JsonCodec::<Value>::default(), batch)
+            // Every outcome is reported (and batched): that is how finished jobs leave.
+            .persist_results(true)
+            .lock_tasks(false)
+    }
+}
+
+impl<Args> WireFormatBackend for JobQueue<Args> {
+    type Codec = JsonCodec<Vec<u8>>;
+    type Compact = Vec<u8>;
+
+    fn codec(&self) -> &Self::Codec {
+        &self.codec
+    }
+}
