@@ -17,6 +17,15 @@ pub async fn run(b: JobBench, config: Config) -> anyhow::Result<()> {
         config.jobs.concurrency,
         config.jobs.poll_interval.as_millis()
     );
+    let mut pickups = evisa_worker::bench::pickup(&pool, &config, 200).await?;
+    pickups.sort();
+    let ms = |i: usize| pickups[i.min(pickups.len() - 1)].as_secs_f64() * 1000.0;
+    println!(
+        "one job added to an idle worker, commit to run: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(pickups.len() / 2),
+        ms(pickups.len() * 99 / 100),
+        ms(pickups.len() - 1)
+    );
     let took = evisa_worker::bench::drain(&pool, &config, b.jobs).await?;
     let empty = b.jobs as f64 / took.as_secs_f64();
     println!(

@@ -117,3 +117,50 @@ pub async fn add_history(db: &PgPool, rows: usize) -> Result<(), sqlx::Error> {
     sqlx::query("ANALYZE jobs_done").execute(db).await?;
     Ok(())
 }
+
+/// Adds `count` no-op jobs one at a time, each in its own transaction, to an idle worker, and
+/// returns how long each took from its commit to its run: how fast a woken worker picks up work.
+pub async fn pickup(db: &PgPool, config: &Config, count: usize) -> anyhow::Result<Vec<Duration>> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let backend = queue::<Noop>(db, config);
+    let counter = done.clone();
+    let name = format!("pickup-{}", uuid::Uuid::now_v7().simple());
+    let monitor = tokio::spawn(
+        Monitor::new()
+            .register(move |restarts| {
+                WorkerBuilder::new(format!("{name}-{restarts}"))
+                    .backend(backend.clone())
+                    .data(counter.clone())
+                    .concurrency(1)
+                    .build(noop)
+            })
+            .shutdown_timeout(Duration::from_secs(10))
+            .run_with_signal(async move {
+                let mut stop = stop_rx;
+                let _ = stop.wait_for(|s| *s).await;
+                Ok(())
+            }),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut took = Vec::new();
+    for i in 0..count {
+        let before = done.load(Ordering::Relaxed);
+        let mut tx = db.begin().await?;
+        crate::enqueue(&mut tx, &Noop { n: i as u64 }, 1).await?;
+        tx.commit().await?;
+        let start = Instant::now();
+        while done.load(Ordering::Relaxed) == before {
+            if start.elapsed() > Duration::from_secs(10) {
+                anyhow::bail!("job {i} was not picked up within 10 s");
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        took.push(start.elapsed());
+        // Let the worker go idle again between jobs.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = monitor.await;
+    Ok(took)
+}

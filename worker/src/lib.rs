@@ -117,8 +117,14 @@ fn queue_config(queue: &'static str, config: &Config) -> QueueConfig {
 }
 
 /// One queue's storage as `evisa work` runs it.
-pub type Queue<J> =
-    PollWith<PollWith<JobQueue<J>, StreamStrategy<queue::Wakeups>>, IntervalStrategy>;
+pub type Queue<J> = PollWith<JobQueue<J>, StreamStrategy<queue::Wakeups>>;
+
+// A queue must be `Clone` itself: were it not, `queue.clone()` would resolve through `Deref` to
+// the bare `JobQueue`, which no wake-up or poll reaches, and idle workers would sleep.
+const _: fn() = || {
+    fn clone<T: Clone>() {}
+    clone::<Queue<ChargeCard>>();
+};
 
 /// The storage of `J`'s queue, configured as in production.
 pub fn queue<J: Job>(db: &PgPool, config: &Config) -> Queue<J> {

@@ -258,24 +258,41 @@ impl Persistence for Store {
     }
 }
 
-/// Wakes a queue's workers when a job is added to it (LISTEN `evisa_jobs`).
+/// When a queue's workers look for jobs: as soon as one is added (LISTEN `evisa_jobs`), and at
+/// every poll interval (delayed jobs, retries, lost notifications).
+///
+/// Each wake-up also re-schedules the worker's task, so that the next look registers for the
+/// next wake-up: a stream that yields without that would leave a worker with free slots and
+/// waiting jobs asleep until a running job ends.
 pub struct Wakeups {
     db: PgPool,
     queue: &'static str,
+    tick: tokio::time::Interval,
     // A Mutex only to make it Sync (workers are shared across threads); never contended.
-    inner: Option<std::sync::Mutex<BoxStream<'static, ()>>>,
+    listener: Option<std::sync::Mutex<BoxStream<'static, Result<(), ()>>>>,
+}
+
+/// A worker restarted by the monitor gets its own listener and ticks (and must: without `Clone`,
+/// `queue.clone()` would resolve through `Deref` to the bare queue, which nothing wakes).
+impl Clone for Wakeups {
+    fn clone(&self) -> Self {
+        Self::new(self.db.clone(), self.queue, self.tick.period())
+    }
 }
 
 impl Wakeups {
-    fn new(db: PgPool, queue: &'static str) -> Self {
+    fn new(db: PgPool, queue: &'static str, every: Duration) -> Self {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
             db,
             queue,
-            inner: None,
+            tick,
+            listener: None,
         }
     }
 
-    fn connect(db: PgPool, queue: &'static str) -> BoxStream<'static, ()> {
+    fn listen(db: PgPool, queue: &'static str) -> BoxStream<'static, Result<(), ()>> {
         futures_util::stream::once(async move {
             let mut listener = sqlx::postgres::PgListener::connect_with(&db).await.ok()?;
             listener.listen(WAKE_CHANNEL).await.ok()?;
@@ -283,10 +300,12 @@ impl Wakeups {
         })
         .filter_map(futures_util::future::ready)
         .flatten()
-        // A lost connection ends the stream: polling still finds the jobs.
-        .take_while(|n| futures_util::future::ready(n.is_ok()))
         .filter_map(move |n| {
-            futures_util::future::ready(n.ok().filter(|n| n.payload() == queue).map(|_| ()))
+            futures_util::future::ready(match n {
+                Ok(n) if n.payload() == queue => Some(Ok(())),
+                Ok(_) => None,
+                Err(_) => Some(Err(())),
+            })
         })
         .boxed()
     }
@@ -297,13 +316,27 @@ impl Stream for Wakeups {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
         let this = &mut *self;
-        let inner = this.inner.get_or_insert_with(|| {
-            std::sync::Mutex::new(Self::connect(this.db.clone(), this.queue))
-        });
-        inner
+        let mut woken = this.tick.poll_tick(cx).is_ready();
+        let (db, queue) = (this.db.clone(), this.queue);
+        let listener = this
+            .listener
+            .get_or_insert_with(|| std::sync::Mutex::new(Self::listen(db, queue)));
+        match listener
             .get_mut()
-            .expect("never poisoned: held by one poll at a time")
+            .expect("never poisoned: polled by one task at a time")
             .poll_next_unpin(cx)
+        {
+            Poll::Ready(Some(Ok(()))) => woken = true,
+            // Lost or failed: listen again at the next tick (polling covers the gap).
+            Poll::Ready(Some(Err(()))) | Poll::Ready(None) => this.listener = None,
+            Poll::Pending => {}
+        }
+        if woken {
+            cx.waker().wake_by_ref();
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -339,12 +372,13 @@ impl<Args> JobQueue<Args> {
     }
 
     /// Woken by LISTEN/NOTIFY when a job is added, and polled every `interval` besides.
-    pub fn woken_and_polled(
-        self,
-        interval: Duration,
-    ) -> PollWith<PollWith<Self, StreamStrategy<Wakeups>>, IntervalStrategy> {
-        let wakeups = Wakeups::new(self.persistence.db.clone(), self.persistence.config.queue);
-        PollWith::new(self, StreamStrategy::new(wakeups)).poll_with_interval(interval)
+    pub fn woken_and_polled(self, interval: Duration) -> PollWith<Self, StreamStrategy<Wakeups>> {
+        let wakeups = Wakeups::new(
+            self.persistence.db.clone(),
+            self.persistence.config.queue,
+            interval,
+        );
+        PollWith::new(self, StreamStrategy::new(wakeups))
     }
 }
 
