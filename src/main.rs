@@ -111,7 +111,23 @@ enum JobsCommand {
     Retry { id: String },
 }
 
+/// Large blocks (Argon2's 19 MiB per password hash) are mapped and unmapped with each use
+/// instead of staying in the allocator's heaps: glibc otherwise raises its mmap threshold after
+/// the first such block is freed and keeps every later one resident, and a few dozen sign-ins
+/// left hundreds of MB behind.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn map_large_blocks() {
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn map_large_blocks() {}
+
 fn main() -> ExitCode {
+    map_large_blocks();
     // One TLS crypto provider for every client (Stripe, Postgres), chosen before any is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod hashing;
 pub mod idempotent;
 pub mod limits;
 pub mod listener;

@@ -32,7 +32,7 @@ pub struct Inner {
     pub alipay_notifies_refused: std::sync::atomic::AtomicU64,
     /// Argon2 runs at once (each takes ~19 MiB and a core for tens of ms): a flood of logins
     /// queues here instead of exhausting memory and CPU.
-    pub password_hashing: tokio::sync::Semaphore,
+    pub password_hashing: crate::hashing::HashingPool,
     /// Event streams open in this process.
     pub event_streams: Arc<crate::streams::EventStreams>,
     /// Set when the process is stopping: `/readyz` answers 503 so load balancers move traffic
@@ -48,12 +48,14 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Runs Argon2 work (`f`) on a blocking thread through [`run_bounded`].
+    /// Runs Argon2 work (`f`) on a hashing thread ([`crate::hashing::HashingPool`]).
     pub async fn hash_bounded<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, crate::problem::ApiError> {
-        run_bounded(&self.password_hashing, std::time::Duration::from_secs(5), f).await
+        self.password_hashing
+            .run(std::time::Duration::from_secs(5), f)
+            .await
     }
 
     pub fn new(config: Config, db: PgPool, redis: ConnectionManager) -> Self {
@@ -74,33 +76,13 @@ impl AppState {
             status_changes,
             alipay,
             alipay_notifies_refused: std::sync::atomic::AtomicU64::new(0),
-            password_hashing: tokio::sync::Semaphore::new(
+            password_hashing: crate::hashing::HashingPool::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             event_streams: Arc::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
         }))
     }
-}
-
-/// Runs `f` on a blocking thread once one of `permits` is free: at most as many at once as there
-/// are permits. Waits up to `wait` for one, then answers 503 so callers retry later instead of
-/// piling up.
-pub async fn run_bounded<T: Send + 'static>(
-    permits: &tokio::sync::Semaphore,
-    wait: std::time::Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, crate::problem::ApiError> {
-    use crate::problem::ApiError;
-    let permit = tokio::time::timeout(wait, permits.acquire())
-        .await
-        .map_err(|_| ApiError::unavailable("sign-in is busy; try again shortly"))?
-        .map_err(ApiError::internal)?;
-    let out = tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)?;
-    drop(permit);
-    Ok(out)
 }
 
 /// Relays Postgres notifications of payment status changes to this process's subscribers,
@@ -154,48 +136,5 @@ async fn listen_for_status_changes(
         if db.is_closed() {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::{
-        sync::{
-            Arc,
-            atomic::{AtomicUsize, Ordering},
-        },
-        time::Duration,
-    };
-
-    use tokio::sync::Semaphore;
-
-    use super::run_bounded;
-
-    /// A flood of sign-ins never runs more hashes at once than there are permits, and what
-    /// cannot get a turn in time is refused rather than queued without end.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn hashing_runs_at_most_the_permits_at_once() {
-        let permits = Arc::new(Semaphore::new(2));
-        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let mut tasks = Vec::new();
-        for _ in 0..12 {
-            let (permits, running, peak) = (permits.clone(), running.clone(), peak.clone());
-            tasks.push(tokio::spawn(async move {
-                run_bounded(&permits, Duration::from_millis(250), move || {
-                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                    peak.fetch_max(now, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(100));
-                    running.fetch_sub(1, Ordering::SeqCst);
-                })
-                .await
-                .is_ok()
-            }));
-        }
-        let mut served = 0;
-        for t in tasks {
-            served += usize::from(t.await.unwrap());
-        }
-        assert_eq!(peak.load(Ordering::SeqCst), 2);
-        assert!((2..12).contains(&served), "{served} served");
     }
 }

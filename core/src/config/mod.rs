@@ -378,7 +378,7 @@ impl Config {
                 }
             }),
             orphan_timeout: seconds(&mut r, "EVISA_JOB_ORPHAN_TIMEOUT_SECONDS", 30, 3, 3_600),
-            poll_interval: r.parsed("EVISA_JOB_POLL_MS", Duration::from_millis(50), |v| match v
+            poll_interval: r.parsed("EVISA_JOB_POLL_MS", Duration::from_millis(500), |v| match v
                 .parse::<u64>()
             {
                 Ok(n) if (10..=60_000).contains(&n) => Ok(Duration::from_millis(n)),
