@@ -2,6 +2,7 @@
 //! opened on the way out; every status change appends to `application_events` in the same
 //! transaction.
 
+use crate::audit::chained_event;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
 
@@ -559,23 +560,6 @@ pub async fn submit(
     row.open(keys)
 }
 
-/// The columns and SELECT that append one chained event after `INSERT INTO application_events`
-/// ($1 application, $2 event, $3 from, $4 to, $5 actor kind, $6 actor id, $7 cause): its hash is
-/// `audit_hash` over the predecessor's hash and its fields, computed in the INSERT.
-macro_rules! chained_event {
-    () => {
-        "(id, application_id, event, from_status, to_status, actor_kind, actor_id, cause,
-              occurred_at, prev_hash, hash)
-         OVERRIDING SYSTEM VALUE
-         SELECT n.id, $1, $2, $3, $4, $5, $6, $7, n.at, n.prev,
-                audit_hash(n.prev, n.id, $1, $2, $3, $4, $5, $6, $7, n.at)
-           FROM (SELECT nextval(pg_get_serial_sequence('application_events', 'id')) AS id,
-                        now() AS at,
-                        (SELECT hash FROM application_events WHERE application_id = $1
-                          ORDER BY id DESC LIMIT 1) AS prev) n"
-    };
-}
-
 /// Appends one status change to the event log, chained to the application's previous event.
 /// The caller holds the application's row lock, so it is the chain's only writer; a second
 /// writer would violate `application_events_one_successor` rather than fork the chain.
@@ -588,7 +572,7 @@ pub(crate) async fn record_event(
     actor: Actor,
     cause: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(concat!("INSERT INTO application_events ", chained_event!()))
+    sqlx::query(chained_event!("application_events", "application_id"))
         .bind(id)
         .bind(event.as_str())
         .bind(from.as_str())
@@ -614,9 +598,8 @@ pub(crate) async fn record_paid(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(concat!(
         "WITH paid AS (UPDATE applications SET status = $4, paid_at = now(), updated_at = now()
-                        WHERE id = $1)
-         INSERT INTO application_events ",
-        chained_event!()
+                        WHERE id = $1) ",
+        chained_event!("application_events", "application_id")
     ))
     .bind(id)
     .bind(ApplicationEvent::PaymentSucceeded.as_str())

@@ -1,9 +1,43 @@
 //! Verification of the hash-chained event logs (`application_events`, `payment_events`): each
 //! event stores the hash of the previous event of its application or payment and a hash over its
-//! own fields (computed by the database on insert, see the `audit_chain` migration). Changing,
-//! inserting or removing a row by hand breaks the chain at that row or the next.
+//! own fields (`audit_hash`, see the `audit_chain` migration), computed by the INSERT that
+//! appends it ([`chained_event!`]). Changing, inserting or removing a row by hand breaks the chain
+//! at that row or the next.
 
 use sqlx::PgPool;
+
+/// The SQL that appends one chained event to `$table`, whose chains are per `$entity` column:
+/// `INSERT INTO <table> (...) OVERRIDING SYSTEM VALUE SELECT ...` with `$1` the entity, `$2` the
+/// event, `$3` from, `$4` to, `$5` the actor's kind, `$6` its id and `$7` the cause. Its hash is
+/// `audit_hash` over the predecessor's hash and its fields. The caller holds the entity's row
+/// lock, so it is the chain's only writer; a second writer would violate the table's
+/// `(entity, prev_hash)` unique index rather than fork the chain.
+macro_rules! chained_event {
+    ($table:literal, $entity:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $table,
+            " (id, ",
+            $entity,
+            ", event, from_status, to_status,
+                 actor_kind, actor_id, cause, occurred_at, prev_hash, hash)
+             OVERRIDING SYSTEM VALUE
+             SELECT n.id, $1, $2, $3, $4, $5, $6, $7, n.at, n.prev,
+                    audit_hash(n.prev, n.id, $1, $2, $3, $4, $5, $6, $7, n.at)
+               FROM (SELECT nextval(pg_get_serial_sequence('",
+            $table,
+            "', 'id')) AS id,
+                            now() AS at,
+                            (SELECT hash FROM ",
+            $table,
+            " WHERE ",
+            $entity,
+            " = $1
+                              ORDER BY id DESC LIMIT 1) AS prev) n"
+        )
+    };
+}
+pub(crate) use chained_event;
 
 pub mod checkpoint;
 

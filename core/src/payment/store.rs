@@ -3,6 +3,8 @@
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, PgPool};
 
+use crate::audit::chained_event;
+
 use super::PaymentStatus;
 use crate::{
     application::{Actor, ApplicationStatus},
@@ -278,22 +280,6 @@ struct PriceRow {
     amount: i64,
 }
 
-/// The columns and SELECT that append one chained event ($1 payment, $2 event, $3 from, $4 to,
-/// $5 actor kind, $6 actor id, $7 cause) after `INSERT INTO payment_events`.
-macro_rules! chained_event {
-    () => {
-        "(id, payment_id, event, from_status, to_status, actor_kind, actor_id, cause,
-              occurred_at, prev_hash, hash)
-         OVERRIDING SYSTEM VALUE
-         SELECT n.id, $1, $2, $3, $4, $5, $6, $7, n.at, n.prev,
-                audit_hash(n.prev, n.id, $1, $2, $3, $4, $5, $6, $7, n.at)
-           FROM (SELECT nextval(pg_get_serial_sequence('payment_events', 'id')) AS id,
-                        now() AS at,
-                        (SELECT hash FROM payment_events WHERE payment_id = $1
-                          ORDER BY id DESC LIMIT 1) AS prev) n"
-    };
-}
-
 /// Appends one change to a payment's history, chained to its previous event (`audit_hash` over
 /// the predecessor's hash and this event's fields, computed in the INSERT). The caller holds the
 /// payment's row lock (or has just created it), so it is the chain's only writer; a second writer
@@ -308,7 +294,7 @@ pub async fn record_event(
     cause: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let (kind, actor_id) = actor.parts();
-    sqlx::query(concat!("INSERT INTO payment_events ", chained_event!()))
+    sqlx::query(chained_event!("payment_events", "payment_id"))
         .bind(id)
         .bind(event)
         .bind(from.map(|s| s.as_str()))
