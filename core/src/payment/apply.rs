@@ -193,8 +193,11 @@ pub async fn start_charge(
         if let Applied::Moved { to, .. } = applied {
             payment.status = to;
         }
+    } else {
+        // Nothing to write: release the locks before returning, rather than whenever the pool
+        // gets round to a dropped transaction's queued ROLLBACK.
+        tx.rollback().await?;
     }
-    // Nothing written otherwise: dropping the transaction releases the locks.
     Ok(Some(payment))
 }
 
