@@ -448,3 +448,69 @@ pub async fn retrieve_refund(
         })
         .await
 }
+
+/// `GET /v1/events`: the latest events, newest first (`limit` up to 100, `type` filter,
+/// `starting_after` to page).
+#[handler]
+pub async fn list_events(req: &Request, sandbox: Data<&StripeSandbox>) -> Response {
+    let call = match sandbox.begin(req, Body::empty(), &wire::LIST_EVENTS, Keys::SecretOnly).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    sandbox
+        .run(call, false, |_, state, call| {
+            let limit = match param(&call.pairs, "limit").map(str::parse::<usize>) {
+                None => 10,
+                Some(Ok(n)) if (1..=100).contains(&n) => n,
+                Some(_) => {
+                    return wire::invalid(
+                        Some("parameter_invalid_integer"),
+                        Some("limit"),
+                        "This value must be between 1 and 100.",
+                    );
+                }
+            };
+            let kind = param(&call.pairs, "type");
+            let after = param(&call.pairs, "starting_after");
+            let mut seen_cursor = after.is_none();
+            let mut data = Vec::new();
+            let mut has_more = false;
+            for event in state.event_bodies.newest_first() {
+                if !seen_cursor {
+                    seen_cursor = event["id"].as_str() == after;
+                    continue;
+                }
+                if kind.is_some_and(|k| event["type"].as_str() != Some(k)) {
+                    continue;
+                }
+                if data.len() == limit {
+                    has_more = true;
+                    break;
+                }
+                data.push(event.clone());
+            }
+            (
+                200,
+                serde_json::json!({"object": "list", "data": data, "has_more": has_more, "url": "/v1/events"}),
+            )
+        })
+        .await
+}
+
+#[handler]
+pub async fn retrieve_event(
+    req: &Request,
+    Path(id): Path<String>,
+    sandbox: Data<&StripeSandbox>,
+) -> Response {
+    let call = match sandbox.begin(req, Body::empty(), &wire::RETRIEVE, Keys::SecretOnly).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    sandbox
+        .run(call, false, move |_, state, _| match state.event_bodies.get(&id) {
+            Some(event) => (200, event.clone()),
+            None => wire::no_such("event", &id),
+        })
+        .await
+}

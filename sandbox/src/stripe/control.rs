@@ -41,7 +41,7 @@ pub fn list_charges(sandbox: Data<&StripeSandbox>) -> Json<Vec<ChargeRecord>> {
 }
 
 #[handler]
-pub fn list_events(sandbox: Data<&StripeSandbox>) -> Json<Value> {
+pub fn event_ledger(sandbox: Data<&StripeSandbox>) -> Json<Value> {
     let s = sandbox.state.lock().expect("sandbox state");
     Json(json!(s.events.values().collect::<Vec<_>>()))
 }

@@ -39,6 +39,7 @@ impl StripeSandbox {
                 attempts: 0,
             },
         );
+        state.event_bodies.insert(id.clone(), event.clone());
         let faults = state.faults.clone();
         if faults.drop_webhooks || self.config.webhook_url.is_none() {
             return;

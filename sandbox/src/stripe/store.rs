@@ -12,6 +12,9 @@ use super::{EventRecord, Faults};
 /// gateway only needs the recent past, and its memory must stay flat under a benchmark.
 pub(super) const RETAINED: usize = 50_000;
 
+/// How many event bodies `GET /v1/events` can list (each is a few kilobytes).
+pub(super) const EVENT_BODIES: usize = 1_000;
+
 /// A map that forgets its oldest entries beyond a capacity, and lists in insertion order.
 pub(super) struct Bounded<V> {
     map: HashMap<String, V>,
@@ -47,6 +50,11 @@ impl<V> Bounded<V> {
         self.map.get_mut(key)
     }
 
+    /// Values, newest first.
+    pub(super) fn newest_first(&self) -> impl Iterator<Item = &V> {
+        self.order.iter().rev().filter_map(|k| self.map.get(k))
+    }
+
     /// Values, oldest first.
     pub(super) fn values(&self) -> impl Iterator<Item = &V> {
         self.order.iter().filter_map(|k| self.map.get(k))
@@ -72,6 +80,8 @@ pub(super) struct State {
     pub payment_methods: Bounded<super::cards::TestCard>,
     pub idempotency: Bounded<KeyRecord>,
     pub events: Bounded<EventRecord>,
+    /// The bodies of the latest events, for `GET /v1/events` (Stripe keeps 30 days of them).
+    pub event_bodies: Bounded<Value>,
     pub faults: Faults,
     /// Webhooks held back per payment intent, while reordering.
     pub held: HashMap<String, Vec<(String, Value)>>,
@@ -88,6 +98,7 @@ impl Default for State {
             payment_methods: Bounded::new(RETAINED),
             idempotency: Bounded::new(RETAINED),
             events: Bounded::new(RETAINED),
+            event_bodies: Bounded::new(EVENT_BODIES),
             faults: Faults::default(),
             held: HashMap::new(),
             counter: 0,

@@ -161,6 +161,19 @@ pub const RETRIEVE: Spec = Spec {
     required: &[],
 };
 
+pub const LIST_EVENTS: Spec = Spec {
+    exact: &[
+        "limit",
+        "type",
+        "starting_after",
+        "ending_before",
+        "created",
+        "delivery_success",
+    ],
+    nested: &["types[", "created[", "expand["],
+    required: &[],
+};
+
 pub const CREATE_PAYMENT_METHOD: Spec = Spec {
     exact: &["type", "allow_redisplay", "payment_method", "customer"],
     nested: &["card[", "billing_details[", "metadata[", "expand["],
