@@ -28,7 +28,7 @@ pub async fn create_intent(req: &Request, body: Body, sandbox: Data<&StripeSandb
         .await
     {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (amount, currency) = match wire::amount_and_currency(&call.pairs) {
         Ok(v) => v,
@@ -111,7 +111,7 @@ pub async fn confirm_intent(
         .await
     {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     sandbox
         .run(call, true, move |sandbox, state, call| {
@@ -142,7 +142,7 @@ pub async fn retrieve_intent(
         .await
     {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     sandbox
         .run(call, false, move |sandbox, state, call| {
@@ -167,7 +167,7 @@ pub async fn cancel_intent(
         .await
     {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     sandbox
         .run(call, false, move |sandbox, state, call| {
@@ -179,7 +179,7 @@ pub async fn cancel_intent(
                 return wire::invalid(
                     Some("parameter_invalid_string"),
                     Some("cancellation_reason"),
-                    &format!("Invalid cancellation_reason: must be one of duplicate, fraudulent, requested_by_customer, or abandoned"),
+                    "Invalid cancellation_reason: must be one of duplicate, fraudulent, requested_by_customer, or abandoned",
                 );
             }
             let Some(i) = state.intents.get_mut(&id) else {
@@ -224,7 +224,7 @@ pub async fn create_payment_method(
         .await
     {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     sandbox
         .run(call, false, |_, state, call| {
@@ -324,7 +324,7 @@ pub async fn retrieve_payment_method(
         .await
     {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     sandbox
         .run(call, false, move |_, state, _| match card_of(state, &id) {
@@ -345,7 +345,7 @@ pub async fn retrieve_charge(
         .await
     {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     sandbox
         .run(call, false, move |sandbox, state, _| {
@@ -364,7 +364,7 @@ pub async fn create_refund(req: &Request, body: Body, sandbox: Data<&StripeSandb
         .await
     {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     sandbox
         .run(call, false, |sandbox, state, call| {
@@ -437,7 +437,7 @@ pub async fn retrieve_refund(
         .await
     {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     sandbox
         .run(call, false, move |_, state, _| {
@@ -453,9 +453,12 @@ pub async fn retrieve_refund(
 /// `starting_after` to page).
 #[handler]
 pub async fn list_events(req: &Request, sandbox: Data<&StripeSandbox>) -> Response {
-    let call = match sandbox.begin(req, Body::empty(), &wire::LIST_EVENTS, Keys::SecretOnly).await {
+    let call = match sandbox
+        .begin(req, Body::empty(), &wire::LIST_EVENTS, Keys::SecretOnly)
+        .await
+    {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     sandbox
         .run(call, false, |_, state, call| {
@@ -503,14 +506,19 @@ pub async fn retrieve_event(
     Path(id): Path<String>,
     sandbox: Data<&StripeSandbox>,
 ) -> Response {
-    let call = match sandbox.begin(req, Body::empty(), &wire::RETRIEVE, Keys::SecretOnly).await {
+    let call = match sandbox
+        .begin(req, Body::empty(), &wire::RETRIEVE, Keys::SecretOnly)
+        .await
+    {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     sandbox
-        .run(call, false, move |_, state, _| match state.event_bodies.get(&id) {
-            Some(event) => (200, event.clone()),
-            None => wire::no_such("event", &id),
+        .run(call, false, move |_, state, _| {
+            match state.event_bodies.get(&id) {
+                Some(event) => (200, event.clone()),
+                None => wire::no_such("event", &id),
+            }
         })
         .await
 }

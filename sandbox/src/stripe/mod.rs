@@ -272,7 +272,7 @@ impl StripeSandbox {
         body: poem::Body,
         spec: &wire::Spec,
         keys: Keys,
-    ) -> Result<Call, Response> {
+    ) -> Result<Call, Box<Response>> {
         let request_id = {
             let mut s = self.state.lock().expect("sandbox state");
             s.next_id("req")
@@ -295,7 +295,14 @@ impl StripeSandbox {
             .map(str::to_string);
         let presented = bearer.or(form_key);
         let publishable = presented.as_deref() == Some(self.publishable_key().as_str());
-        let fail = |answer: Answer| Err(self.respond(&request_id, answer, Stored::No, publishable));
+        let fail = |answer: Answer| {
+            Err(Box::new(self.respond(
+                &request_id,
+                answer,
+                Stored::No,
+                publishable,
+            )))
+        };
         if presented.as_deref() != Some(self.config.secret_key.as_str()) && !publishable {
             return fail(wire::error(
                 401,
