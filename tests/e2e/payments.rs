@@ -433,6 +433,31 @@ async fn a_charge_whose_response_was_lost_is_not_repeated() {
 }
 
 #[tokio::test]
+async fn a_charge_answered_with_a_stored_500_and_no_webhook_is_found_by_search() {
+    // Stripe charged, but the answer kept under our idempotency key is a 500 (replayed to
+    // every retry), and no webhook comes: only a search by our metadata tells what happened.
+    let app = spawn_app_with(&[("EVISA_RECONCILE_AFTER_SECONDS", "1")]).await;
+    app.sandbox_post(
+        "/sandbox/faults",
+        &json!({"charge_then_error_next": 1, "drop_webhooks": true}),
+    )
+    .await;
+    app.start_worker();
+    let (token, application) = app.submitted_application().await;
+    let r = app.pay(&token, &application, "pm_card_visa", &key()).await;
+    let payment = r.body["id"].as_str().unwrap().to_string();
+    app.wait_for_payment(&token, &payment, "succeeded", 30)
+        .await;
+    assert_eq!(app.charges_for(&payment), 1);
+    assert_eq!(
+        app.get(&format!("/v1/applications/{application}"), Some(&token))
+            .await
+            .body["status"],
+        "paid"
+    );
+}
+
+#[tokio::test]
 async fn a_worker_killed_mid_charge_is_recovered_and_charges_once() {
     let app = spawn_app().await;
     // Every gateway call takes 2 s, so the worker is surely inside one when it is killed.

@@ -130,11 +130,19 @@ async fn reconcile(ctx: &WorkerContext, p: &Payment) -> anyhow::Result<()> {
     let report = match &p.gateway_reference {
         Some(intent) => ctx.stripe.retrieve(intent).await?.report(),
         // No answer was ever recorded: ask again with the same idempotency key, which replays
-        // the first charge's outcome rather than charging twice.
+        // the first charge's outcome rather than charging twice. When that replays an error
+        // (or the payment is past its deadline), look for the intent by our metadata: the
+        // charge may have happened all the same.
         None if p.status == PaymentStatus::Processing && !expired => {
-            Some(ctx.stripe.charge(p).await?)
+            match ctx.stripe.charge(p).await {
+                Ok(report) => Some(report),
+                Err(e) => match ctx.stripe.find(p.id).await? {
+                    Some(intent) => intent.report(),
+                    None => return Err(e.into()),
+                },
+            }
         }
-        None => None,
+        None => ctx.stripe.find(p.id).await?.and_then(|i| i.report()),
     };
     if let Some(report) = &report {
         let moved = payment::apply(

@@ -10,6 +10,7 @@ use stripe_core::payment_intent::{
     CancelPaymentIntent, CancelPaymentIntentCancellationReason, CreatePaymentIntent,
     CreatePaymentIntentAutomaticPaymentMethods,
     CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, RetrievePaymentIntent,
+    SearchPaymentIntent,
 };
 use stripe_core::refund::{CreateRefund, CreateRefundReason, RetrieveRefund};
 use stripe_payment::payment_method::RetrievePaymentMethod;
@@ -311,6 +312,29 @@ impl StripeGateway {
                 .await
                 .map(|pi| IntentSnapshot::from(&pi))
                 .map_err(not_a_charge)
+        })
+        .await
+    }
+
+    /// The intent made for `payment`, found by the metadata we gave it: what Stripe did when
+    /// no answer of its reached us (a 500 kept under our idempotency key replays forever, and
+    /// the charge may have happened). A succeeded intent is preferred; else the newest.
+    pub async fn find(
+        &self,
+        payment: crate::ids::PaymentId,
+    ) -> Result<Option<IntentSnapshot>, GatewayError> {
+        crate::metrics::gateway_call("stripe", "search_intents", async {
+            let found = SearchPaymentIntent::new(format!("metadata['payment_id']:'{payment}'"))
+                .limit(10)
+                .send(&self.client)
+                .await
+                .map_err(not_a_charge)?;
+            let mut intents: Vec<IntentSnapshot> =
+                found.data.iter().map(IntentSnapshot::from).collect();
+            Ok(match intents.iter().position(|i| i.status == "succeeded") {
+                Some(i) => Some(intents.swap_remove(i)),
+                None => intents.into_iter().next(),
+            })
         })
         .await
     }

@@ -83,7 +83,7 @@ pub async fn create_intent(req: &Request, body: Body, sandbox: Data<&StripeSandb
                 canceled_at: None,
                 cancellation_reason: None,
             };
-            state.intents.insert(id.clone(), intent);
+            state.add_intent(intent);
             let created = sandbox.intent_json(state, &id, &[]).expect("intent exists");
             sandbox.emit(state, Some(call), "payment_intent.created", &created);
             if confirm {
@@ -439,6 +439,38 @@ pub async fn retrieve_event(
     sandbox
         .retrieve(req, "event", id, |_, state, id, _| {
             state.event_bodies.get(id).cloned()
+        })
+        .await
+}
+
+/// `GET /v1/payment_intents/search`, for queries on one metadata pair (what a service asks
+/// when an answer was lost: "is there an intent for my payment?").
+#[handler]
+pub async fn search_intents(req: &Request, sandbox: Data<&StripeSandbox>) -> Response {
+    sandbox
+        .serve(req, Body::empty(), &wire::SEARCH, Keys::SecretOnly, false, |sandbox, state, call| {
+            let query = param(&call.pairs, "query").unwrap_or_default();
+            let Some((key, value)) = wire::metadata_query(query) else {
+                return wire::invalid(
+                    None,
+                    Some("query"),
+                    "The sandbox searches by one metadata pair only: metadata['key']:'value'.",
+                );
+            };
+            let expand = wire::expansions(&call.pairs);
+            let ids = state.by_metadata.get(&format!("{key}\0{value}")).cloned().unwrap_or_default();
+            let data: Vec<_> = ids
+                .iter()
+                .rev()
+                .filter_map(|id| sandbox.intent_json(state, id, &expand))
+                .collect();
+            (
+                200,
+                serde_json::json!({
+                    "object": "search_result", "url": "/v1/payment_intents/search",
+                    "has_more": false, "next_page": null, "total_count": data.len(), "data": data,
+                }),
+            )
         })
         .await
 }

@@ -257,8 +257,7 @@ impl StripeSandbox {
         }
         let answer = {
             let mut s = self.state.lock().expect("sandbox state");
-            let answer = if s.faults.error_next > 0 {
-                s.faults.error_next -= 1;
+            let failed = || {
                 wire::error(
                     500,
                     "api_error",
@@ -266,8 +265,19 @@ impl StripeSandbox {
                     None,
                     "An unexpected error occurred while processing the request (injected).",
                 )
+            };
+            let answer = if s.faults.error_next > 0 {
+                s.faults.error_next -= 1;
+                failed()
             } else {
-                work(self, &mut s, &call)
+                let answer = work(self, &mut s, &call);
+                if charging && s.faults.charge_then_error_next > 0 {
+                    // It charged, and yet the answer kept under the key is a 500.
+                    s.faults.charge_then_error_next -= 1;
+                    failed()
+                } else {
+                    answer
+                }
             };
             let mut stored = Stored::No;
             if let Some(key) = &call.key

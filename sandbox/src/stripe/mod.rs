@@ -70,6 +70,9 @@ pub struct Faults {
     /// The next N requests fail with 500 once they have started: the 500 is stored under the
     /// idempotency key and replayed, as Stripe does.
     pub error_next: u32,
+    /// The next N charging requests charge, then fail with a 500 that is stored under the
+    /// idempotency key: only a search by metadata (or a webhook) tells that they charged.
+    pub charge_then_error_next: u32,
     /// The next N charging requests charge, then answer 500 as if the response were lost.
     pub lose_next_responses: u32,
     /// The next N successful confirmations answer `processing`; the charge succeeds shortly
@@ -210,6 +213,7 @@ impl StripeSandbox {
         use control::*;
         route
             .at("/v1/payment_intents", post(create_intent))
+            .at("/v1/payment_intents/search", get(search_intents))
             .at("/v1/payment_intents/:id", get(retrieve_intent))
             .at("/v1/payment_intents/:id/confirm", post(confirm_intent))
             .at("/v1/payment_intents/:id/cancel", post(cancel_intent))

@@ -73,6 +73,8 @@ pub(super) struct KeyRecord {
 
 pub(super) struct State {
     pub intents: Bounded<Intent>,
+    /// Intent ids by one metadata pair (`key\0value`), for search.
+    pub by_metadata: Bounded<Vec<String>>,
     pub charges: Bounded<Charge>,
     pub refunds: Bounded<Refund>,
     pub disputes: Bounded<Dispute>,
@@ -92,6 +94,7 @@ impl Default for State {
     fn default() -> Self {
         State {
             intents: Bounded::new(RETAINED),
+            by_metadata: Bounded::new(RETAINED),
             charges: Bounded::new(RETAINED),
             refunds: Bounded::new(RETAINED),
             disputes: Bounded::new(RETAINED),
@@ -107,6 +110,17 @@ impl Default for State {
 }
 
 impl State {
+    /// Stores a new intent, findable by each of its metadata pairs.
+    pub(super) fn add_intent(&mut self, intent: Intent) {
+        for (k, v) in &intent.metadata {
+            let key = format!("{k}\0{v}");
+            let mut ids = self.by_metadata.get(&key).cloned().unwrap_or_default();
+            ids.push(intent.id.clone());
+            self.by_metadata.insert(key, ids);
+        }
+        self.intents.insert(intent.id.clone(), intent);
+    }
+
     /// An id like Stripe's: a prefix, then 24 characters, unique within the sandbox.
     pub(super) fn next_id(&mut self, prefix: &str) -> String {
         self.counter += 1;

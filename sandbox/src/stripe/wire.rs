@@ -161,6 +161,26 @@ pub const RETRIEVE: Spec = Spec {
     required: &[],
 };
 
+pub const SEARCH: Spec = Spec {
+    exact: &["query", "limit", "page"],
+    nested: &["expand["],
+    required: &["query"],
+};
+
+/// A search query of the one form the sandbox understands, `metadata['key']:'value'` (single
+/// or double quotes), as `(key, value)`.
+pub fn metadata_query(query: &str) -> Option<(String, String)> {
+    let rest = query.trim().strip_prefix("metadata[")?;
+    let quote = rest.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let rest = &rest[1..];
+    let end = rest.find(quote)?;
+    let key = &rest[..end];
+    let rest = rest[end + 1..].strip_prefix("]:")?;
+    let vq = rest.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let value = rest[1..].strip_suffix(vq)?;
+    Some((key.to_string(), value.to_string()))
+}
+
 pub const LIST_EVENTS: Spec = Spec {
     exact: &[
         "limit",
@@ -314,6 +334,19 @@ mod tests {
         let m = metadata(&pairs);
         assert_eq!(m["payment_id"], "p 1");
         assert_eq!(m["app"], "a");
+    }
+
+    #[test]
+    fn metadata_queries_parse() {
+        assert_eq!(
+            metadata_query("metadata['payment_id']:'p1'"),
+            Some(("payment_id".into(), "p1".into()))
+        );
+        assert_eq!(
+            metadata_query(r#"metadata["k"]:"v""#),
+            Some(("k".into(), "v".into()))
+        );
+        assert_eq!(metadata_query("status:'succeeded'"), None);
     }
 
     #[test]
