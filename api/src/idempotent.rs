@@ -5,18 +5,50 @@ use evisa_core::{
     idempotency::{self, Begin, IdempotencyError, IdempotencyKey},
     ids::UserId,
 };
-use sqlx::PgConnection;
+use poem_openapi::types::{ParseFromJSON, ToJSON};
+use sqlx::{PgConnection, PgPool};
 
 use crate::problem::{ApiError, FieldProblem};
 
+/// Does `work` once per `Idempotency-Key`: in one transaction it claims the key, does the work,
+/// saves its answer (`status` and the view) and commits, so a request either happened with
+/// its answer saved or did not happen at all. A repeat gets the saved answer without doing
+/// anything; without a key, the work is simply done. The work's error rolls everything back.
+pub async fn once<T: ToJSON + ParseFromJSON>(
+    db: &PgPool,
+    user: UserId,
+    key: Option<&str>,
+    path: &str,
+    body: &serde_json::Value,
+    status: u16,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut tx = db.begin().await?;
+    let claim = match claim(&mut tx, user, key, path, body).await? {
+        Outcome::Replay(saved) => return replay(saved),
+        Outcome::Proceed(claim) => claim,
+    };
+    let view = work(&mut tx).await?;
+    remember(
+        &mut tx,
+        user,
+        claim,
+        status,
+        &view.to_json().unwrap_or_default(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(view)
+}
+
 /// A claimed key: the work may proceed and its answer must be [`remember`]ed.
-pub struct Claim {
+struct Claim {
     key: IdempotencyKey,
     hash: Vec<u8>,
 }
 
 /// What to do with a keyed request.
-pub enum Outcome {
+enum Outcome {
     /// First time (or no key): do the work.
     Proceed(Option<Claim>),
     /// Answer this saved body again and do nothing.
@@ -24,7 +56,7 @@ pub enum Outcome {
 }
 
 /// Claims `key` (if the client sent one) for this request in `conn`'s transaction.
-pub async fn claim(
+async fn claim(
     conn: &mut PgConnection,
     user: UserId,
     key: Option<&str>,
@@ -60,14 +92,12 @@ pub async fn claim(
 }
 
 /// The saved answer of a replayed request, as the operation's view type.
-pub fn replay<T: poem_openapi::types::ParseFromJSON>(
-    saved: serde_json::Value,
-) -> Result<T, ApiError> {
+fn replay<T: ParseFromJSON>(saved: serde_json::Value) -> Result<T, ApiError> {
     T::parse_from_json(Some(saved)).map_err(|e| ApiError::internal(e.into_message()))
 }
 
 /// Saves the answer of a claimed request in the same transaction as its work.
-pub async fn remember(
+async fn remember(
     conn: &mut PgConnection,
     user: UserId,
     claim: Option<Claim>,

@@ -12,7 +12,7 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path, Query},
     payload::Json,
-    types::{Example, ToJSON},
+    types::Example,
 };
 
 use super::{
@@ -23,7 +23,7 @@ use super::{
 use crate::{
     auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
-    idempotent::{self, Outcome},
+    idempotent,
     problem::{ApiError, ApiResult, FieldProblem},
     state::AppState,
 };
@@ -248,37 +248,22 @@ impl ApplicationsApi {
                 "must be 1 to 255 visible ASCII characters",
             ));
         }
-        let mut tx = state.db.begin().await?;
-        let claim = match idempotent::claim(
-            &mut tx,
+        let view = idempotent::once(
+            &state.db,
             me.user_id,
             idempotency_key.0.as_deref(),
             "/v1/applications",
-            &body.1,
-        )
-        .await?
-        {
-            Outcome::Replay(saved) => {
-                return Ok(CreatedApplication::Created(Json(idempotent::replay(
-                    saved,
-                )?)));
-            }
-            Outcome::Proceed(claim) => claim,
-        };
-        let changes = body.0.into_changes()?;
-        let app = store::create_draft(&mut tx, &state.config.data_keys, me.user_id, &changes)
-            .await
-            .map_err(application_error)?;
-        let view = ApplicationView::from(app);
-        idempotent::remember(
-            &mut tx,
-            me.user_id,
-            claim,
+            &body.1.clone(),
             201,
-            &view.to_json().unwrap_or_default(),
+            async |tx| {
+                let changes = body.0.into_changes()?;
+                let app = store::create_draft(tx, &state.config.data_keys, me.user_id, &changes)
+                    .await
+                    .map_err(application_error)?;
+                Ok(ApplicationView::from(app))
+            },
         )
         .await?;
-        tx.commit().await?;
         tracing::info!(application_id = %view.id, "draft created");
         Ok(CreatedApplication::Created(Json(view)))
     }

@@ -11,14 +11,14 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path},
     payload::Json,
-    types::{Example, ToJSON},
+    types::Example,
 };
 
 use super::{Tag, admin::HistoryEntryView, payments::PaymentView};
 use crate::{
     auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
-    idempotent::{self, Outcome},
+    idempotent,
     limits::{WhenRedisIsDown, client_ip, limit},
     problem::{ApiError, ApiResult, FieldProblem},
     state::AppState,
@@ -216,73 +216,61 @@ impl RefundsApi {
         )
         .await?;
         let path = format!("/v1/admin/payments/{}/refunds", id.0);
-        let mut tx = state.db.begin().await?;
-        let claim = match idempotent::claim(
-            &mut tx,
+        let raw = body.1.clone();
+        let view = idempotent::once(
+            &state.db,
             me.user_id,
             Some(&idempotency_key.0),
             &path,
-            &body.1,
-        )
-        .await?
-        {
-            Outcome::Replay(saved) => {
-                return Ok(RefundAccepted::Accepted(Json(idempotent::replay(saved)?)));
-            }
-            Outcome::Proceed(claim) => claim,
-        };
-        let request = body.0;
-        let reason = request.reason.trim();
-        let mut errors = Vec::new();
-        if reason.is_empty() || reason.chars().count() > 1000 {
-            errors.push(FieldProblem {
-                field: "reason".into(),
-                pointer: Some("/reason".into()),
-                detail: "must be 1 to 1000 characters".into(),
-            });
-        }
-        if request.amount.is_some_and(|a| a < 1) {
-            errors.push(FieldProblem {
-                field: "amount".into(),
-                pointer: Some("/amount".into()),
-                detail: "must be a positive number of minor units".into(),
-            });
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(errors));
-        }
-        let (refund, _) = refund::request(
-            &mut tx,
-            PaymentId::from_uuid(id.0),
-            request.amount,
-            reason,
-            auth.actor(),
-            me.user_id,
-            state.config.payments.refund_approval,
-        )
-        .await
-        .map_err(refund_error)?;
-        if refund.status == RefundStatus::Pending {
-            enqueue(
-                &mut tx,
-                &RefundPayment {
-                    refund_id: refund.id,
-                },
-                state.config.jobs.max_attempts,
-            )
-            .await
-            .map_err(ApiError::from)?;
-        }
-        let view = RefundView::from(refund);
-        idempotent::remember(
-            &mut tx,
-            me.user_id,
-            claim,
+            &raw,
             202,
-            &view.to_json().unwrap_or_default(),
+            async |tx| {
+                let request = body.0;
+                let reason = request.reason.trim();
+                let mut errors = Vec::new();
+                if reason.is_empty() || reason.chars().count() > 1000 {
+                    errors.push(FieldProblem {
+                        field: "reason".into(),
+                        pointer: Some("/reason".into()),
+                        detail: "must be 1 to 1000 characters".into(),
+                    });
+                }
+                if request.amount.is_some_and(|a| a < 1) {
+                    errors.push(FieldProblem {
+                        field: "amount".into(),
+                        pointer: Some("/amount".into()),
+                        detail: "must be a positive number of minor units".into(),
+                    });
+                }
+                if !errors.is_empty() {
+                    return Err(ApiError::invalid(errors));
+                }
+                let (refund, _) = refund::request(
+                    &mut *tx,
+                    PaymentId::from_uuid(id.0),
+                    request.amount,
+                    reason,
+                    auth.actor(),
+                    me.user_id,
+                    state.config.payments.refund_approval,
+                )
+                .await
+                .map_err(refund_error)?;
+                if refund.status == RefundStatus::Pending {
+                    enqueue(
+                        &mut *tx,
+                        &RefundPayment {
+                            refund_id: refund.id,
+                        },
+                        state.config.jobs.max_attempts,
+                    )
+                    .await
+                    .map_err(ApiError::from)?;
+                }
+                Ok(RefundView::from(refund))
+            },
         )
         .await?;
-        tx.commit().await?;
         tracing::info!(refund_id = %view.id, payment_id = %view.payment_id, "refund requested");
         Ok(RefundAccepted::Accepted(Json(view)))
     }

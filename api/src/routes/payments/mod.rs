@@ -15,14 +15,13 @@ use poem_openapi::{
     ApiResponse, OpenApi,
     param::{Header, Path},
     payload::{EventStream, Json},
-    types::ToJSON,
 };
 
 use super::Tag;
 use crate::{
     auth::BearerAuth,
     body::JsonBody,
-    idempotent::{self, Outcome},
+    idempotent,
     limits::{WhenRedisIsDown, client_ip, limit, within},
     problem::{ApiError, ApiResult},
     state::AppState,
@@ -137,80 +136,68 @@ impl PaymentsApi {
         )
         .await?;
         let path = format!("/v1/applications/{}/payments", id.0);
-        let mut tx = state.db.begin().await?;
-        let claim = match idempotent::claim(
-            &mut tx,
+        let raw = body.1.clone();
+        let view = idempotent::once(
+            &state.db,
             me.user_id,
             Some(&idempotency_key.0),
             &path,
-            &body.1,
-        )
-        .await?
-        {
-            Outcome::Replay(saved) => {
-                return Ok(PaymentAccepted::Accepted(Json(idempotent::replay(saved)?)));
-            }
-            Outcome::Proceed(claim) => claim,
-        };
-        let JsonBody(request, _) = body;
-        let method = request.into_method(&state.config.return_url_origins)?;
-        let terms = Terms {
-            expires_in: chrono::Duration::from_std(state.config.payments.expiry)
-                .map_err(ApiError::internal)?,
-            max_attempts: state.config.jobs.max_attempts,
-        };
-        let payment = match method {
-            Method::Card { payment_method } => {
-                start::card(&mut tx, me.user_id, application, &payment_method, &terms)
-                    .await
-                    .map_err(create_error)?
-            }
-            Method::Alipay {
-                channel,
-                return_url,
-            } => {
-                let Some(alipay) = state.alipay.as_ref() else {
-                    return Err(ApiError::rule(
-                        "provider-not-offered",
-                        "Alipay is not offered by this service",
-                        vec![],
-                    ));
-                };
-                start::alipay(
-                    &mut tx,
-                    alipay,
-                    me.user_id,
-                    application,
-                    channel,
-                    return_url.as_ref(),
-                    &state.config.public_base_url,
-                    state.config.alipay.poll_first,
-                    &terms,
-                )
-                .await
-                .map_err(|e| match e {
-                    StartAlipayError::Create(CreatePaymentError::NoPriceInCurrency(_)) => {
-                        ApiError::rule(
-                            "provider-not-offered",
-                            "Alipay is not offered for this application: the fee schedule has no CNY price for it",
-                            vec![field_problem("provider", "Alipay needs a CNY price")],
-                        )
-                    }
-                    StartAlipayError::Create(other) => create_error(other),
-                    other => ApiError::internal(other),
-                })?
-            }
-        };
-        let view = PaymentView::from(payment);
-        idempotent::remember(
-            &mut tx,
-            me.user_id,
-            claim,
+            &raw,
             202,
-            &view.to_json().unwrap_or_default(),
+            async |tx| {
+            let JsonBody(request, _) = body;
+            let method = request.into_method(&state.config.return_url_origins)?;
+            let terms = Terms {
+                expires_in: chrono::Duration::from_std(state.config.payments.expiry)
+                    .map_err(ApiError::internal)?,
+                max_attempts: state.config.jobs.max_attempts,
+            };
+            let payment = match method {
+                Method::Card { payment_method } => {
+                    start::card(&mut *tx, me.user_id, application, &payment_method, &terms)
+                        .await
+                        .map_err(create_error)?
+                }
+                Method::Alipay {
+                    channel,
+                    return_url,
+                } => {
+                    let Some(alipay) = state.alipay.as_ref() else {
+                        return Err(ApiError::rule(
+                            "provider-not-offered",
+                            "Alipay is not offered by this service",
+                            vec![],
+                        ));
+                    };
+                    start::alipay(
+                        &mut *tx,
+                        alipay,
+                        me.user_id,
+                        application,
+                        channel,
+                        return_url.as_ref(),
+                        &state.config.public_base_url,
+                        state.config.alipay.poll_first,
+                        &terms,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        StartAlipayError::Create(CreatePaymentError::NoPriceInCurrency(_)) => {
+                            ApiError::rule(
+                                "provider-not-offered",
+                                "Alipay is not offered for this application: the fee schedule has no CNY price for it",
+                                vec![field_problem("provider", "Alipay needs a CNY price")],
+                            )
+                        }
+                        StartAlipayError::Create(other) => create_error(other),
+                        other => ApiError::internal(other),
+                    })?
+                }
+            };
+                Ok(PaymentView::from(payment))
+            },
         )
         .await?;
-        tx.commit().await?;
         if let Ok(provider) = view.provider.parse::<Provider>() {
             evisa_core::metrics::payment_created(provider);
         }
