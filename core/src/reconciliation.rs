@@ -175,9 +175,17 @@ pub async fn report(
                     if !matches!(r.status, RefundStatus::Succeeded | RefundStatus::Failed) {
                         continue;
                     }
-                    let done = alipay
+                    let done = match alipay
                         .refund_query(&trade, &r.id.simple().to_string())
-                        .await?;
+                        .await
+                    {
+                        Ok(done) => done,
+                        Err(GatewayError::Rejected(e)) => {
+                            disagree(format!("refund {} unknown", r.id), &e);
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     if done != (r.status == RefundStatus::Succeeded) {
                         disagree(
                             format!(

@@ -114,7 +114,7 @@ pub(super) async fn gateway(req: &Request, body: Body, sandbox: Data<&AlipaySand
     let (latency, fail, reject_signature) = {
         let mut s = sandbox.state.lock().expect("sandbox state");
         let f = &mut s.faults;
-        let fail = f.fail_next > 0;
+        let fail = f.fail_next > 0 || f.fail_methods.contains(&method);
         f.fail_next = f.fail_next.saturating_sub(1);
         let reject = !fail && f.reject_signatures_next > 0;
         if reject {

@@ -59,6 +59,8 @@ pub struct AlipayFaults {
     /// The next N `gateway.do` calls are answered as Alipay answers a request whose signature
     /// does not verify: an unsigned `error_response` (`isv.invalid-signature`).
     pub reject_signatures_next: u32,
+    /// `gateway.do` calls of these methods answer 500 while they are listed.
+    pub fail_methods: Vec<String>,
     /// Notifies are never sent.
     pub drop_notifies: bool,
     /// Every notify is sent twice.
