@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{
     AlipaySandbox, BUYER_ID, BUYER_LOGON_ID, cashier,
     notify::NotifyKind,
-    trades::{RefundOutcome, Trade, yuan},
+    trades::{MAX_REFUNDS_PER_TRADE, RefundOutcome, Trade, yuan},
 };
 
 fn params_of(req: &Request, body: &[u8]) -> Vec<(String, String)> {
@@ -231,8 +231,17 @@ pub(super) async fn gateway(req: &Request, body: Body, sandbox: Data<&AlipaySand
                         business_error("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限"),
                         None,
                     ),
+                    (RefundOutcome::Discordant, _) => (
+                        business_error("ACQ.DISCORDANT_REPEAT_REQUEST", "请求信息不一致"),
+                        None,
+                    ),
                     (RefundOutcome::TooMany, _) => (
-                        business_error("ACQ.REFUND_TIMES_LIMIT", "退款次数超限"),
+                        business_error(
+                            "ACQ.TRADE_NOT_ALLOW_REFUND",
+                            &format!(
+                                "the sandbox takes at most {MAX_REFUNDS_PER_TRADE} refunds per trade"
+                            ),
+                        ),
                         None,
                     ),
                     _ => (no_such_trade(), None),

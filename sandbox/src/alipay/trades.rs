@@ -11,7 +11,7 @@ use serde::Serialize;
 pub const MAX_CLOSED_TRADES: usize = 10_000;
 /// Open trades (waiting for the buyer, or paid and refundable) kept at most.
 pub const MAX_OPEN_TRADES: usize = 20_000;
-/// Refunds one trade takes at most (Alipay limits them too; its limit is not documented here).
+/// Refunds one trade takes at most: the sandbox's own bound, to keep its memory bounded.
 pub const MAX_REFUNDS_PER_TRADE: usize = 50;
 
 /// A trade's `trade_status`.
@@ -112,6 +112,8 @@ pub enum RefundOutcome {
     },
     /// The same `out_request_no` again: nothing moved.
     Repeat,
+    /// The same `out_request_no` again, for another amount.
+    Discordant,
     NoSuchTrade,
     /// Not paid, or closed.
     NotRefundable,
@@ -260,8 +262,12 @@ impl Trades {
         };
         let t = self.by_out_trade_no.get_mut(&key).expect("found above");
         // A repeat is answered as the first was, also once the trade has closed.
-        if t.refund(out_request_no).is_some() {
-            return RefundOutcome::Repeat;
+        if let Some(earlier) = t.refund(out_request_no) {
+            return if earlier.fen == fen {
+                RefundOutcome::Repeat
+            } else {
+                RefundOutcome::Discordant
+            };
         }
         if t.status != TradeStatus::Success {
             return RefundOutcome::NotRefundable;
@@ -382,6 +388,10 @@ mod tests {
         );
         assert_eq!(trades.get("o1").unwrap().status, TradeStatus::Closed);
         assert_eq!(trades.refund("o1", "", "r2", 26000), RefundOutcome::Repeat);
+        assert_eq!(
+            trades.refund("o1", "", "r2", 100),
+            RefundOutcome::Discordant
+        );
         assert_eq!(
             trades.refund("o1", "", "r3", 1),
             RefundOutcome::NotRefundable
