@@ -380,6 +380,35 @@ async fn a_full_refund_closes_the_trade_and_its_notify_confirms_without_paying_t
     let report = app.reconciliation_report(&admin, "2026-01-01").await;
     assert_eq!(report["status"], "done", "{report}");
     assert_eq!(report["disagreements"], json!([]), "{report}");
+
+    // Behind the service's back, the refund is marked failed and its money as not given back:
+    // the closed trade and Alipay's record of the refund disagree with both.
+    sqlx::query("UPDATE refunds SET status = 'failed' WHERE id = $1::uuid")
+        .bind(&refund_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE payments SET refunded_amount_minor = 0 WHERE id = $1::uuid")
+        .bind(&payment)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let report = app.reconciliation_report(&admin, "2026-01-01").await;
+    let details: Vec<&str> = report["disagreements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["payment_id"] == payment)
+        .map(|d| d["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "closed at Alipay, but 0 of 36000 refunded here".to_string(),
+            format!("refund {refund_id} is failed here"),
+        ],
+        "{report}"
+    );
 }
 
 #[tokio::test]
