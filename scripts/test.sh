@@ -23,6 +23,11 @@ if [ ! -x "$CACHE/venv/bin/python" ]; then
   python3 -m venv "$CACHE/venv"
 fi
 "$CACHE/venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/peers/requirements.txt
+# Ant Group's official Alipay SDK has the same top-level package name as python-alipay-sdk, so
+# it lives apart (tests/peers/alipay_official_peer.py puts it on its path).
+"$CACHE/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade \
+  --target "$CACHE/alipay-official" -r tests/peers/alipay-official-requirements.txt
+export EVISA_ALIPAY_OFFICIAL_SDK="$CACHE/alipay-official"
 export EVISA_PYTHON="$CACHE/venv/bin/python"
 
 log=$(mktemp)

@@ -5,7 +5,11 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::{
-    gateway::{GatewayError, alipay::AlipayClient, stripe::StripeGateway},
+    gateway::{
+        GatewayError,
+        alipay::{AlipayClient, TradeState},
+        stripe::StripeGateway,
+    },
     payment::{PaymentEvent, PaymentStatus, Provider, store},
     refund::{self, RefundStatus},
 };
@@ -128,14 +132,70 @@ pub async fn report(
             }
             Provider::Alipay => {
                 let Some(alipay) = alipay else { continue };
-                let state = alipay
-                    .query(&crate::gateway::alipay::out_trade_no(p.id))
-                    .await?;
-                let event = state
-                    .report(p.status == PaymentStatus::Expired)
-                    .map(|r| r.event);
-                if !agreeing(event).contains(&p.status) {
-                    disagree(format!("trade {state:?}"), "status differs");
+                let trade = crate::gateway::alipay::out_trade_no(p.id);
+                let state = alipay.query(&trade).await?;
+                let refunded_in_full = p.refunded_amount >= p.amount.amount_minor();
+                match (&state, p.status) {
+                    // Alipay closes a trade once it is refunded in full: that agrees with a
+                    // succeeded payment whose refunds gave everything back, and with no other.
+                    (TradeState::Closed, PaymentStatus::Succeeded) => {
+                        if !refunded_in_full {
+                            disagree(
+                                "trade TRADE_CLOSED".into(),
+                                &format!(
+                                    "closed at Alipay, but {} of {} refunded here",
+                                    p.refunded_amount,
+                                    p.amount.amount_minor()
+                                ),
+                            );
+                        }
+                    }
+                    (TradeState::Paid { .. }, PaymentStatus::Succeeded) if refunded_in_full => {
+                        disagree(
+                            "trade TRADE_SUCCESS".into(),
+                            "refunded in full here, but the trade is still paid at Alipay",
+                        )
+                    }
+                    _ => {
+                        let event = state
+                            .report(p.status == PaymentStatus::Expired)
+                            .map(|r| r.event);
+                        if !agreeing(event).contains(&p.status) {
+                            disagree(format!("trade {state:?}"), "status differs");
+                        }
+                    }
+                }
+                if let TradeState::Paid { total_amount, .. } = &state
+                    && crate::gateway::alipay::parse_cny(total_amount) != Some(p.amount)
+                {
+                    disagree(format!("trade amount {total_amount}"), "amount differs");
+                }
+                // Each refund we sent (its id is the out_request_no) against Alipay's record.
+                for r in refund::list(pool, p.id).await? {
+                    if !matches!(r.status, RefundStatus::Succeeded | RefundStatus::Failed) {
+                        continue;
+                    }
+                    let done = match alipay
+                        .refund_query(&trade, &r.id.simple().to_string())
+                        .await
+                    {
+                        Ok(done) => done,
+                        Err(GatewayError::Rejected(e)) => {
+                            disagree(format!("refund {} unknown", r.id), &e);
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    if done != (r.status == RefundStatus::Succeeded) {
+                        disagree(
+                            format!(
+                                "refund {} {}",
+                                r.id,
+                                if done { "succeeded" } else { "not succeeded" }
+                            ),
+                            &format!("refund {} is {} here", r.id, r.status),
+                        );
+                    }
                 }
             }
         }

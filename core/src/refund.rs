@@ -360,3 +360,51 @@ pub async fn settle(
     crate::metrics::refund_finished(succeeded);
     Ok(true)
 }
+
+/// What a gateway's report that a refund went through (an Alipay refund notify) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The refund was pending and is now succeeded.
+    Confirmed(RefundId),
+    /// Already succeeded: a repeat, or the refund query got there first.
+    AlreadyConfirmed(RefundId),
+    /// Not a refund of this payment (another system's refund, or not one of our ids).
+    NotOurs,
+    /// We recorded the refund as something other than pending or succeeded: a person must look.
+    Conflict {
+        refund: RefundId,
+        status: RefundStatus,
+    },
+}
+
+/// Confirms the refund `out_request_no` (our refund id, as sent to the gateway) of `payment`
+/// because the gateway reports it done: the same, idempotent step as a refund query's success.
+pub async fn confirm_by_gateway(
+    pool: &PgPool,
+    payment: PaymentId,
+    out_request_no: &str,
+) -> Result<Confirmation, sqlx::Error> {
+    let Ok(id) = uuid::Uuid::try_parse(out_request_no) else {
+        return Ok(Confirmation::NotOurs);
+    };
+    let Some(r) = get(pool, id).await? else {
+        return Ok(Confirmation::NotOurs);
+    };
+    if r.payment_id != payment {
+        return Ok(Confirmation::NotOurs);
+    }
+    match r.status {
+        RefundStatus::Pending => Ok(if settle(pool, id, true, None, None).await? {
+            Confirmation::Confirmed(id)
+        } else {
+            // Settled between our read and our update: whatever settled it decided.
+            match get(pool, id).await?.map(|r| r.status) {
+                Some(RefundStatus::Succeeded) => Confirmation::AlreadyConfirmed(id),
+                Some(status) => Confirmation::Conflict { refund: id, status },
+                None => Confirmation::NotOurs,
+            }
+        }),
+        RefundStatus::Succeeded => Ok(Confirmation::AlreadyConfirmed(id)),
+        status => Ok(Confirmation::Conflict { refund: id, status }),
+    }
+}

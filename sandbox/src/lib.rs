@@ -11,7 +11,7 @@
 pub mod alipay;
 pub mod stripe;
 
-pub use alipay::{AlipayFaults, AlipaySandbox, AlipaySandboxConfig};
+pub use alipay::{AlipayFaults, AlipaySandbox, AlipaySandboxConfig, NotifyKind, NotifyRecord};
 pub use stripe::{StripeSandbox, StripeSandboxConfig};
 
 /// Both gateways on one listener.

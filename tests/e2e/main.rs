@@ -4,6 +4,7 @@ mod common;
 
 mod admin;
 mod alipay;
+mod alipay_refunds;
 mod applications;
 mod audit;
 mod cli;

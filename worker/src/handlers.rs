@@ -8,7 +8,7 @@ use evisa_core::{
     application::Actor,
     gateway::{
         GatewayError,
-        alipay::{self, TradeState, VerifiedNotify},
+        alipay::{self, NotifyMeaning, TradeState, VerifiedNotify},
     },
     inbox,
     payment::{self, GatewayFacts, PaymentEvent, PaymentStatus, apply::ApplyError, store},
@@ -105,11 +105,23 @@ pub async fn process_gateway_event(
             Some(id) => store::get(&ctx.db, id).await?,
             None => None,
         };
-        let trade = notify.as_ref().and_then(VerifiedNotify::trade_state);
-        let expired = payment
-            .as_ref()
-            .is_some_and(|p| p.expires_at <= chrono::Utc::now());
-        (payment, trade.and_then(|t| t.report(expired)))
+        let (Some(notify), Some(p)) = (notify, payment) else {
+            inbox::finish(&ctx.db, job.inbox_id, "ignored", Some("no payment of ours")).await?;
+            return Ok(());
+        };
+        let expired = p.expires_at <= chrono::Utc::now();
+        match notify.interpret(p.status, expired) {
+            NotifyMeaning::Payment(report) => (Some(p), Some(report)),
+            NotifyMeaning::Refund { out_request_no } => {
+                let (state, note) = confirm_refund(&ctx, &p, out_request_no.as_deref()).await?;
+                inbox::finish(&ctx.db, job.inbox_id, state, Some(&note)).await?;
+                return Ok(());
+            }
+            NotifyMeaning::Nothing(note) => {
+                inbox::finish(&ctx.db, job.inbox_id, "ignored", Some(&note)).await?;
+                return Ok(());
+            }
+        }
     } else {
         let mut conn = ctx.db.acquire().await?;
         match inbox::stripe_payment(&mut conn, &stored.payload).await? {
@@ -138,6 +150,40 @@ pub async fn process_gateway_event(
     };
     inbox::finish(&ctx.db, job.inbox_id, outcome.0, outcome.1.as_deref()).await?;
     Ok(())
+}
+
+/// An Alipay refund notify: confirms the refund it names, if still pending; the payment itself
+/// never moves. Returns the inbox state and note.
+async fn confirm_refund(
+    ctx: &WorkerContext,
+    payment: &payment::Payment,
+    out_request_no: Option<&str>,
+) -> Result<(&'static str, String), sqlx::Error> {
+    let Some(out_request_no) = out_request_no else {
+        return Ok((
+            "ignored",
+            "trade closed after a refund in full; no refund named".into(),
+        ));
+    };
+    Ok(
+        match refund::confirm_by_gateway(&ctx.db, payment.id, out_request_no).await? {
+            refund::Confirmation::Confirmed(id) => {
+                tracing::info!(payment_id = %payment.id, refund_id = %id, "refund confirmed by an Alipay notify");
+                ("processed", format!("refund {id} confirmed"))
+            }
+            refund::Confirmation::AlreadyConfirmed(id) => {
+                ("ignored", format!("refund {id} was already confirmed"))
+            }
+            refund::Confirmation::NotOurs => ("ignored", "a refund that is not ours".into()),
+            refund::Confirmation::Conflict { refund, status } => {
+                tracing::error!(payment_id = %payment.id, refund_id = %refund, %status, "Alipay reports a refund done that we recorded otherwise");
+                (
+                    "quarantined",
+                    format!("Alipay reports refund {refund} done, but it is {status} here"),
+                )
+            }
+        },
+    )
 }
 
 /// The delay before poll `round` + 1: the first configured delay, doubling, at most 2 minutes.
@@ -273,6 +319,15 @@ pub async fn refund_payment(
                         .refund_query(&trade, &key)
                         .await
                         .map(|done| (None, done.then_some(true))),
+                    // A refused repeat (the trade closed when an earlier run refunded it in
+                    // full) must not record as failed a refund that went through.
+                    Err(GatewayError::Rejected(reason)) => {
+                        match alipay.refund_query(&trade, &key).await {
+                            Ok(true) => Ok((None, Some(true))),
+                            Ok(false) => Err(GatewayError::Rejected(reason)),
+                            Err(e) => Err(e),
+                        }
+                    }
                     Err(e) => Err(e),
                 }
             }

@@ -14,7 +14,7 @@ mod keys;
 mod notify;
 
 pub use keys::{AppPrivateKey, KeyError, RsaPublicKey};
-pub use notify::{NotifyError, NotifyPolicy, VerifiedNotify};
+pub use notify::{NotifyError, NotifyMeaning, NotifyPolicy, VerifiedNotify};
 
 use super::{GatewayError, Report};
 use crate::{
@@ -274,28 +274,7 @@ impl AlipayClient {
             )));
         }
         let key = format!("{}_response", method.replace('.', "_"));
-        let (raw, sign) = match (raw_member(&text, &key), raw_member(&text, "error_response")) {
-            (Some(raw), _) | (None, Some(raw)) => (raw, string_member(&text, "sign")),
-            (None, None) => {
-                return Err(GatewayError::Transient(
-                    "alipay response has no result".into(),
-                ));
-            }
-        };
-        let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw)
-            .map_err(|_| GatewayError::Transient("alipay result is not JSON".into()))?;
-        let code = parsed
-            .get("code")
-            .and_then(|c| c.as_str())
-            .unwrap_or_default();
-        // Alipay signs every answer it gives; an unsigned one is trusted only as an error.
-        match sign {
-            Some(sign) if self.alipay_key.verify(raw, &sign) => Ok(parsed),
-            _ if code != "10000" => Ok(parsed),
-            _ => Err(GatewayError::Rejected(
-                "alipay response signature does not verify".into(),
-            )),
-        }
+        trusted_result(&text, &key, &self.alipay_key)
     }
 
     /// `alipay.trade.query`.
@@ -405,6 +384,30 @@ fn code_of(r: &serde_json::Map<String, serde_json::Value>) -> (&str, &str) {
     (s("code"), s("sub_code"))
 }
 
+/// The `key` (or `error_response`) object of an answer, only when Alipay's signature over its
+/// exact text verifies. Alipay leaves some errors unsigned (a bad request signature, an unknown
+/// app id), and anyone on the path can write an unsigned answer: none of them is trusted, so
+/// each is a transient error that changes no state and is asked again later.
+fn trusted_result(text: &str, key: &str, alipay_key: &RsaPublicKey) -> CallResult {
+    let Some(raw) = raw_member(text, key).or_else(|| raw_member(text, "error_response")) else {
+        return Err(GatewayError::Transient(
+            "alipay response has no result".into(),
+        ));
+    };
+    let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw)
+        .map_err(|_| GatewayError::Transient("alipay result is not JSON".into()))?;
+    let (code, sub) = code_of(&parsed);
+    match string_member(text, "sign") {
+        Some(sign) if alipay_key.verify(raw, &sign) => Ok(parsed),
+        Some(_) => Err(GatewayError::Transient(format!(
+            "alipay answer ({code} {sub}) has a signature that does not verify; not trusted"
+        ))),
+        None => Err(GatewayError::Transient(format!(
+            "alipay answer ({code} {sub}) is unsigned; not trusted"
+        ))),
+    }
+}
+
 fn classify(code: &str, sub: &str) -> GatewayError {
     match code {
         // Service unavailable / system busy: try again later.
@@ -499,6 +502,52 @@ mod tests {
         );
         assert_eq!(string_member(text, "sign").as_deref(), Some("SIG"));
         assert_eq!(raw_member(text, "error_response"), None);
+    }
+
+    const ALIPAY_PRIVATE: &str =
+        include_str!("../../../../sandbox/keys/alipay_sandbox_private.pem");
+    const ALIPAY_PUBLIC: &str = include_str!("../../../../sandbox/keys/alipay_sandbox_public.pem");
+
+    fn answer(key: &str, object: &str, signed: bool) -> String {
+        let sign = AppPrivateKey::parse(ALIPAY_PRIVATE).unwrap().sign(object);
+        if signed {
+            format!(r#"{{"{key}":{object},"sign":"{sign}"}}"#)
+        } else {
+            format!(r#"{{"{key}":{object}}}"#)
+        }
+    }
+
+    #[test]
+    fn only_answers_signed_by_alipay_are_trusted() {
+        let alipay = RsaPublicKey::parse(ALIPAY_PUBLIC).unwrap();
+        let key = "alipay_trade_close_response";
+        let not_exist = r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.TRADE_NOT_EXIST","sub_msg":"x"}"#;
+        // Signed: a business error is an answer like any other.
+        let ok = trusted_result(&answer(key, not_exist, true), key, &alipay).unwrap();
+        assert_eq!(code_of(&ok), ("40004", "ACQ.TRADE_NOT_EXIST"));
+        // The same answer unsigned, or under error_response unsigned (as Alipay answers a bad
+        // request signature), or with a signature over other text: never trusted.
+        let bad_signature = r#"{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-signature","sub_msg":"x"}"#;
+        let paid = r#"{"code":"10000","msg":"Success","trade_status":"TRADE_SUCCESS"}"#;
+        let forged =
+            answer(key, not_exist, true).replace("ACQ.TRADE_NOT_EXIST", "ACQ.TRADE_STATUS_ERROR");
+        for text in [
+            answer(key, not_exist, false),
+            answer("error_response", bad_signature, false),
+            answer(key, paid, false),
+            forged,
+        ] {
+            match trusted_result(&text, key, &alipay) {
+                Err(GatewayError::Transient(reason)) => {
+                    assert!(reason.contains("not trusted"), "{reason}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            trusted_result("<html>busy</html>", key, &alipay),
+            Err(GatewayError::Transient(_))
+        ));
     }
 
     #[test]

@@ -8,7 +8,21 @@
 use std::collections::BTreeMap;
 
 use super::{RsaPublicKey, TradeState, signing_string};
-use crate::ids::PaymentId;
+use crate::{gateway::Report, ids::PaymentId, payment::PaymentStatus};
+
+/// What a verified notify means for its payment: the one place that reads `trade_status`,
+/// `refund_fee` and `out_biz_no` of a notify.
+#[derive(Debug, Clone)]
+pub enum NotifyMeaning {
+    /// The trade was paid, or closed unpaid: a report for the payment.
+    Payment(Report),
+    /// A refund of the paid trade (Alipay notifies every refund, `TRADE_SUCCESS` while money
+    /// remains and `TRADE_CLOSED` once all is refunded). It confirms the refund it names
+    /// (`out_biz_no`, our `out_request_no`) and never moves the payment.
+    Refund { out_request_no: Option<String> },
+    /// Nothing to act on, and why.
+    Nothing(String),
+}
 
 /// How a notify was refused. Never echoes a value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -98,6 +112,29 @@ impl VerifiedNotify {
             self.get("trade_no"),
             self.get("total_amount"),
         )
+    }
+
+    /// What this notify means for a payment that is `status` now (`expired`: past its deadline).
+    pub fn interpret(&self, status: PaymentStatus, expired: bool) -> NotifyMeaning {
+        let refund_field = ["refund_fee", "out_biz_no", "gmt_refund"]
+            .iter()
+            .any(|k| !self.get(k).is_empty());
+        // A trade we know was paid closes only when refunded in full: a refund, never a
+        // cancellation of a succeeded payment.
+        let closed_after_payment =
+            self.get("trade_status") == "TRADE_CLOSED" && status == PaymentStatus::Succeeded;
+        if refund_field || closed_after_payment {
+            return NotifyMeaning::Refund {
+                out_request_no: Some(self.get("out_biz_no").to_string()).filter(|s| !s.is_empty()),
+            };
+        }
+        match self.trade_state().and_then(|t| t.report(expired)) {
+            Some(report) => NotifyMeaning::Payment(report),
+            None => NotifyMeaning::Nothing(format!(
+                "trade_status `{}`: nothing to apply",
+                self.get("trade_status")
+            )),
+        }
     }
 
     /// The form as a JSON object, as the inbox keeps it.
@@ -222,6 +259,65 @@ mod tests {
             verify(&signed(&fields(OUR_APP, ""))),
             Err(NotifyError::Missing("seller_id"))
         );
+    }
+
+    fn notify(extra: &[(&str, &str)]) -> VerifiedNotify {
+        let mut f = fields(OUR_APP, OUR_SELLER);
+        f.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        f.extend_from_slice(extra);
+        verify(&signed(&f)).unwrap()
+    }
+
+    #[test]
+    fn refund_notifies_confirm_refunds_and_never_move_the_payment() {
+        use crate::payment::PaymentEvent;
+        let partial = notify(&[
+            ("refund_fee", "100.00"),
+            ("out_biz_no", "r1"),
+            ("gmt_refund", "2026-12-02 10:00:00.123"),
+        ]);
+        let full = notify(&[
+            ("trade_status", "TRADE_CLOSED"),
+            ("refund_fee", "360.00"),
+            ("out_biz_no", "r2"),
+        ]);
+        for status in PaymentStatus::ALL {
+            for (n, want) in [(&partial, "r1"), (&full, "r2")] {
+                match n.interpret(*status, false) {
+                    NotifyMeaning::Refund { out_request_no } => {
+                        assert_eq!(out_request_no.as_deref(), Some(want))
+                    }
+                    other => panic!("{status}: {other:?}"),
+                }
+            }
+        }
+        // TRADE_CLOSED without refund fields: a refund when the payment had succeeded, ...
+        let closed = notify(&[("trade_status", "TRADE_CLOSED")]);
+        assert!(matches!(
+            closed.interpret(PaymentStatus::Succeeded, false),
+            NotifyMeaning::Refund {
+                out_request_no: None
+            }
+        ));
+        // ... and what it always meant for an unpaid one.
+        for (expired, event) in [
+            (false, PaymentEvent::Cancelled),
+            (true, PaymentEvent::Expired),
+        ] {
+            match closed.interpret(PaymentStatus::RequiresAction, expired) {
+                NotifyMeaning::Payment(r) => assert_eq!(r.event, event),
+                other => panic!("{other:?}"),
+            }
+        }
+        match notify(&[]).interpret(PaymentStatus::RequiresAction, false) {
+            NotifyMeaning::Payment(r) => assert_eq!(r.event, PaymentEvent::GatewaySaysSucceeded),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            notify(&[("trade_status", "WAIT_BUYER_PAY")])
+                .interpret(PaymentStatus::RequiresAction, false),
+            NotifyMeaning::Nothing(_)
+        ));
     }
 
     #[test]
