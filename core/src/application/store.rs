@@ -11,7 +11,7 @@ use crate::{
     country::CountryCode,
     crypto::{DataKeys, OpenError},
     fees::{self, FeeQuote, QuoteError},
-    ids::{ApplicationId, FeeRuleId, UserId},
+    ids::{ApplicationId, FeeRuleId, PaymentId, UserId},
     money::{Currency, Money},
     person::{ArrivalDate, DateOfBirth, FullName, PassportNumber, PersonError},
     users::Role,
@@ -159,6 +159,10 @@ pub enum ApplicationError {
     OutOfRange {
         fields: Vec<(&'static str, PersonError)>,
     },
+    /// A payment of the application is disputed (a chargeback): no decision until the dispute
+    /// is closed.
+    #[error("the application is on hold: its payment {payment} is disputed (dispute {dispute})")]
+    OnHold { dispute: String, payment: PaymentId },
     /// No rule of the fee schedule covers this visa type, nationality and speed today.
     #[error("no fee is defined for this visa type, nationality and processing speed")]
     NoFeeRule,
@@ -745,6 +749,10 @@ pub async fn decide(
     let from: ApplicationStatus = status.parse().map_err(|_| {
         ApplicationError::Database(sqlx::Error::Decode("stored status is invalid".into()))
     })?;
+    // Under the application's row lock, which a dispute's event takes before it opens one.
+    if let Some((dispute, payment)) = crate::dispute::open_on_application(conn, id).await? {
+        return Err(ApplicationError::OnHold { dispute, payment });
+    }
     let to = from.next(event)?;
     let decided = matches!(
         to,
