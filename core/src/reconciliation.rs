@@ -195,7 +195,7 @@ async fn from_events(pool: &PgPool, since: DateTime<Utc>) -> anyhow::Result<Vec<
             ours,
             gateway: format!("charge refunded {reported} {currency} in all"),
             detail: format!(
-                "our succeeded refunds explain {explained} {currency}; {} is unexplained",
+                "our succeeded refunds explain {explained} {currency}; {} {currency} is unexplained",
                 reported - explained
             ),
         });

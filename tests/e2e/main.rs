@@ -19,4 +19,5 @@ mod notifications;
 mod payments;
 mod published_secrets;
 mod refunds;
+mod stripe_events;
 mod tokens;
