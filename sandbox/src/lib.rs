@@ -5,6 +5,9 @@
 //! Both deliver signed callbacks with retries and inject the faults that tests need to prove
 //! exactly-once charging.
 
+// Stripe objects are large `json!` literals.
+#![recursion_limit = "256"]
+
 pub mod alipay;
 pub mod stripe;
 

@@ -20,4 +20,5 @@ mod payments;
 mod published_secrets;
 mod refunds;
 mod stripe_events;
+mod stripe_fidelity;
 mod tokens;

@@ -916,11 +916,12 @@ async fn stripe_test_card_numbers_behave_as_at_stripe() {
         ("4000000000000002", "failed"),
         ("4000002760003184", "requires_action"),
     ] {
-        // What Stripe.js does in the browser: tokenise the card into a PaymentMethod.
+        // What Stripe.js does in the browser: tokenise the card into a PaymentMethod, with the
+        // publishable key (the secret key may not send card numbers).
         let pm: Value = app
             .http
             .post(format!("{}/v1/payment_methods", app.sandbox_url))
-            .bearer_auth(&app.stripe_key)
+            .bearer_auth(app.sandbox.publishable_key())
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!("type=card&card[number]={number}&card[exp_month]=12&card[exp_year]=2034&card[cvc]=123"))
             .send()

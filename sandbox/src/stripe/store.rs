@@ -1,0 +1,136 @@
+//! The sandbox's memory: every collection is keyed by id (no scans per request) and bounded
+//! (the oldest entries go first), so no load makes it grow without limit.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde_json::Value;
+
+use super::objects::{Charge, Dispute, Intent, Refund};
+use super::{EventRecord, Faults};
+
+/// How many of each kind of object the sandbox remembers. Stripe keeps everything; a test
+/// gateway only needs the recent past, and its memory must stay flat under a benchmark.
+pub(super) const RETAINED: usize = 50_000;
+
+/// How many event bodies `GET /v1/events` can list (each is a few kilobytes).
+pub(super) const EVENT_BODIES: usize = 1_000;
+
+/// A map that forgets its oldest entries beyond a capacity, and lists in insertion order.
+pub(super) struct Bounded<V> {
+    map: HashMap<String, V>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl<V> Bounded<V> {
+    pub(super) fn new(cap: usize) -> Self {
+        Bounded {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    pub(super) fn insert(&mut self, key: String, value: V) {
+        if self.map.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    pub(super) fn get(&self, key: &str) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.map.get_mut(key)
+    }
+
+    /// Values, newest first.
+    pub(super) fn newest_first(&self) -> impl Iterator<Item = &V> {
+        self.order.iter().rev().filter_map(|k| self.map.get(k))
+    }
+
+    /// Values, oldest first.
+    pub(super) fn values(&self) -> impl Iterator<Item = &V> {
+        self.order.iter().filter_map(|k| self.map.get(k))
+    }
+}
+
+/// An idempotency key's record: what it was first used for, and the answer once there is one.
+pub(super) struct KeyRecord {
+    /// `POST /v1/refunds`, say.
+    pub endpoint: String,
+    /// The request's parameters, sorted.
+    pub params: Vec<(String, String)>,
+    /// `None` while the first request is still running.
+    pub answer: Option<(u16, Value)>,
+}
+
+pub(super) struct State {
+    pub intents: Bounded<Intent>,
+    pub charges: Bounded<Charge>,
+    pub refunds: Bounded<Refund>,
+    pub disputes: Bounded<Dispute>,
+    /// Payment methods made by tokenising a card number.
+    pub payment_methods: Bounded<super::cards::TestCard>,
+    pub idempotency: Bounded<KeyRecord>,
+    pub events: Bounded<EventRecord>,
+    /// The bodies of the latest events, for `GET /v1/events` (Stripe keeps 30 days of them).
+    pub event_bodies: Bounded<Value>,
+    pub faults: Faults,
+    /// Webhooks held back per payment intent, while reordering.
+    pub held: HashMap<String, Vec<(String, Value)>>,
+    counter: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            intents: Bounded::new(RETAINED),
+            charges: Bounded::new(RETAINED),
+            refunds: Bounded::new(RETAINED),
+            disputes: Bounded::new(RETAINED),
+            payment_methods: Bounded::new(RETAINED),
+            idempotency: Bounded::new(RETAINED),
+            events: Bounded::new(RETAINED),
+            event_bodies: Bounded::new(EVENT_BODIES),
+            faults: Faults::default(),
+            held: HashMap::new(),
+            counter: 0,
+        }
+    }
+}
+
+impl State {
+    /// An id like Stripe's: a prefix, then 24 characters, unique within the sandbox.
+    pub(super) fn next_id(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!(
+            "{prefix}_{}{:08}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16],
+            self.counter
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_maps_forget_the_oldest_and_keep_their_order() {
+        let mut m = Bounded::new(3);
+        for i in 0..5 {
+            m.insert(format!("k{i}"), i);
+        }
+        assert!(m.get("k0").is_none() && m.get("k1").is_none());
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), vec![2, 3, 4]);
+        m.insert("k3".into(), 30);
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), vec![2, 30, 4]);
+    }
+}
