@@ -173,8 +173,8 @@ pub async fn apply_stripe_dispute(
             d.charge.as_deref().unwrap_or("unknown")
         )));
     };
-    let Some(payment) = payments::find_by_gateway_reference(&mut *conn, Provider::Stripe, intent)
-        .await?
+    let Some(payment) =
+        payments::find_by_gateway_reference(&mut *conn, Provider::Stripe, intent).await?
     else {
         return Ok(Disposition::Ignored("no payment of ours".into()));
     };
@@ -201,12 +201,11 @@ pub async fn apply_stripe_dispute(
         }
     };
     let outcome = d.outcome();
-    let existing: Option<(uuid::Uuid, Option<String>)> = sqlx::query_as(
-        "SELECT id, outcome FROM disputes WHERE gateway_reference = $1 FOR UPDATE",
-    )
-    .bind(&d.id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let existing: Option<(uuid::Uuid, Option<String>)> =
+        sqlx::query_as("SELECT id, outcome FROM disputes WHERE gateway_reference = $1 FOR UPDATE")
+            .bind(&d.id)
+            .fetch_optional(&mut *conn)
+            .await?;
     let mut events = Vec::new();
     match existing {
         Some((_, Some(closed))) => {

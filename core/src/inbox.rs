@@ -16,15 +16,15 @@ use crate::{
         stripe::IntentSnapshot,
         stripe_event::{ChargeSnapshot, StripeEventObject, interpret},
     },
-    money::Currency,
-    refund,
     ids::{ApplicationId, UserId},
     jobs::{self, ProcessGatewayEvent},
+    money::Currency,
     payment::{
         Applied, Payment, PaymentStatus, Provider,
         apply::{self, ApplyError},
         store,
     },
+    refund,
 };
 
 /// A verified callback as stored.
@@ -240,7 +240,8 @@ async fn apply_charge_refunded(
             charge.id
         )));
     };
-    let Some(payment) = store::find_by_gateway_reference(&mut *tx, Provider::Stripe, intent).await?
+    let Some(payment) =
+        store::find_by_gateway_reference(&mut *tx, Provider::Stripe, intent).await?
     else {
         return Ok(Disposition::Ignored("no payment of ours".into()));
     };

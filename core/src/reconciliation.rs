@@ -116,7 +116,9 @@ pub async fn report(
                             &format!("refund {} is {} here: {e}", r.id, r.status),
                         ),
                         Err(e) => return Err(e.into()),
-                        Ok(Some(succeeded)) if succeeded != (r.status == RefundStatus::Succeeded) => {
+                        Ok(Some(succeeded))
+                            if succeeded != (r.status == RefundStatus::Succeeded) =>
+                        {
                             disagree(
                                 format!(
                                     "refund {reference} {}",

@@ -20,6 +20,6 @@ mod payments;
 mod published_secrets;
 mod refunds;
 mod stripe_events;
-mod stripe_sandbox_events;
 mod stripe_fidelity;
+mod stripe_sandbox_events;
 mod tokens;

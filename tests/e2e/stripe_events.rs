@@ -143,8 +143,17 @@ async fn pending_refunds_are_settled_by_refund_events_in_any_order_once() {
     app.stop_worker().await;
 
     // Pending at Stripe, then succeeded: the event settles it.
-    let r = refund(&app, &officer, &payment, json!({"amount": 1000, "reason": "goodwill"})).await;
-    assert_eq!((r.status, r.body["status"].as_str()), (202, Some("pending")));
+    let r = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 1000, "reason": "goodwill"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (202, Some("pending"))
+    );
     let first = r.body["id"].as_str().unwrap().to_string();
     let re1 = fresh("re");
     let created = refund_object(&re1, &intent, 1000, "pending", ours(&first));
@@ -156,17 +165,32 @@ async fn pending_refunds_are_settled_by_refund_events_in_any_order_once() {
     let succeeded = refund_object(&re1, &intent, 1000, "succeeded", ours(&first));
     let updated = deliver(&app, "refund.updated", &succeeded).await;
     assert_eq!(inbox(&app, &updated).await.0, "processed");
-    assert_eq!(refunds_of(&app, &officer, &payment).await[0]["status"], "succeeded");
+    assert_eq!(
+        refunds_of(&app, &officer, &payment).await[0]["status"],
+        "succeeded"
+    );
     assert_eq!(refunded_amount(&app, &officer, &payment).await, 1000);
     // The same delivery again, and a late `pending`: nothing changes.
-    assert_eq!(post_event(&app, &updated, "refund.updated", &succeeded).await, 200);
+    assert_eq!(
+        post_event(&app, &updated, "refund.updated", &succeeded).await,
+        200
+    );
     let late = deliver(&app, "refund.created", &created).await;
     assert_eq!(inbox(&app, &late).await.0, "ignored");
-    assert_eq!(refunds_of(&app, &officer, &payment).await[0]["status"], "succeeded");
+    assert_eq!(
+        refunds_of(&app, &officer, &payment).await[0]["status"],
+        "succeeded"
+    );
     assert_eq!(refunded_amount(&app, &officer, &payment).await, 1000);
 
     // Out of order: `refund.updated` succeeded before `refund.created` pending.
-    let r = refund(&app, &officer, &payment, json!({"amount": 500, "reason": "goodwill"})).await;
+    let r = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 500, "reason": "goodwill"}),
+    )
+    .await;
     let second = r.body["id"].as_str().unwrap().to_string();
     let re2 = fresh("re");
     deliver(
@@ -182,14 +206,23 @@ async fn pending_refunds_are_settled_by_refund_events_in_any_order_once() {
     )
     .await;
     assert_eq!(inbox(&app, &e).await.0, "ignored");
-    assert_eq!(refunds_of(&app, &officer, &payment).await[1]["status"], "succeeded");
+    assert_eq!(
+        refunds_of(&app, &officer, &payment).await[1]["status"],
+        "succeeded"
+    );
     assert_eq!(refunded_amount(&app, &officer, &payment).await, 1500);
 
     // Failed at Stripe (refund.failed, then refund.updated failed): the amount is free again.
     let r = refund(&app, &officer, &payment, json!({"reason": "the rest"})).await;
     assert_eq!(r.body["amount"], 2500);
     let third = r.body["id"].as_str().unwrap().to_string();
-    let over = refund(&app, &officer, &payment, json!({"amount": 1, "reason": "more"})).await;
+    let over = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 1, "reason": "more"}),
+    )
+    .await;
     assert_eq!(over.status, 409, "{}", over.body);
     let re3 = fresh("re");
     let failed = refund_object(&re3, &intent, 2500, "failed", ours(&third));
@@ -206,7 +239,13 @@ async fn pending_refunds_are_settled_by_refund_events_in_any_order_once() {
             .contains("declined")
     );
     assert_eq!(refunded_amount(&app, &officer, &payment).await, 1500);
-    let again = refund(&app, &officer, &payment, json!({"amount": 2500, "reason": "retry"})).await;
+    let again = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 2500, "reason": "retry"}),
+    )
+    .await;
     assert_eq!(again.status, 202, "{}", again.body);
 
     // A refund settled as succeeded that Stripe later calls failed is kept for a person.
@@ -259,9 +298,10 @@ async fn a_dashboard_refund_is_recorded_once_and_reported() {
     let report = app.reconciliation_report(&admin, &since).await;
     let found = report["disagreements"].as_array().unwrap();
     assert!(
-        found
-            .iter()
-            .any(|d| d["detail"].as_str().unwrap().contains("1500 USD is unexplained")),
+        found.iter().any(|d| d["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1500 USD is unexplained")),
         "{report}"
     );
 
@@ -289,7 +329,13 @@ async fn a_dashboard_refund_is_recorded_once_and_reported() {
     );
 
     // It counts against what officers can still refund.
-    let r = refund(&app, &officer, &payment, json!({"amount": 3000, "reason": "too much"})).await;
+    let r = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 3000, "reason": "too much"}),
+    )
+    .await;
     assert_eq!(r.problem(422)["type"], "/problems/refund-exceeds-remainder");
     assert!(r.body["detail"].as_str().unwrap().contains("2500"));
 
@@ -297,7 +343,10 @@ async fn a_dashboard_refund_is_recorded_once_and_reported() {
     let found = report["disagreements"].as_array().unwrap();
     assert!(
         found.iter().any(|d| d["payment_id"] == payment.as_str()
-            && d["detail"].as_str().unwrap().contains("refunded outside evisa-pay")
+            && d["detail"]
+                .as_str()
+                .unwrap()
+                .contains("refunded outside evisa-pay")
             && d["gateway"].as_str().unwrap().contains(&re)),
         "{report}"
     );
@@ -333,17 +382,38 @@ async fn a_dispute_holds_decisions_until_it_closes_and_its_outcome_is_recorded()
         let e = deliver(&app, "charge.dispute.created", &opened).await;
         assert_eq!(inbox(&app, &e).await.0, "processed");
         // Delivered twice: still one dispute.
-        assert_eq!(post_event(&app, &e, "charge.dispute.created", &opened).await, 200);
+        assert_eq!(
+            post_event(&app, &e, "charge.dispute.created", &opened).await,
+            200
+        );
 
         // On hold: no decision, no refund, each refused naming the dispute.
-        let r = decide(&app, &officer, &application, json!({"decision": "begin_processing"})).await;
+        let r = decide(
+            &app,
+            &officer,
+            &application,
+            json!({"decision": "begin_processing"}),
+        )
+        .await;
         assert_eq!(r.problem(409)["type"], "/problems/application-on-hold");
-        assert!(r.body["detail"].as_str().unwrap().contains(&dp), "{}", r.body);
-        let r = refund(&app, &officer, &payment, json!({"amount": 100, "reason": "x"})).await;
+        assert!(
+            r.body["detail"].as_str().unwrap().contains(&dp),
+            "{}",
+            r.body
+        );
+        let r = refund(
+            &app,
+            &officer,
+            &payment,
+            json!({"amount": 100, "reason": "x"}),
+        )
+        .await;
         assert_eq!(r.problem(409)["type"], "/problems/payment-disputed");
         assert!(r.body["detail"].as_str().unwrap().contains(&dp));
 
-        let open = app.get("/v1/admin/disputes?state=open", Some(&officer)).await;
+        let open = app
+            .get("/v1/admin/disputes?state=open", Some(&officer))
+            .await;
         assert_eq!(open.status, 200, "{}", open.body);
         let items = open.body["items"].as_array().unwrap();
         assert_eq!(items.len(), 1, "{}", open.body);
@@ -367,18 +437,33 @@ async fn a_dispute_holds_decisions_until_it_closes_and_its_outcome_is_recorded()
         assert_eq!(inbox(&app, &e).await.0, "ignored");
 
         let mine = app
-            .get(&format!("/v1/admin/payments/{payment}/disputes"), Some(&officer))
+            .get(
+                &format!("/v1/admin/payments/{payment}/disputes"),
+                Some(&officer),
+            )
             .await;
         assert_eq!(mine.body[0]["outcome"], outcome, "{}", mine.body);
         assert_eq!(mine.body[0]["open"], false);
         assert_eq!(mine.body[0]["status"], outcome);
-        let r = decide(&app, &officer, &application, json!({"decision": "begin_processing"})).await;
+        let r = decide(
+            &app,
+            &officer,
+            &application,
+            json!({"decision": "begin_processing"}),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.body);
         let r = decide(&app, &officer, &application, json!({"decision": "approve"})).await;
         assert_eq!(r.body["status"], "approved");
 
         // Lost: the money is gone, so nothing is left to refund; won: it can be refunded.
-        let r = refund(&app, &officer, &payment, json!({"amount": 100, "reason": "x"})).await;
+        let r = refund(
+            &app,
+            &officer,
+            &payment,
+            json!({"amount": 100, "reason": "x"}),
+        )
+        .await;
         if outcome == "lost" {
             assert_eq!(r.problem(409)["type"], "/problems/fully-refunded");
         } else {
@@ -394,11 +479,15 @@ async fn a_dispute_holds_decisions_until_it_closes_and_its_outcome_is_recorded()
         assert_eq!(history, ["dispute_opened", &format!("dispute_{outcome}")]);
     }
 
-    let closed = app.get("/v1/admin/disputes?state=closed", Some(&admin)).await;
+    let closed = app
+        .get("/v1/admin/disputes?state=closed", Some(&admin))
+        .await;
     assert_eq!(closed.body["items"].as_array().unwrap().len(), 2);
     let open = app.get("/v1/admin/disputes?state=open", Some(&admin)).await;
     assert!(open.body["items"].as_array().unwrap().is_empty());
-    let bad = app.get("/v1/admin/disputes?state=maybe", Some(&admin)).await;
+    let bad = app
+        .get("/v1/admin/disputes?state=maybe", Some(&admin))
+        .await;
     bad.problem(400);
     let applicant = app.applicant().await;
     let r = app.get("/v1/admin/disputes", Some(&applicant)).await;
@@ -411,7 +500,10 @@ async fn a_dispute_holds_decisions_until_it_closes_and_its_outcome_is_recorded()
         .iter()
         .map(|d| d["detail"].as_str().unwrap())
         .collect();
-    assert!(details.iter().any(|d| d.starts_with("dispute won")), "{report}");
+    assert!(
+        details.iter().any(|d| d.starts_with("dispute won")),
+        "{report}"
+    );
     assert!(
         details
             .iter()
@@ -424,16 +516,32 @@ async fn a_dispute_holds_decisions_until_it_closes_and_its_outcome_is_recorded()
 async fn every_verified_event_is_stored_and_acknowledged() {
     let app = spawn_app().await;
     let cases = [
-        ("customer.created", json!({"id": "cus_1", "object": "customer"}), "ignored"),
-        ("charge.succeeded", json!({"id": "ch_1", "object": "charge"}), "ignored"),
-        ("charge.failed", json!({"id": "ch_2", "object": "charge"}), "ignored"),
+        (
+            "customer.created",
+            json!({"id": "cus_1", "object": "customer"}),
+            "ignored",
+        ),
+        (
+            "charge.succeeded",
+            json!({"id": "ch_1", "object": "charge"}),
+            "ignored",
+        ),
+        (
+            "charge.failed",
+            json!({"id": "ch_2", "object": "charge"}),
+            "ignored",
+        ),
         (
             "payment_intent.created",
             json!({"id": "pi_1", "object": "payment_intent", "status": "requires_payment_method"}),
             "ignored",
         ),
         // A type we act on with an object that is not what it should be: kept for a person.
-        ("refund.updated", json!({"id": "re_1", "object": "refund"}), "quarantined"),
+        (
+            "refund.updated",
+            json!({"id": "re_1", "object": "refund"}),
+            "quarantined",
+        ),
         // About nothing of ours (another product on the same Stripe account).
         (
             "charge.dispute.created",
@@ -450,7 +558,10 @@ async fn every_verified_event_is_stored_and_acknowledged() {
         let e = deliver(&app, kind, &object).await;
         let (got, note) = inbox(&app, &e).await;
         assert_eq!(got, state, "{kind}");
-        assert!(note.is_some(), "{kind}: an ignored or quarantined event says why");
+        assert!(
+            note.is_some(),
+            "{kind}: an ignored or quarantined event says why"
+        );
         // Delivered again: acknowledged, stored once.
         assert_eq!(post_event(&app, &e, kind, &object).await, 200);
     }

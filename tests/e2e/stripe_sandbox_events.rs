@@ -71,12 +71,11 @@ async fn until(app: &TestApp, officer: &str, path: &str, done: impl Fn(&Value) -
 
 /// No Stripe event the service stored was quarantined.
 async fn nothing_quarantined(app: &TestApp) {
-    let quarantined: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT event_type, note FROM gateway_inbox WHERE state = 'quarantined'",
-    )
-    .fetch_all(&app.db)
-    .await
-    .unwrap();
+    let quarantined: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT event_type, note FROM gateway_inbox WHERE state = 'quarantined'")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
     assert!(quarantined.is_empty(), "{quarantined:?}");
 }
 
@@ -92,8 +91,20 @@ async fn a_refund_pending_at_stripe_is_settled_by_its_webhook() {
     assert!(r.status().is_success());
     let refunds = format!("/v1/admin/payments/{payment}/refunds");
 
-    let first = refund(&app, &officer, &payment, json!({"amount": 1000, "reason": "a"})).await;
-    let second = refund(&app, &officer, &payment, json!({"amount": 500, "reason": "b"})).await;
+    let first = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 1000, "reason": "a"}),
+    )
+    .await;
+    let second = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 500, "reason": "b"}),
+    )
+    .await;
     assert_eq!((first.status, second.status), (202, 202));
     // Stripe answered `pending` to both: each waits with Stripe's id, and nothing is refunded.
     let listed = until(&app, &officer, &refunds, |b| {
@@ -101,9 +112,18 @@ async fn a_refund_pending_at_stripe_is_settled_by_its_webhook() {
             .is_some_and(|l| l.len() == 2 && l.iter().all(|r| r["gateway_reference"].is_string()))
     })
     .await;
-    assert!(listed.as_array().unwrap().iter().all(|r| r["status"] == "pending"));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "pending")
+    );
     let payment_view = format!("/v1/admin/payments/{payment}");
-    assert_eq!(app.get(&payment_view, Some(&officer)).await.body["refunded_amount"], 0);
+    assert_eq!(
+        app.get(&payment_view, Some(&officer)).await.body["refunded_amount"],
+        0
+    );
 
     // From here no refund job polls Stripe: only the webhooks can settle the refunds.
     app.stop_worker().await;
@@ -125,10 +145,23 @@ async fn a_refund_pending_at_stripe_is_settled_by_its_webhook() {
     .await;
     assert_eq!(listed[0]["status"], "succeeded");
     assert_eq!(listed[1]["status"], "failed");
-    assert_eq!(listed.as_array().unwrap().len(), 2, "no refund recorded twice");
-    assert_eq!(app.get(&payment_view, Some(&officer)).await.body["refunded_amount"], 1000);
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        2,
+        "no refund recorded twice"
+    );
+    assert_eq!(
+        app.get(&payment_view, Some(&officer)).await.body["refunded_amount"],
+        1000
+    );
     // The failed 500 is free again: the rest (3000) can be refunded.
-    let r = refund(&app, &officer, &payment, json!({"amount": 3000, "reason": "c"})).await;
+    let r = refund(
+        &app,
+        &officer,
+        &payment,
+        json!({"amount": 3000, "reason": "c"}),
+    )
+    .await;
     assert_eq!(r.status, 202, "{}", r.body);
     nothing_quarantined(&app).await;
 }
@@ -143,7 +176,10 @@ async fn a_refund_made_in_the_stripe_dashboard_is_recorded_once_and_reported() {
     let (_, payment, charge) = paid(&app, "pm_card_visa").await;
 
     let r = app
-        .sandbox_post(&format!("/sandbox/charges/{charge}/refund"), &json!({"amount": 1500}))
+        .sandbox_post(
+            &format!("/sandbox/charges/{charge}/refund"),
+            &json!({"amount": 1500}),
+        )
         .await;
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let refunds = format!("/v1/admin/payments/{payment}/refunds");
@@ -155,20 +191,31 @@ async fn a_refund_made_in_the_stripe_dashboard_is_recorded_once_and_reported() {
     assert_eq!(listed[0]["origin"], "gateway");
     assert_eq!(listed[0]["amount"], 1500);
     // refund.created and charge.refunded both arrived: still one refund, counted once.
-    until(&app, &officer, &format!("/v1/admin/payments/{payment}"), |b| {
-        b["refunded_amount"] == 1500
-    })
+    until(
+        &app,
+        &officer,
+        &format!("/v1/admin/payments/{payment}"),
+        |b| b["refunded_amount"] == 1500,
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        app.get(&refunds, Some(&officer)).await.body.as_array().unwrap().len(),
+        app.get(&refunds, Some(&officer))
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
         1
     );
     let report = app.reconciliation_report(&admin, &since).await;
     let found = report["disagreements"].as_array().unwrap();
     assert!(
         found.iter().any(|d| d["payment_id"] == payment.as_str()
-            && d["detail"].as_str().unwrap().contains("refunded outside evisa-pay")),
+            && d["detail"]
+                .as_str()
+                .unwrap()
+                .contains("refunded outside evisa-pay")),
         "{report}"
     );
     assert!(
@@ -193,7 +240,8 @@ async fn disputes_opened_at_stripe_hold_the_application_until_they_close() {
         .await;
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 
-    for ((application, payment), outcome) in [((&disputed, &by_card), "lost"), ((&other, &by_hand), "won")]
+    for ((application, payment), outcome) in
+        [((&disputed, &by_card), "lost"), ((&other, &by_hand), "won")]
     {
         let path = format!("/v1/admin/payments/{payment}/disputes");
         let list = until(&app, &officer, &path, |b| {
@@ -223,6 +271,11 @@ async fn disputes_opened_at_stripe_hold_the_application_until_they_close() {
         assert_eq!(r.status, 200, "{}", r.body);
     }
     let all = app.get("/v1/admin/disputes", Some(&officer)).await;
-    assert_eq!(all.body["items"].as_array().unwrap().len(), 2, "{}", all.body);
+    assert_eq!(
+        all.body["items"].as_array().unwrap().len(),
+        2,
+        "{}",
+        all.body
+    );
     nothing_quarantined(&app).await;
 }
