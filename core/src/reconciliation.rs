@@ -178,13 +178,14 @@ async fn from_events(pool: &PgPool, since: DateTime<Utc>) -> anyhow::Result<Vec<
     let unexplained: Vec<(uuid::Uuid, String, String, i64, i64, String)> = sqlx::query_as(
         "SELECT p.id, p.provider, p.status, p.gateway_refunded_minor,
                 (SELECT coalesce(sum(amount_minor), 0) FROM refunds r
-                  WHERE r.payment_id = p.id AND r.status = 'succeeded')::bigint,
+                  WHERE r.payment_id = p.id
+                    AND r.status IN ('pending', 'succeeded'))::bigint,
                 p.currency
            FROM payments p
           WHERE p.created_at >= $1 AND p.gateway_refunded_minor IS NOT NULL
             AND p.gateway_refunded_minor > (SELECT coalesce(sum(amount_minor), 0) FROM refunds r
                                              WHERE r.payment_id = p.id
-                                               AND r.status = 'succeeded')
+                                               AND r.status IN ('pending', 'succeeded'))
           ORDER BY p.id",
     )
     .bind(since)
@@ -197,7 +198,7 @@ async fn from_events(pool: &PgPool, since: DateTime<Utc>) -> anyhow::Result<Vec<
             ours,
             gateway: format!("charge refunded {reported} {currency} in all"),
             detail: format!(
-                "our succeeded refunds explain {explained} {currency}; {} {currency} is unexplained",
+                "our refunds (succeeded or pending) explain {explained} {currency}; {} {currency} is unexplained",
                 reported - explained
             ),
         });

@@ -571,3 +571,94 @@ async fn every_verified_event_is_stored_and_acknowledged() {
         .unwrap();
     assert_eq!(stored, 7);
 }
+
+#[tokio::test]
+async fn the_hold_is_checked_by_the_deciding_transaction_and_stops_refund_on_rejection() {
+    let app = crate::common::spawn_app_with(&[("EVISA_REFUND_ON_REJECTION", "true")]).await;
+    app.start_worker();
+    let officer = app.staff(Role::Officer).await;
+    let (_, application, payment, intent) = paid_by_card(&app).await;
+    let r = decide(
+        &app,
+        &officer,
+        &application,
+        json!({"decision": "begin_processing"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Something else holds the application's row (as a dispute's event or a decision would):
+    // the dispute's event queues behind it, then the rejection queues behind the dispute.
+    let mut blocker = app.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM applications WHERE id = $1::uuid FOR UPDATE")
+        .bind(&application)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let dp = fresh("dp");
+    let opened = dispute_object(&dp, &intent, 4000, "needs_response");
+    let dispute = tokio::spawn({
+        let (app_url, secret, http) = (
+            app.url("/v1/webhooks/stripe"),
+            app.webhook_secrets[1].clone(),
+            app.http.clone(),
+        );
+        async move {
+            let body = json!({"id": fresh("evt"), "object": "event", "created": 1,
+                "data": {"object": opened}, "livemode": false, "pending_webhooks": 1,
+                "type": "charge.dispute.created"})
+            .to_string();
+            let header = signature_header(&secret, chrono::Utc::now().timestamp(), &body);
+            http.post(app_url)
+                .header("stripe-signature", header)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let reject = decide(
+        &app,
+        &officer,
+        &application,
+        json!({"decision": "reject", "reason": "Passport expires too soon."}),
+    );
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        blocker.rollback().await.unwrap();
+    };
+    let (r, ()) = tokio::join!(reject, release);
+    assert_eq!(dispute.await.unwrap(), 200);
+    // The rejection read the dispute after taking the lock, in its own transaction.
+    assert_eq!(r.problem(409)["type"], "/problems/application-on-hold");
+    assert!(r.body["detail"].as_str().unwrap().contains(&dp));
+    assert!(refunds_of(&app, &officer, &payment).await.is_empty());
+    let status = app
+        .get(
+            &format!("/v1/admin/applications/{application}"),
+            Some(&officer),
+        )
+        .await;
+    assert_eq!(status.body["status"], "processing");
+
+    // Closed: the rejection goes through and its policy refund with it.
+    deliver(
+        &app,
+        "charge.dispute.closed",
+        &dispute_object(&dp, &intent, 4000, "won"),
+    )
+    .await;
+    let r = decide(
+        &app,
+        &officer,
+        &application,
+        json!({"decision": "reject", "reason": "Passport expires too soon."}),
+    )
+    .await;
+    assert_eq!(r.body["status"], "rejected", "{}", r.body);
+    assert_eq!(refunds_of(&app, &officer, &payment).await.len(), 1);
+}
