@@ -115,3 +115,14 @@ pub async fn insert(
     .await?;
     Ok(())
 }
+
+/// Deletes finished jobs older than a week (the history never slows the queue: it only takes
+/// room). Returns how many went.
+pub async fn prune_finished(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM jobs_done WHERE done_at < now() - interval '7 days'")
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
+}

@@ -175,12 +175,16 @@ pub async fn run(
         format!("refund-{instance}"),
         format!("reconcile-{instance}"),
     );
-    let sweeper = tokio::spawn(sweeper::run(ctx.clone(), config.payments.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let sweeper = tokio::spawn(sweeper::run(
+        ctx.clone(),
+        config.payments.clone(),
+        stop_rx.clone(),
+    ));
     let relay = tokio::spawn(notify::run(config_arc, db.clone(), render, stop_rx.clone()));
     let mut stop = stop_rx.clone();
     let result = Monitor::new()
@@ -237,7 +241,13 @@ pub async fn run(
         })
         .await;
     let asked_to_stop = *stop_rx.borrow();
-    sweeper.abort();
+    // The sweeper ends its pass in progress, if any (each gateway call is bounded by its
+    // timeout); it is stopped by the signal, never aborted mid-transaction.
+    if asked_to_stop {
+        let _ = tokio::time::timeout(Duration::from_secs(30), sweeper).await;
+    } else {
+        sweeper.abort();
+    }
     // The relay stops after the deliveries in flight (each bounded by its 10 s timeout).
     let _ = tokio::time::timeout(Duration::from_secs(15), relay).await;
     result.map_err(|e| anyhow::anyhow!("workers stopped: {e}"))?;

@@ -17,11 +17,20 @@ use crate::WorkerContext;
 /// Distinguishes our advisory lock from any other.
 const SWEEP_LOCK: i64 = 0x6576_6973_615f_7377; // "evisa_sw"
 
-pub async fn run(ctx: Arc<WorkerContext>, settings: PaymentSettings) {
+/// Sweeps every period until `stop` says so. A pass in progress finishes first: it is never
+/// cut off between a gateway call and the transaction that records its answer.
+pub async fn run(
+    ctx: Arc<WorkerContext>,
+    settings: PaymentSettings,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(settings.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         if let Err(e) = sweep_once(&ctx, &settings).await {
             tracing::error!(error = %e, "sweep failed; will try again next period");
         }
@@ -51,11 +60,7 @@ pub async fn sweep_once(ctx: &WorkerContext, settings: &PaymentSettings) -> anyh
         tracing::info!(count = expired.len(), "unpaid applications expired");
     }
     let idempotency = idempotency::prune(&ctx.db).await?;
-    // The history of finished jobs, kept a week (it never slows the queue; it only takes room).
-    let jobs = sqlx::query("DELETE FROM jobs_done WHERE done_at < now() - interval '7 days'")
-        .execute(&ctx.db)
-        .await?
-        .rows_affected();
+    let jobs = evisa_core::jobs::prune_finished(&ctx.db).await?;
     if idempotency + jobs > 0 {
         tracing::info!(idempotency, jobs, "pruned");
     }

@@ -5,6 +5,7 @@ mod status;
 pub mod store;
 
 pub mod apply;
+pub mod start;
 pub use apply::{Applied, CardDetails, GatewayFacts, apply, apply_in, start_charge};
 pub use status::{PaymentEvent, PaymentRefusal, PaymentStatus};
 pub use store::{Announced, CreatePaymentError, NextAction, Payment, Provider};

@@ -7,8 +7,10 @@ use poem::{
 };
 
 use super::{
-    Keys, StripeSandbox, cards, now,
-    objects::{Intent, payment_method_json},
+    StripeSandbox,
+    calls::{Keys, Stored},
+    cards, now,
+    objects::{Intent, Refund, payment_method_json},
     payments::card_of,
     wire::{self, param},
 };
@@ -28,11 +30,11 @@ pub async fn create_intent(req: &Request, body: Body, sandbox: Data<&StripeSandb
         .await
     {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (amount, currency) = match wire::amount_and_currency(&call.pairs) {
         Ok(v) => v,
-        Err(answer) => return sandbox.respond(&call.request_id, answer, super::Stored::No, false),
+        Err(answer) => return sandbox.respond(&call.request_id, answer, Stored::No, false),
     };
     let confirm = param(&call.pairs, "confirm") == Some("true");
     let auto = automatic(&call.pairs);
@@ -49,7 +51,7 @@ pub async fn create_intent(req: &Request, body: Body, sandbox: Data<&StripeSandb
             Some("return_url"),
             "This PaymentIntent is configured to accept payment methods enabled in your Dashboard. Because some of these payment methods might redirect your customer off of your page, you must provide a `return_url`. If you don't want to accept redirect-based payment methods, set `automatic_payment_methods[enabled]` to `true` and `automatic_payment_methods[allow_redirects]` to `never` when creating Setup Intents and Payment Intents.",
         );
-        return sandbox.respond(&call.request_id, answer, super::Stored::No, false);
+        return sandbox.respond(&call.request_id, answer, Stored::No, false);
     }
     sandbox
         .run(call, confirm, move |sandbox, state, call| {
@@ -106,28 +108,28 @@ pub async fn confirm_intent(
     body: Body,
     sandbox: Data<&StripeSandbox>,
 ) -> Response {
-    let call = match sandbox
-        .begin(req, body, &wire::CONFIRM_INTENT, Keys::SecretOnly)
-        .await
-    {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     sandbox
-        .run(call, true, move |sandbox, state, call| {
-            if let Some(i) = state.intents.get_mut(&id) {
-                if let Some(pm) = param(&call.pairs, "payment_method") {
-                    i.payment_method = Some(pm.to_string());
-                    if i.status == "requires_payment_method" {
-                        i.status = "requires_confirmation";
+        .serve(
+            req,
+            body,
+            &wire::CONFIRM_INTENT,
+            Keys::SecretOnly,
+            true,
+            move |sandbox, state, call| {
+                if let Some(i) = state.intents.get_mut(&id) {
+                    if let Some(pm) = param(&call.pairs, "payment_method") {
+                        i.payment_method = Some(pm.to_string());
+                        if i.status == "requires_payment_method" {
+                            i.status = "requires_confirmation";
+                        }
+                    }
+                    if let Some(url) = param(&call.pairs, "return_url") {
+                        i.return_url = Some(url.to_string());
                     }
                 }
-                if let Some(url) = param(&call.pairs, "return_url") {
-                    i.return_url = Some(url.to_string());
-                }
-            }
-            sandbox.confirm(state, call, &id)
-        })
+                sandbox.confirm(state, call, &id)
+            },
+        )
         .await
 }
 
@@ -137,20 +139,9 @@ pub async fn retrieve_intent(
     Path(id): Path<String>,
     sandbox: Data<&StripeSandbox>,
 ) -> Response {
-    let call = match sandbox
-        .begin(req, Body::empty(), &wire::RETRIEVE, Keys::SecretOnly)
-        .await
-    {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     sandbox
-        .run(call, false, move |sandbox, state, call| {
-            let expand = wire::expansions(&call.pairs);
-            match sandbox.intent_json(state, &id, &expand) {
-                Some(body) => (200, body),
-                None => wire::no_such("payment_intent", &id),
-            }
+        .retrieve(req, "payment_intent", id, |sandbox, state, id, expand| {
+            sandbox.intent_json(state, id, expand)
         })
         .await
 }
@@ -162,15 +153,8 @@ pub async fn cancel_intent(
     body: Body,
     sandbox: Data<&StripeSandbox>,
 ) -> Response {
-    let call = match sandbox
-        .begin(req, body, &wire::CANCEL_INTENT, Keys::SecretOnly)
-        .await
-    {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     sandbox
-        .run(call, false, move |sandbox, state, call| {
+        .serve(req, body, &wire::CANCEL_INTENT, Keys::SecretOnly, false, move |sandbox, state, call| {
             let reason = param(&call.pairs, "cancellation_reason").map(str::to_string);
             if let Some(r) = &reason
                 && !["duplicate", "fraudulent", "requested_by_customer", "abandoned"]
@@ -179,7 +163,7 @@ pub async fn cancel_intent(
                 return wire::invalid(
                     Some("parameter_invalid_string"),
                     Some("cancellation_reason"),
-                    &format!("Invalid cancellation_reason: must be one of duplicate, fraudulent, requested_by_customer, or abandoned"),
+                    "Invalid cancellation_reason: must be one of duplicate, fraudulent, requested_by_customer, or abandoned",
                 );
             }
             let Some(i) = state.intents.get_mut(&id) else {
@@ -214,20 +198,8 @@ pub async fn create_payment_method(
     body: Body,
     sandbox: Data<&StripeSandbox>,
 ) -> Response {
-    let call = match sandbox
-        .begin(
-            req,
-            body,
-            &wire::CREATE_PAYMENT_METHOD,
-            Keys::PublishableToo,
-        )
-        .await
-    {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     sandbox
-        .run(call, false, |_, state, call| {
+        .serve(req, body, &wire::CREATE_PAYMENT_METHOD, Keys::PublishableToo, false, |_, state, call| {
             let pairs = &call.pairs;
             if param(pairs, "type") != Some("card") {
                 return wire::invalid(
@@ -319,17 +291,9 @@ pub async fn retrieve_payment_method(
     Path(id): Path<String>,
     sandbox: Data<&StripeSandbox>,
 ) -> Response {
-    let call = match sandbox
-        .begin(req, Body::empty(), &wire::RETRIEVE, Keys::SecretOnly)
-        .await
-    {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     sandbox
-        .run(call, false, move |_, state, _| match card_of(state, &id) {
-            Some(card) => (200, payment_method_json(&id, &card, now())),
-            None => wire::no_such("PaymentMethod", &id),
+        .retrieve(req, "PaymentMethod", id, |_, state, id, _| {
+            card_of(state, id).map(|card| payment_method_json(id, &card, now()))
         })
         .await
 }
@@ -340,34 +304,17 @@ pub async fn retrieve_charge(
     Path(id): Path<String>,
     sandbox: Data<&StripeSandbox>,
 ) -> Response {
-    let call = match sandbox
-        .begin(req, Body::empty(), &wire::RETRIEVE, Keys::SecretOnly)
-        .await
-    {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     sandbox
-        .run(call, false, move |sandbox, state, _| {
-            match sandbox.charge_json(state, &id) {
-                Some(body) => (200, body),
-                None => wire::no_such("charge", &id),
-            }
+        .retrieve(req, "charge", id, |sandbox, state, id, _| {
+            sandbox.charge_json(state, id)
         })
         .await
 }
 
 #[handler]
 pub async fn create_refund(req: &Request, body: Body, sandbox: Data<&StripeSandbox>) -> Response {
-    let call = match sandbox
-        .begin(req, body, &wire::CREATE_REFUND, Keys::SecretOnly)
-        .await
-    {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     sandbox
-        .run(call, false, |sandbox, state, call| {
+        .serve(req, body, &wire::CREATE_REFUND, Keys::SecretOnly, false, |sandbox, state, call| {
             let pairs = &call.pairs;
             let amount = match param(pairs, "amount") {
                 None => None,
@@ -432,19 +379,9 @@ pub async fn retrieve_refund(
     Path(id): Path<String>,
     sandbox: Data<&StripeSandbox>,
 ) -> Response {
-    let call = match sandbox
-        .begin(req, Body::empty(), &wire::RETRIEVE, Keys::SecretOnly)
-        .await
-    {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     sandbox
-        .run(call, false, move |_, state, _| {
-            match state.refunds.get(&id) {
-                Some(r) => (200, r.to_json()),
-                None => wire::no_such("refund", &id),
-            }
+        .retrieve(req, "refund", id, |_, state, id, _| {
+            state.refunds.get(id).map(Refund::to_json)
         })
         .await
 }
@@ -453,12 +390,8 @@ pub async fn retrieve_refund(
 /// `starting_after` to page).
 #[handler]
 pub async fn list_events(req: &Request, sandbox: Data<&StripeSandbox>) -> Response {
-    let call = match sandbox.begin(req, Body::empty(), &wire::LIST_EVENTS, Keys::SecretOnly).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     sandbox
-        .run(call, false, |_, state, call| {
+        .serve(req, Body::empty(), &wire::LIST_EVENTS, Keys::SecretOnly, false, |_, state, call| {
             let limit = match param(&call.pairs, "limit").map(str::parse::<usize>) {
                 None => 10,
                 Some(Ok(n)) if (1..=100).contains(&n) => n,
@@ -503,14 +436,9 @@ pub async fn retrieve_event(
     Path(id): Path<String>,
     sandbox: Data<&StripeSandbox>,
 ) -> Response {
-    let call = match sandbox.begin(req, Body::empty(), &wire::RETRIEVE, Keys::SecretOnly).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     sandbox
-        .run(call, false, move |_, state, _| match state.event_bodies.get(&id) {
-            Some(event) => (200, event.clone()),
-            None => wire::no_such("event", &id),
+        .retrieve(req, "event", id, |_, state, id, _| {
+            state.event_bodies.get(id).cloned()
         })
         .await
 }

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ChargeRecord, Faults, RefundRecord, Stored, StripeSandbox, payments::card_of, wire::Answer,
+    ChargeRecord, Faults, RefundRecord, StripeSandbox, calls::Stored, payments::card_of,
+    wire::Answer,
 };
 
 impl StripeSandbox {

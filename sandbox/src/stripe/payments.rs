@@ -135,25 +135,8 @@ impl StripeSandbox {
         let Some(intent) = state.intents.get(intent_id).cloned() else {
             return;
         };
-        let charge_id = state.next_id("ch");
         let dispute = card.behaviour == Behaviour::SucceedThenDispute;
-        state.charges.insert(
-            charge_id.clone(),
-            Charge {
-                id: charge_id.clone(),
-                payment_intent: intent_id.to_string(),
-                payment_method: pm.to_string(),
-                card,
-                amount: intent.amount,
-                currency: intent.currency.clone(),
-                metadata: intent.metadata.clone(),
-                created: now(),
-                declined: None,
-                amount_refunded: 0,
-                refunds: Vec::new(),
-                disputed: false,
-            },
-        );
+        let charge_id = new_charge(state, &intent, pm, card, None);
         if let Some(i) = state.intents.get_mut(intent_id) {
             i.status = "succeeded";
             i.latest_charge = Some(charge_id.clone());
@@ -186,25 +169,8 @@ impl StripeSandbox {
             .get(intent_id)
             .cloned()
             .expect("intent exists");
-        let charge_id = state.next_id("ch");
         let pm_json = super::objects::payment_method_json(pm, &card, intent.created);
-        state.charges.insert(
-            charge_id.clone(),
-            Charge {
-                id: charge_id.clone(),
-                payment_intent: intent_id.to_string(),
-                payment_method: pm.to_string(),
-                card,
-                amount: intent.amount,
-                currency: intent.currency.clone(),
-                metadata: intent.metadata.clone(),
-                created: now(),
-                declined: Some(code),
-                amount_refunded: 0,
-                refunds: Vec::new(),
-                disputed: false,
-            },
-        );
+        let charge_id = new_charge(state, &intent, pm, card, Some(code));
         let error_code = cards::decline_error_code(code);
         let mut err = json!({
             "type": "card_error", "code": error_code, "decline_code": code,
@@ -387,6 +353,36 @@ impl StripeSandbox {
         self.emit(state, None, "charge.dispute.closed", &body);
         (200, body)
     }
+}
+
+/// Records a charge of `intent` (declined with a code, or not) and returns its id. Like
+/// Stripe's, it carries the intent's metadata.
+fn new_charge(
+    state: &mut State,
+    intent: &super::objects::Intent,
+    pm: &str,
+    card: TestCard,
+    declined: Option<&'static str>,
+) -> String {
+    let id = state.next_id("ch");
+    state.charges.insert(
+        id.clone(),
+        Charge {
+            id: id.clone(),
+            payment_intent: intent.id.clone(),
+            payment_method: pm.to_string(),
+            card,
+            amount: intent.amount,
+            currency: intent.currency.clone(),
+            metadata: intent.metadata.clone(),
+            created: now(),
+            declined,
+            amount_refunded: 0,
+            refunds: Vec::new(),
+            disputed: false,
+        },
+    );
+    id
 }
 
 /// The card behind a payment method: one of Stripe's test ids, or one tokenised here.

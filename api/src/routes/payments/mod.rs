@@ -1,19 +1,13 @@
 //! Paying an application's fee, following a payment, and its live event stream.
 
-use evisa_core::jobs::{ChargeCard, PollAlipay, enqueue, enqueue_after};
-use evisa_core::{
-    application::Actor,
-    gateway::alipay::{self, AlipayClient},
-    money::Currency,
-    payment::{Announced, GatewayFacts, PaymentEvent, apply_in},
-    ratelimit,
-};
 use evisa_core::{
     ids::{ApplicationId, PaymentId},
     payment::{
-        CreatePaymentError, PaymentStatus, Provider,
-        store::{self, NewPayment},
+        Announced, CreatePaymentError, PaymentStatus, Provider,
+        start::{self, StartAlipayError, Terms},
+        store,
     },
+    ratelimit,
 };
 use futures_util::StreamExt;
 use poem::web::Data;
@@ -160,35 +154,16 @@ impl PaymentsApi {
         };
         let JsonBody(request, _) = body;
         let method = request.into_method(&state.config.return_url_origins)?;
-        let expires_in =
-            chrono::Duration::from_std(state.config.payments.expiry).map_err(ApiError::internal)?;
-        let max_attempts = state.config.jobs.max_attempts;
-        let view = match method {
+        let terms = Terms {
+            expires_in: chrono::Duration::from_std(state.config.payments.expiry)
+                .map_err(ApiError::internal)?,
+            max_attempts: state.config.jobs.max_attempts,
+        };
+        let payment = match method {
             Method::Card { payment_method } => {
-                let payment = store::create(
-                    &mut tx,
-                    &NewPayment {
-                        applicant: me.user_id,
-                        application: ApplicationId::from_uuid(id.0),
-                        provider: Provider::Stripe,
-                        currency: None,
-                        payment_method: Some(&payment_method),
-                        return_url: None,
-                        expires_in,
-                    },
-                )
-                .await
-                .map_err(create_error)?;
-                enqueue(
-                    &mut tx,
-                    &ChargeCard {
-                        payment_id: payment.id,
-                    },
-                    max_attempts,
-                )
-                .await
-                .map_err(ApiError::from)?;
-                PaymentView::from(payment)
+                start::card(&mut tx, me.user_id, application, &payment_method, &terms)
+                    .await
+                    .map_err(create_error)?
             }
             Method::Alipay {
                 channel,
@@ -201,77 +176,32 @@ impl PaymentsApi {
                         vec![],
                     ));
                 };
-                let payment = store::create(
+                start::alipay(
                     &mut tx,
-                    &NewPayment {
-                        applicant: me.user_id,
-                        application: ApplicationId::from_uuid(id.0),
-                        provider: Provider::Alipay,
-                        currency: Some(Currency::parse("CNY").expect("CNY is ISO 4217")),
-                        payment_method: None,
-                        return_url: return_url.as_ref().map(url::Url::as_str),
-                        expires_in,
-                    },
+                    alipay,
+                    me.user_id,
+                    application,
+                    channel,
+                    return_url.as_ref(),
+                    &state.config.public_base_url,
+                    state.config.alipay.poll_first,
+                    &terms,
                 )
                 .await
                 .map_err(|e| match e {
-                    CreatePaymentError::NoPriceInCurrency(_) => ApiError::rule(
-                        "provider-not-offered",
-                        "Alipay is not offered for this application: the fee schedule has no CNY price for it",
-                        vec![field_problem("provider", "Alipay needs a CNY price")],
-                    ),
-                    other => create_error(other),
-                })?;
-                // The buyer comes back to us; we never trust what the browser says.
-                let back = state
-                    .config
-                    .public_base_url
-                    .join(&format!("v1/payments/{}/return", payment.id))
-                    .map_err(ApiError::internal)?;
-                let url = alipay.pay_url(
-                    channel,
-                    &alipay::out_trade_no(payment.id),
-                    payment.amount,
-                    &format!("Visa application fee {}", payment.application_id),
-                    payment.expires_at,
-                    back.as_str(),
-                );
-                let facts = GatewayFacts {
-                    next_action: Some(AlipayClient::next_action(&url)),
-                    ..GatewayFacts::default()
-                };
-                apply_in(
-                    &mut tx,
-                    payment.id,
-                    PaymentEvent::GatewayRequiresAction,
-                    &facts,
-                    Actor::System,
-                    "alipay redirect",
-                )
-                .await
-                .map_err(ApiError::internal)?;
-                enqueue_after(
-                    &mut tx,
-                    &PollAlipay {
-                        payment_id: payment.id,
-                        round: 0,
-                    },
-                    // The first look, and never later than the deadline.
-                    state
-                        .config
-                        .alipay
-                        .poll_first
-                        .min(state.config.payments.expiry),
-                    max_attempts,
-                )
-                .await
-                .map_err(ApiError::internal)?;
-                let payment = store::get(&mut *tx, payment.id)
-                    .await?
-                    .ok_or_else(|| ApiError::internal("payment vanished"))?;
-                PaymentView::from(payment)
+                    StartAlipayError::Create(CreatePaymentError::NoPriceInCurrency(_)) => {
+                        ApiError::rule(
+                            "provider-not-offered",
+                            "Alipay is not offered for this application: the fee schedule has no CNY price for it",
+                            vec![field_problem("provider", "Alipay needs a CNY price")],
+                        )
+                    }
+                    StartAlipayError::Create(other) => create_error(other),
+                    other => ApiError::internal(other),
+                })?
             }
         };
+        let view = PaymentView::from(payment);
         idempotent::remember(
             &mut tx,
             me.user_id,
