@@ -84,7 +84,15 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         metrics::callback_refused("stripe", "not_an_event");
         return ApiError::bad_request("webhook body is not a Stripe event", vec![]).into_response();
     };
-    match inbox::ingest_stripe(&state.db, &event.id, &event.kind, &payload).await {
+    match inbox::ingest_stripe(
+        &state.db,
+        &event.id,
+        &event.kind,
+        &payload,
+        state.config.jobs.max_attempts,
+    )
+    .await
+    {
         Ok(StripeIngest {
             ingested: Ingested::Duplicate,
             ..
@@ -99,7 +107,7 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         }) => {
             let outcome = match disposition {
                 Disposition::Processed => "processed",
-                Disposition::Ignored(_) => "ignored",
+                Disposition::Ignored(_) | Disposition::Unmatched(_) => "ignored",
                 Disposition::Quarantined(_) => "quarantined",
             };
             tracing::info!(event_id = %event.id, kind = %event.kind, outcome, "stripe webhook stored");

@@ -176,7 +176,7 @@ pub async fn apply_stripe_dispute(
     let Some(payment) =
         payments::find_by_gateway_reference(&mut *conn, Provider::Stripe, intent).await?
     else {
-        return Ok(Disposition::Ignored("no payment of ours".into()));
+        return Ok(Disposition::Unmatched(intent.to_string()));
     };
     // The application first, then the payment: the lock order everywhere, and the lock an
     // officer's decision takes before it looks for an open dispute.

@@ -47,23 +47,6 @@ pub enum Ingested {
     Duplicate,
 }
 
-/// A Stripe event's PaymentIntent, and the payment of ours it is about (by the metadata we set,
-/// or else by the intent's id).
-pub async fn stripe_payment(
-    conn: &mut PgConnection,
-    payload: &serde_json::Value,
-) -> Result<Option<(Payment, IntentSnapshot)>, sqlx::Error> {
-    let Ok(intent) = serde_json::from_value::<IntentSnapshot>(payload["data"]["object"].clone())
-    else {
-        return Ok(None);
-    };
-    let payment = match intent.payment_id() {
-        Some(id) => store::get(&mut *conn, id).await?,
-        None => store::find_by_gateway_reference(&mut *conn, Provider::Stripe, &intent.id).await?,
-    };
-    Ok(payment.map(|p| (p, intent)))
-}
-
 /// What became of a stored event: the inbox row's final state and its note.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
@@ -73,17 +56,31 @@ pub enum Disposition {
     Ignored(String),
     /// Does not match our records: never applied, kept for a person.
     Quarantined(String),
+    /// Names a PaymentIntent (this one) that no payment of ours has — yet, while a charge of
+    /// ours is in flight whose answer has not named its intent; otherwise another product's.
+    Unmatched(String),
 }
 
 impl Disposition {
-    fn parts(&self) -> (&'static str, Option<&str>) {
+    fn note(&self) -> String {
         match self {
-            Disposition::Processed => ("processed", None),
-            Disposition::Ignored(n) => ("ignored", Some(n)),
-            Disposition::Quarantined(n) => ("quarantined", Some(n)),
+            Disposition::Processed => String::new(),
+            Disposition::Ignored(n) | Disposition::Quarantined(n) => n.clone(),
+            Disposition::Unmatched(intent) => format!("no payment of ours has intent {intent}"),
+        }
+    }
+
+    fn state(&self) -> &'static str {
+        match self {
+            Disposition::Processed => "processed",
+            Disposition::Ignored(_) | Disposition::Unmatched(_) => "ignored",
+            Disposition::Quarantined(_) => "quarantined",
         }
     }
 }
+
+/// How long an event naming an intent we do not know yet waits before it is applied again.
+pub const UNMATCHED_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a Stripe event did, once stored.
 pub struct StripeIngest {
@@ -106,6 +103,7 @@ pub async fn ingest_stripe(
     event_id: &str,
     event_type: &str,
     payload: &serde_json::Value,
+    max_attempts: usize,
 ) -> Result<StripeIngest, sqlx::Error> {
     let mut tx = db.begin().await?;
     // Stored first: a second delivery waits here for the first to commit, then stops.
@@ -128,36 +126,43 @@ pub async fn ingest_stripe(
             failed: None,
         });
     };
-    let cause = format!("stripe:{event_id}");
-    let mut applied = None;
-    let disposition = match interpret(event_type, &payload["data"]["object"]) {
-        StripeEventObject::Intent(intent) => {
-            let (disposition, a) = apply_intent(&mut tx, &intent, event_type, &cause).await?;
-            applied = a;
-            disposition
+    let (disposition, applied) = dispatch(&mut tx, event_id, event_type, payload).await?;
+    // A refund or dispute may arrive before the answer of the charge it is about has told us the
+    // charge's intent: while one of ours is in flight, look again shortly (our queue, not
+    // Stripe's retries).
+    // One snapshot: the charge still in flight, or its intent committed since the lookup above
+    // (both mean the event is about to be ours).
+    let in_flight = match &disposition {
+        Disposition::Unmatched(intent) => {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM payments WHERE provider = 'stripe'
+                                 AND gateway_reference IS NULL
+                                 AND status IN ('created', 'processing'))
+                     OR EXISTS (SELECT 1 FROM payments WHERE provider = 'stripe'
+                                 AND gateway_reference = $1)",
+            )
+            .bind(intent)
+            .fetch_one(&mut *tx)
+            .await?
         }
-        StripeEventObject::Refund(refund) => {
-            refund::from_gateway::apply_stripe_refund(&mut tx, &refund, &cause).await?
-        }
-        StripeEventObject::ChargeRefunded(charge) => {
-            apply_charge_refunded(&mut tx, &charge, &cause).await?
-        }
-        StripeEventObject::Dispute(d) => dispute::apply_stripe_dispute(&mut tx, &d, &cause).await?,
-        StripeEventObject::Malformed(why) => Disposition::Quarantined(why),
-        StripeEventObject::Other(why) => Disposition::Ignored(format!("{event_type}: {why}")),
+        _ => false,
     };
-    if let Disposition::Quarantined(why) = &disposition {
-        tracing::error!(event_id, event_type, reason = %why, "gateway callback quarantined");
+    if in_flight {
+        sqlx::query("UPDATE gateway_inbox SET note = $2 WHERE id = $1")
+            .bind(inbox_id)
+            .bind(format!("{}; looked at again shortly", disposition.note()))
+            .execute(&mut *tx)
+            .await?;
+        jobs::enqueue_after(
+            &mut tx,
+            &ProcessGatewayEvent { inbox_id },
+            UNMATCHED_RETRY,
+            max_attempts,
+        )
+        .await?;
+    } else {
+        finish_in(&mut tx, inbox_id, &disposition).await?;
     }
-    let (state, note) = disposition.parts();
-    sqlx::query(
-        "UPDATE gateway_inbox SET state = $2, note = $3, processed_at = now() WHERE id = $1",
-    )
-    .bind(inbox_id)
-    .bind(state)
-    .bind(note)
-    .execute(&mut *tx)
-    .await?;
     tx.commit().await?;
     let mut failed = None;
     if let Some((applied, payment)) = &applied {
@@ -177,6 +182,79 @@ pub async fn ingest_stripe(
         disposition,
         failed,
     })
+}
+
+/// Applies a stored Stripe event still `received` (one that named an intent we did not know
+/// yet), for the worker: this time its verdict is final.
+pub async fn apply_stored_stripe(db: &PgPool, inbox_id: uuid::Uuid) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let row: Option<(String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT event_id, event_type, payload FROM gateway_inbox
+          WHERE id = $1 AND provider = 'stripe' AND state = 'received' FOR UPDATE",
+    )
+    .bind(inbox_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((event_id, event_type, payload)) = row else {
+        return Ok(());
+    };
+    let (disposition, applied) = dispatch(&mut tx, &event_id, &event_type, &payload).await?;
+    finish_in(&mut tx, inbox_id, &disposition).await?;
+    tx.commit().await?;
+    if let Some((applied, _)) = &applied {
+        apply::announce(applied);
+    }
+    Ok(())
+}
+
+/// Interprets one Stripe event and applies it inside `tx`.
+async fn dispatch(
+    tx: &mut PgConnection,
+    event_id: &str,
+    event_type: &str,
+    payload: &serde_json::Value,
+) -> Result<(Disposition, Option<(Applied, Payment)>), sqlx::Error> {
+    let cause = format!("stripe:{event_id}");
+    let mut applied = None;
+    let disposition = match interpret(event_type, &payload["data"]["object"]) {
+        StripeEventObject::Intent(intent) => {
+            let (disposition, a) = apply_intent(&mut *tx, &intent, event_type, &cause).await?;
+            applied = a;
+            disposition
+        }
+        StripeEventObject::Refund(refund) => {
+            refund::from_gateway::apply_stripe_refund(&mut *tx, &refund, &cause).await?
+        }
+        StripeEventObject::ChargeRefunded(charge) => {
+            apply_charge_refunded(&mut *tx, &charge, &cause).await?
+        }
+        StripeEventObject::Dispute(d) => {
+            dispute::apply_stripe_dispute(&mut *tx, &d, &cause).await?
+        }
+        StripeEventObject::Malformed(why) => Disposition::Quarantined(why),
+        StripeEventObject::Other(why) => Disposition::Ignored(format!("{event_type}: {why}")),
+    };
+    if let Disposition::Quarantined(why) = &disposition {
+        tracing::error!(event_id, event_type, reason = %why, "gateway callback quarantined");
+    }
+    Ok((disposition, applied))
+}
+
+async fn finish_in(
+    tx: &mut PgConnection,
+    inbox_id: uuid::Uuid,
+    disposition: &Disposition,
+) -> Result<(), sqlx::Error> {
+    let note = disposition.note();
+    sqlx::query(
+        "UPDATE gateway_inbox SET state = $2, note = $3, processed_at = now() WHERE id = $1",
+    )
+    .bind(inbox_id)
+    .bind(disposition.state())
+    .bind((!note.is_empty()).then_some(note))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// A PaymentIntent event: the payment's transition, through [`apply::apply_locked`].
@@ -250,6 +328,7 @@ async fn apply_charge_refunded(
         match refund::from_gateway::apply_stripe_refund(&mut *tx, r, cause).await? {
             Disposition::Processed => {}
             Disposition::Ignored(n) => notes.push(n),
+            u @ Disposition::Unmatched(_) => notes.push(u.note()),
             Disposition::Quarantined(n) => return Ok(Disposition::Quarantined(n)),
         }
     }

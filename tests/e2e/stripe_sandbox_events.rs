@@ -60,11 +60,15 @@ async fn until(app: &TestApp, officer: &str, path: &str, done: impl Fn(&Value) -
         if done(&r.body) {
             return r.body;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path} never got there: {}",
-            r.body
-        );
+        if std::time::Instant::now() >= deadline {
+            let inbox: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                "SELECT event_type, state, note FROM gateway_inbox ORDER BY received_at",
+            )
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+            panic!("{path} never got there: {}; inbox: {inbox:?}", r.body);
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

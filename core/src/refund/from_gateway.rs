@@ -49,7 +49,7 @@ pub async fn apply_stripe_refund(
     let Some(payment) =
         payments::find_by_gateway_reference(&mut *conn, Provider::Stripe, intent).await?
     else {
-        return Ok(Disposition::Ignored("no payment of ours".into()));
+        return Ok(Disposition::Unmatched(intent.to_string()));
     };
     // Locked, so that two events about the same new refund record it once: the second finds
     // the first's row below.
