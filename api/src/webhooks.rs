@@ -2,12 +2,13 @@
 //! the gateways define these contracts.
 //!
 //! `POST /v1/webhooks/stripe`: verify the `Stripe-Signature` over the raw body (every configured
-//! secret, 300 s tolerance), store the event in the inbox (unique by event id) and apply it to
-//! its payment in one transaction (`evisa_core::inbox::ingest_stripe`), then answer 200. A duplicate is acknowledged and skipped; an
-//! event type we do not act on is acknowledged and ignored; anything unverifiable is 400 and
-//! nothing is stored.
+//! secret, 300 s tolerance), store the event in the inbox (unique by event id) and apply it in
+//! one transaction (`evisa_core::inbox::ingest_stripe`), then answer 200. Every verified event
+//! is stored and acknowledged: processed, ignored (a type we do not act on, or nothing of ours)
+//! or quarantined for a person — never an error that makes Stripe retry forever. A duplicate is
+//! acknowledged and skipped; anything unverifiable is 400 and nothing is stored.
 
-use evisa_core::inbox::{self, Ingested, StripeIngest};
+use evisa_core::inbox::{self, Disposition, Ingested, StripeIngest};
 use evisa_core::{
     gateway::{
         alipay as alipay_v2,
@@ -25,15 +26,6 @@ use crate::{
     problem::ApiError,
     state::AppState,
 };
-
-/// The Stripe events that say something about a payment.
-const HANDLED: &[&str] = &[
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.canceled",
-    "payment_intent.requires_action",
-    "payment_intent.processing",
-];
 
 fn received() -> Response {
     Response::builder()
@@ -92,11 +84,15 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
         metrics::callback_refused("stripe", "not_an_event");
         return ApiError::bad_request("webhook body is not a Stripe event", vec![]).into_response();
     };
-    if !HANDLED.contains(&event.kind.as_str()) {
-        tracing::info!(event_id = %event.id, kind = %event.kind, "stripe webhook ignored: not a type we act on");
-        return received();
-    }
-    match inbox::ingest_stripe(&state.db, &event.id, &event.kind, &payload).await {
+    match inbox::ingest_stripe(
+        &state.db,
+        &event.id,
+        &event.kind,
+        &payload,
+        state.config.jobs.max_attempts,
+    )
+    .await
+    {
         Ok(StripeIngest {
             ingested: Ingested::Duplicate,
             ..
@@ -104,8 +100,17 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
             metrics::callback_duplicate("stripe");
             tracing::info!(event_id = %event.id, "stripe webhook duplicate; acknowledged")
         }
-        Ok(StripeIngest { failed, .. }) => {
-            tracing::info!(event_id = %event.id, kind = %event.kind, "stripe webhook stored and applied");
+        Ok(StripeIngest {
+            failed,
+            disposition,
+            ..
+        }) => {
+            let outcome = match disposition {
+                Disposition::Processed => "processed",
+                Disposition::Ignored(_) | Disposition::Unmatched(_) => "ignored",
+                Disposition::Quarantined(_) => "quarantined",
+            };
+            tracing::info!(event_id = %event.id, kind = %event.kind, outcome, "stripe webhook stored");
             if let Some((application, applicant)) = failed {
                 ratelimit::count_failed_payment(
                     &state.limiter,

@@ -2,22 +2,29 @@
 //! or notify arrives, read by the worker that applies it. Each callback is stored, unique by the
 //! gateway's event id, before it is acknowledged, so none is lost and none is applied twice.
 //!
-//! A Stripe event is applied (through [`crate::payment::apply`]) in the transaction that stores
-//! it: no job, and the gateway's retry covers any failure before the commit. An Alipay notify is
-//! stored `received` with a job that applies it.
+//! A Stripe event of any type is stored and applied in one transaction (PaymentIntents through
+//! [`crate::payment::apply`], refunds through [`crate::refund::from_gateway`], disputes through
+//! [`crate::dispute`]): no job, and the gateway's retry covers any failure before the commit.
+//! An Alipay notify is stored `received` with a job that applies it.
 
 use sqlx::{PgConnection, PgPool};
 
 use crate::{
     application::Actor,
-    gateway::stripe::IntentSnapshot,
+    dispute,
+    gateway::{
+        stripe::IntentSnapshot,
+        stripe_event::{ChargeSnapshot, StripeEventObject, interpret},
+    },
     ids::{ApplicationId, UserId},
     jobs::{self, ProcessGatewayEvent},
+    money::Currency,
     payment::{
         Applied, Payment, PaymentStatus, Provider,
         apply::{self, ApplyError},
         store,
     },
+    refund,
 };
 
 /// A verified callback as stored.
@@ -40,108 +47,121 @@ pub enum Ingested {
     Duplicate,
 }
 
-/// A Stripe event's PaymentIntent, and the payment of ours it is about (by the metadata we set,
-/// or else by the intent's id).
-pub async fn stripe_payment(
-    conn: &mut PgConnection,
-    payload: &serde_json::Value,
-) -> Result<Option<(Payment, IntentSnapshot)>, sqlx::Error> {
-    let Ok(intent) = serde_json::from_value::<IntentSnapshot>(payload["data"]["object"].clone())
-    else {
-        return Ok(None);
-    };
-    let payment = match intent.payment_id() {
-        Some(id) => store::get(&mut *conn, id).await?,
-        None => store::find_by_gateway_reference(&mut *conn, Provider::Stripe, &intent.id).await?,
-    };
-    Ok(payment.map(|p| (p, intent)))
+/// What became of a stored event: the inbox row's final state and its note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Applied (or found to be already applied).
+    Processed,
+    /// Nothing of ours to change, and why.
+    Ignored(String),
+    /// Does not match our records: never applied, kept for a person.
+    Quarantined(String),
+    /// Names a PaymentIntent (this one) that no payment of ours has — yet, while a charge of
+    /// ours is in flight whose answer has not named its intent; otherwise another product's.
+    Unmatched(String),
 }
+
+impl Disposition {
+    fn note(&self) -> String {
+        match self {
+            Disposition::Processed => String::new(),
+            Disposition::Ignored(n) | Disposition::Quarantined(n) => n.clone(),
+            Disposition::Unmatched(intent) => format!("no payment of ours has intent {intent}"),
+        }
+    }
+
+    fn state(&self) -> &'static str {
+        match self {
+            Disposition::Processed => "processed",
+            Disposition::Ignored(_) | Disposition::Unmatched(_) => "ignored",
+            Disposition::Quarantined(_) => "quarantined",
+        }
+    }
+}
+
+/// How long an event naming an intent we do not know yet waits before it is applied again.
+pub const UNMATCHED_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a Stripe event did, once stored.
 pub struct StripeIngest {
     pub ingested: Ingested,
+    /// What became of it (`Processed` for a duplicate: the first delivery decided).
+    pub disposition: Disposition,
     /// The payment it moved to `failed`, if it did: (application, applicant), for the attempt
     /// limits.
     pub failed: Option<(ApplicationId, UserId)>,
 }
 
-/// Stores a verified Stripe event, unique by its id, and applies it in the same transaction:
-/// the event is acknowledged only once it is both stored and applied (or found to need no
-/// applying: a repeat, an unknown payment, or a report that does not match its payment, which
-/// is quarantined for a person). A duplicate event id changes nothing.
+/// Stores a verified Stripe event of any type, unique by its id, and applies it in the same
+/// transaction (see [`crate::gateway::stripe_event`] for what each type means): the event is
+/// acknowledged only once it is both stored and applied, or found to need no applying
+/// (`ignored`, with why) or to contradict our records (`quarantined` for a person). Nothing
+/// about an event's content makes this fail: only the database can, and then Stripe retries.
+/// A duplicate event id changes nothing.
 pub async fn ingest_stripe(
     db: &PgPool,
     event_id: &str,
     event_type: &str,
     payload: &serde_json::Value,
+    max_attempts: usize,
 ) -> Result<StripeIngest, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let cause = format!("stripe:{event_id}");
-    let intent = serde_json::from_value::<IntentSnapshot>(payload["data"]["object"].clone()).ok();
-    // Our metadata names the payment; an intent without it is looked up by its id.
-    let payment_id = match &intent {
-        None => None,
-        Some(i) => match i.payment_id() {
-            Some(id) => Some(id),
-            None => store::find_by_gateway_reference(&mut *tx, Provider::Stripe, &i.id)
-                .await?
-                .map(|p| p.id),
-        },
-    };
-    let report = intent.as_ref().and_then(IntentSnapshot::report);
-    let mut applied = None;
-    let (state, note) = match (payment_id, report) {
-        (None, _) => ("ignored", Some("no payment of ours".to_string())),
-        (Some(_), None) => ("ignored", Some(format!("{event_type}: nothing to apply"))),
-        (Some(id), Some(report)) => match apply::lock(&mut tx, id).await {
-            Err(ApplyError::NotFound) => ("ignored", Some("no payment of ours".to_string())),
-            Err(ApplyError::Database(e)) => return Err(e),
-            Err(e) => ("quarantined", Some(e.to_string())),
-            Ok(locked) => {
-                let outcome = apply::apply_locked(
-                    &mut tx,
-                    &locked,
-                    report.event,
-                    &report.facts,
-                    Actor::Gateway,
-                    &cause,
-                )
-                .await;
-                match outcome {
-                    Ok(a) => {
-                        applied = Some((a, locked.payment));
-                        ("processed", None)
-                    }
-                    Err(ApplyError::Database(e)) => return Err(e),
-                    Err(e) => {
-                        tracing::error!(event_id, error = %e, "gateway callback quarantined");
-                        ("quarantined", Some(e.to_string()))
-                    }
-                }
-            }
-        },
-    };
+    // Stored first: a second delivery waits here for the first to commit, then stops.
     let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
-        "INSERT INTO gateway_inbox (id, provider, event_id, event_type, payload, state, note,
-                                    processed_at)
-         VALUES ($1, 'stripe', $2, $3, $4, $5, $6, now())
+        "INSERT INTO gateway_inbox (id, provider, event_id, event_type, payload)
+         VALUES ($1, 'stripe', $2, $3, $4)
          ON CONFLICT (provider, event_id) DO NOTHING RETURNING id",
     )
     .bind(uuid::Uuid::now_v7())
     .bind(event_id)
     .bind(event_type)
     .bind(payload)
-    .bind(state)
-    .bind(note)
     .fetch_optional(&mut *tx)
     .await?;
-    if inserted.is_none() {
-        // Seen and applied before: undo this second application.
+    let Some(inbox_id) = inserted else {
         tx.rollback().await?;
         return Ok(StripeIngest {
             ingested: Ingested::Duplicate,
+            disposition: Disposition::Processed,
             failed: None,
         });
+    };
+    let (disposition, applied) = dispatch(&mut tx, event_id, event_type, payload).await?;
+    // A refund or dispute may arrive before the answer of the charge it is about has told us the
+    // charge's intent: while one of ours is in flight, look again shortly (our queue, not
+    // Stripe's retries).
+    // One snapshot: the charge still in flight, or its intent committed since the lookup above
+    // (both mean the event is about to be ours).
+    let in_flight = match &disposition {
+        Disposition::Unmatched(intent) => {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM payments WHERE provider = 'stripe'
+                                 AND gateway_reference IS NULL
+                                 AND status IN ('created', 'processing'))
+                     OR EXISTS (SELECT 1 FROM payments WHERE provider = 'stripe'
+                                 AND gateway_reference = $1)",
+            )
+            .bind(intent)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+        _ => false,
+    };
+    if in_flight {
+        sqlx::query("UPDATE gateway_inbox SET note = $2 WHERE id = $1")
+            .bind(inbox_id)
+            .bind(format!("{}; looked at again shortly", disposition.note()))
+            .execute(&mut *tx)
+            .await?;
+        jobs::enqueue_after(
+            &mut tx,
+            &ProcessGatewayEvent { inbox_id },
+            UNMATCHED_RETRY,
+            max_attempts,
+        )
+        .await?;
+    } else {
+        finish_in(&mut tx, inbox_id, &disposition).await?;
     }
     tx.commit().await?;
     let mut failed = None;
@@ -159,7 +179,190 @@ pub async fn ingest_stripe(
     }
     Ok(StripeIngest {
         ingested: Ingested::Applied,
+        disposition,
         failed,
+    })
+}
+
+/// Applies a stored Stripe event still `received` (one that named an intent we did not know
+/// yet), for the worker: this time its verdict is final.
+pub async fn apply_stored_stripe(db: &PgPool, inbox_id: uuid::Uuid) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let row: Option<(String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT event_id, event_type, payload FROM gateway_inbox
+          WHERE id = $1 AND provider = 'stripe' AND state = 'received' FOR UPDATE",
+    )
+    .bind(inbox_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((event_id, event_type, payload)) = row else {
+        return Ok(());
+    };
+    let (disposition, applied) = dispatch(&mut tx, &event_id, &event_type, &payload).await?;
+    finish_in(&mut tx, inbox_id, &disposition).await?;
+    tx.commit().await?;
+    if let Some((applied, _)) = &applied {
+        apply::announce(applied);
+    }
+    Ok(())
+}
+
+/// Interprets one Stripe event and applies it inside `tx`.
+async fn dispatch(
+    tx: &mut PgConnection,
+    event_id: &str,
+    event_type: &str,
+    payload: &serde_json::Value,
+) -> Result<(Disposition, Option<(Applied, Payment)>), sqlx::Error> {
+    let cause = format!("stripe:{event_id}");
+    let mut applied = None;
+    let disposition = match interpret(event_type, &payload["data"]["object"]) {
+        StripeEventObject::Intent(intent) => {
+            let (disposition, a) = apply_intent(&mut *tx, &intent, event_type, &cause).await?;
+            applied = a;
+            disposition
+        }
+        StripeEventObject::Refund(refund) => {
+            refund::from_gateway::apply_stripe_refund(&mut *tx, &refund, &cause).await?
+        }
+        StripeEventObject::ChargeRefunded(charge) => {
+            apply_charge_refunded(&mut *tx, &charge, &cause).await?
+        }
+        StripeEventObject::Dispute(d) => {
+            dispute::apply_stripe_dispute(&mut *tx, &d, &cause).await?
+        }
+        StripeEventObject::Malformed(why) => Disposition::Quarantined(why),
+        StripeEventObject::Other(why) => Disposition::Ignored(format!("{event_type}: {why}")),
+    };
+    if let Disposition::Quarantined(why) = &disposition {
+        tracing::error!(event_id, event_type, reason = %why, "gateway callback quarantined");
+    }
+    Ok((disposition, applied))
+}
+
+async fn finish_in(
+    tx: &mut PgConnection,
+    inbox_id: uuid::Uuid,
+    disposition: &Disposition,
+) -> Result<(), sqlx::Error> {
+    let note = disposition.note();
+    sqlx::query(
+        "UPDATE gateway_inbox SET state = $2, note = $3, processed_at = now() WHERE id = $1",
+    )
+    .bind(inbox_id)
+    .bind(disposition.state())
+    .bind((!note.is_empty()).then_some(note))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A PaymentIntent event: the payment's transition, through [`apply::apply_locked`].
+async fn apply_intent(
+    tx: &mut PgConnection,
+    intent: &IntentSnapshot,
+    event_type: &str,
+    cause: &str,
+) -> Result<(Disposition, Option<(Applied, Payment)>), sqlx::Error> {
+    // Our metadata names the payment; an intent without it is looked up by its id.
+    let payment_id = match intent.payment_id() {
+        Some(id) => Some(id),
+        None => store::find_by_gateway_reference(&mut *tx, Provider::Stripe, &intent.id)
+            .await?
+            .map(|p| p.id),
+    };
+    let Some(id) = payment_id else {
+        return Ok((Disposition::Ignored("no payment of ours".into()), None));
+    };
+    let Some(report) = intent.report() else {
+        return Ok((
+            Disposition::Ignored(format!("{event_type}: nothing to apply")),
+            None,
+        ));
+    };
+    let locked = match apply::lock(tx, id).await {
+        Ok(locked) => locked,
+        Err(ApplyError::NotFound) => {
+            return Ok((Disposition::Ignored("no payment of ours".into()), None));
+        }
+        Err(ApplyError::Database(e)) => return Err(e),
+        Err(e) => return Ok((Disposition::Quarantined(e.to_string()), None)),
+    };
+    match apply::apply_locked(
+        tx,
+        &locked,
+        report.event,
+        &report.facts,
+        Actor::Gateway,
+        cause,
+    )
+    .await
+    {
+        Ok(a) => Ok((Disposition::Processed, Some((a, locked.payment)))),
+        Err(ApplyError::Database(e)) => Err(e),
+        Err(e) => Ok((Disposition::Quarantined(e.to_string()), None)),
+    }
+}
+
+/// `charge.refunded`: the refunds it lists (older API versions) are applied like refund events;
+/// its running total is remembered, so that the reconciliation report can flag what no refund
+/// event has explained (current API versions list no refunds: the `refund.*` events name them).
+async fn apply_charge_refunded(
+    tx: &mut PgConnection,
+    charge: &ChargeSnapshot,
+    cause: &str,
+) -> Result<Disposition, sqlx::Error> {
+    let Some(intent) = charge.payment_intent.as_deref() else {
+        return Ok(Disposition::Ignored(format!(
+            "charge {} names no PaymentIntent",
+            charge.id
+        )));
+    };
+    let Some(payment) =
+        store::find_by_gateway_reference(&mut *tx, Provider::Stripe, intent).await?
+    else {
+        return Ok(Disposition::Ignored("no payment of ours".into()));
+    };
+    let mut notes = Vec::new();
+    for r in charge.refunds.iter().flat_map(|l| &l.data) {
+        match refund::from_gateway::apply_stripe_refund(&mut *tx, r, cause).await? {
+            Disposition::Processed => {}
+            Disposition::Ignored(n) => notes.push(n),
+            u @ Disposition::Unmatched(_) => notes.push(u.note()),
+            Disposition::Quarantined(n) => return Ok(Disposition::Quarantined(n)),
+        }
+    }
+    if !Currency::parse(&charge.currency.to_ascii_uppercase())
+        .is_ok_and(|c| c == payment.amount.currency())
+        || charge.amount_refunded < 0
+        || charge.amount_refunded > payment.amount.amount_minor()
+    {
+        return Ok(Disposition::Quarantined(format!(
+            "charge {} reports {} {} refunded of a payment for {:?}",
+            charge.id, charge.amount_refunded, charge.currency, payment.amount
+        )));
+    }
+    // The most Stripe has said: a refund that fails later lowers its total, but the events of
+    // that refund record that.
+    let known: i64 = sqlx::query_scalar(
+        "WITH seen AS (UPDATE payments
+                          SET gateway_refunded_minor = greatest(coalesce(gateway_refunded_minor, 0), $2)
+                        WHERE id = $1)
+         SELECT coalesce(sum(amount_minor), 0)::bigint FROM refunds
+          WHERE payment_id = $1 AND status IN ('pending', 'succeeded')",
+    )
+    .bind(payment.id)
+    .bind(charge.amount_refunded)
+    .fetch_one(&mut *tx)
+    .await?;
+    if charge.amount_refunded > known {
+        tracing::warn!(payment_id = %payment.id, reported = charge.amount_refunded, known, "Stripe reports more refunded than our refunds explain");
+        return Ok(Disposition::Processed);
+    }
+    Ok(if notes.is_empty() {
+        Disposition::Processed
+    } else {
+        Disposition::Ignored(notes.join("; "))
     })
 }
 

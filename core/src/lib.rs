@@ -8,6 +8,7 @@ pub mod config;
 pub mod country;
 pub mod crypto;
 pub mod db;
+pub mod dispute;
 pub mod fees;
 pub mod gateway;
 pub mod idempotency;

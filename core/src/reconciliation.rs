@@ -1,5 +1,7 @@
 //! The reconciliation report: every disagreement between our records and the gateways' — payment
-//! statuses and amounts (Stripe intents, Alipay trades) and Stripe refunds. Empty when all is well.
+//! statuses and amounts (Stripe intents, Alipay trades) and Stripe refunds — and what the
+//! gateway's events told us that finance must see: refunds made outside evisa-pay, refund totals
+//! no refund explains, and disputes (chargebacks). Empty when all is well.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -112,8 +114,15 @@ pub async fn report(
                     let Some(reference) = r.gateway_reference.as_deref() else {
                         continue;
                     };
-                    match stripe.refund_status(reference).await? {
-                        Some(succeeded) if succeeded != (r.status == RefundStatus::Succeeded) => {
+                    match stripe.refund_status(reference).await {
+                        Err(GatewayError::Rejected(e)) => disagree(
+                            format!("unknown refund {reference}"),
+                            &format!("refund {} is {} here: {e}", r.id, r.status),
+                        ),
+                        Err(e) => return Err(e.into()),
+                        Ok(Some(succeeded))
+                            if succeeded != (r.status == RefundStatus::Succeeded) =>
+                        {
                             disagree(
                                 format!(
                                     "refund {reference} {}",
@@ -200,5 +209,88 @@ pub async fn report(
             }
         }
     }
+    found.extend(from_events(pool, since).await?);
     Ok((ids.len(), found))
+}
+
+/// What Stripe's events recorded about payments created since `since`: refunds made outside
+/// evisa-pay, refund totals our refunds do not explain, and disputes.
+async fn from_events(pool: &PgPool, since: DateTime<Utc>) -> anyhow::Result<Vec<Disagreement>> {
+    let mut found = Vec::new();
+    let outside: Vec<(uuid::Uuid, String, String, i64, String, String, String)> = sqlx::query_as(
+        "SELECT p.id, p.provider, p.status, r.amount_minor, r.currency, r.status,
+                coalesce(r.gateway_reference, '')
+           FROM refunds r JOIN payments p ON p.id = r.payment_id
+          WHERE r.origin = 'gateway' AND p.created_at >= $1 ORDER BY r.id",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    for (payment, provider, ours, amount, currency, status, reference) in outside {
+        found.push(Disagreement {
+            payment_id: payment.to_string(),
+            provider,
+            ours,
+            gateway: format!("refund {reference} of {amount} {currency} is {status}"),
+            detail: "refunded outside evisa-pay (recorded from the gateway's events)".into(),
+        });
+    }
+    let unexplained: Vec<(uuid::Uuid, String, String, i64, i64, String)> = sqlx::query_as(
+        "SELECT p.id, p.provider, p.status, p.gateway_refunded_minor,
+                (SELECT coalesce(sum(amount_minor), 0) FROM refunds r
+                  WHERE r.payment_id = p.id
+                    AND r.status IN ('pending', 'succeeded'))::bigint,
+                p.currency
+           FROM payments p
+          WHERE p.created_at >= $1 AND p.gateway_refunded_minor IS NOT NULL
+            AND p.gateway_refunded_minor > (SELECT coalesce(sum(amount_minor), 0) FROM refunds r
+                                             WHERE r.payment_id = p.id
+                                               AND r.status IN ('pending', 'succeeded'))
+          ORDER BY p.id",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    for (payment, provider, ours, reported, explained, currency) in unexplained {
+        found.push(Disagreement {
+            payment_id: payment.to_string(),
+            provider,
+            ours,
+            gateway: format!("charge refunded {reported} {currency} in all"),
+            detail: format!(
+                "our refunds (succeeded or pending) explain {explained} {currency}; {} {currency} is unexplained",
+                reported - explained
+            ),
+        });
+    }
+    for d in crate::dispute::of_payments_since(pool, since).await? {
+        let Some(p) = store::get(pool, d.payment_id).await? else {
+            continue;
+        };
+        let detail = match d.outcome.as_deref() {
+            None => "disputed: the application is on hold until the dispute closes".to_string(),
+            Some("lost") => format!(
+                "dispute lost: {} {} taken back by the card holder's bank",
+                d.amount.amount_minor(),
+                d.amount.currency()
+            ),
+            Some("won") => "dispute won: the money stays".to_string(),
+            Some(other) => format!("dispute closed ({other})"),
+        };
+        found.push(Disagreement {
+            payment_id: p.id.to_string(),
+            provider: p.provider.to_string(),
+            ours: p.status.to_string(),
+            gateway: format!(
+                "dispute {} of {} {} ({}) is {}",
+                d.gateway_reference,
+                d.amount.amount_minor(),
+                d.amount.currency(),
+                d.reason,
+                d.status
+            ),
+            detail,
+        });
+    }
+    Ok(found)
 }

@@ -492,6 +492,14 @@ impl TestApp {
         });
     }
 
+    /// Stops the workers started by [`TestApp::start_worker`], for good: jobs enqueued from
+    /// now on stay in the queue (so that a test can drive what they would have done itself).
+    pub async fn stop_worker(&self) {
+        let _ = self.stop_workers.send(true);
+        // Jobs already picked up finish; none is fetched after this.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
     /// A submitted application (FR tourist standard: 4000 USD) of a new applicant.
     pub async fn submitted_application(&self) -> (String, String) {
         let token = self.applicant().await;

@@ -20,5 +20,7 @@ mod notifications;
 mod payments;
 mod published_secrets;
 mod refunds;
+mod stripe_events;
 mod stripe_fidelity;
+mod stripe_sandbox_events;
 mod tokens;

@@ -95,11 +95,17 @@ pub async fn process_gateway_event(
     if stored.state != "received" {
         return Ok(());
     }
+    if stored.provider == "stripe" {
+        // A Stripe event that named an intent we did not know yet: the same reading and
+        // appliers as on arrival, final this time.
+        inbox::apply_stored_stripe(&ctx.db, job.inbox_id).await?;
+        return Ok(());
+    }
     let (provider, event_id, kind) = (&stored.provider, &stored.event_id, &stored.event_type);
     let cause = format!("{provider}:{event_id}");
-    // Which payment, and what the callback says about it.
-    let (payment, report) = if provider == "alipay" {
-        // The form as it was verified on arrival.
+    // An Alipay notify: which payment, and what it says about it (the form as it was verified
+    // on arrival).
+    let (payment, report) = {
         let notify = VerifiedNotify::from_inbox(&stored.payload);
         let payment = match notify.as_ref().and_then(VerifiedNotify::payment_id) {
             Some(id) => store::get(&ctx.db, id).await?,
@@ -121,12 +127,6 @@ pub async fn process_gateway_event(
                 inbox::finish(&ctx.db, job.inbox_id, "ignored", Some(&note)).await?;
                 return Ok(());
             }
-        }
-    } else {
-        let mut conn = ctx.db.acquire().await?;
-        match inbox::stripe_payment(&mut conn, &stored.payload).await? {
-            Some((payment, intent)) => (Some(payment), intent.report()),
-            None => (None, None),
         }
     };
     let outcome = match (payment, report) {

@@ -154,6 +154,12 @@ pub enum CreatedApplication {
 pub(super) fn application_error(e: ApplicationError) -> ApiError {
     match e {
         ApplicationError::NotFound => ApiError::not_found("application"),
+        ApplicationError::OnHold { dispute, payment } => ApiError::conflict(
+            "application-on-hold",
+            format!(
+                "the application is on hold: its payment {payment} is disputed (dispute {dispute}); no decision until the dispute is closed"
+            ),
+        ),
         ApplicationError::NotEditable { status } => ApiError::conflict(
             "not-editable",
             format!("the application is {status}; only drafts can be edited"),

@@ -6,6 +6,7 @@ mod applications;
 mod auth;
 mod country;
 mod decision;
+mod disputes;
 mod fees;
 mod health;
 mod notifications;
@@ -44,6 +45,7 @@ pub type Api = (
     payments::PaymentsApi,
     admin::AdminApi,
     refunds::RefundsApi,
+    disputes::DisputesApi,
     reconciliation::ReconciliationApi,
     receipts::ReceiptsApi,
     notifications::NotificationsApi,
@@ -59,6 +61,7 @@ pub fn api() -> Api {
         payments::PaymentsApi,
         admin::AdminApi,
         refunds::RefundsApi,
+        disputes::DisputesApi,
         reconciliation::ReconciliationApi,
         receipts::ReceiptsApi,
         notifications::NotificationsApi,

@@ -68,6 +68,12 @@ pub struct RefundView {
     pub status: String,
     #[oai(skip_serializing_if_is_none)]
     pub failure_message: Option<String>,
+    /// `evisa` (asked for here) or `gateway` (made outside evisa-pay, e.g. in the Stripe
+    /// dashboard, and recorded from the gateway's events).
+    pub origin: String,
+    /// The gateway's id of the refund (a Stripe `re_...`), once known.
+    #[oai(skip_serializing_if_is_none)]
+    pub gateway_reference: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -82,6 +88,8 @@ impl From<Refund> for RefundView {
             reason: r.reason,
             status: r.status.as_str().to_string(),
             failure_message: r.failure_message,
+            origin: r.origin.as_str().to_string(),
+            gateway_reference: r.gateway_reference,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -101,6 +109,12 @@ fn refund_error(e: RefundError) -> ApiError {
         RefundError::NotRefundable(status) => ApiError::conflict(
             "not-refundable",
             format!("only succeeded payments can be refunded; this one is {status}"),
+        ),
+        RefundError::Disputed(dispute) => ApiError::conflict(
+            "payment-disputed",
+            format!(
+                "the payment is disputed (dispute {dispute}); no refund until the dispute is closed"
+            ),
         ),
         RefundError::NothingLeft => {
             ApiError::conflict("fully-refunded", "the payment has been refunded in full")

@@ -2,6 +2,7 @@
 
 pub mod alipay;
 pub mod stripe;
+pub mod stripe_event;
 
 use crate::payment::{GatewayFacts, PaymentEvent};
 

@@ -30,6 +30,10 @@ pub async fn decide(
     let from: ApplicationStatus = status.parse().map_err(|_| {
         ApplicationError::Database(sqlx::Error::Decode("stored status is invalid".into()))
     })?;
+    // Under the application's row lock, which a dispute's event takes before it opens one.
+    if let Some((dispute, payment)) = crate::dispute::open_on_application(conn, id).await? {
+        return Err(ApplicationError::OnHold { dispute, payment });
+    }
     let to = from.next(event)?;
     let decided = matches!(
         to,

@@ -10,7 +10,7 @@ use crate::{
     country::CountryCode,
     crypto::{DataKeys, OpenError},
     fees::{self, FeeQuote, QuoteError},
-    ids::{ApplicationId, FeeRuleId, UserId},
+    ids::{ApplicationId, FeeRuleId, PaymentId, UserId},
     money::{Currency, Money},
     person::{ArrivalDate, DateOfBirth, FullName, PassportNumber, PersonError},
     users::Role,
@@ -158,6 +158,10 @@ pub enum ApplicationError {
     OutOfRange {
         fields: Vec<(&'static str, PersonError)>,
     },
+    /// A payment of the application is disputed (a chargeback): no decision until the dispute
+    /// is closed.
+    #[error("the application is on hold: its payment {payment} is disputed (dispute {dispute})")]
+    OnHold { dispute: String, payment: PaymentId },
     /// No rule of the fee schedule covers this visa type, nationality and speed today.
     #[error("no fee is defined for this visa type, nationality and processing speed")]
     NoFeeRule,

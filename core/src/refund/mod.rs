@@ -1,6 +1,10 @@
 //! Refunds of succeeded payments: asked for by officers, carried out by a job, confirmed by the
-//! gateway. Over-refunding is impossible: the payment row is locked while what is already pending
-//! or refunded is added up, and a CHECK constraint bounds `refunded_amount_minor`.
+//! gateway (by the job's answer or poll, or by the gateway's event: both through [`settle_in`]).
+//! Refunds made outside evisa-pay are recorded from the gateway's events ([`from_gateway`]).
+//! Over-refunding is impossible: the payment row is locked while what is already pending or
+//! refunded is added up, and a CHECK constraint bounds `refunded_amount_minor`.
+
+pub mod from_gateway;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -30,6 +34,18 @@ pub enum RefundStatus {
 }
 
 string_enum!(RefundStatus, "refund status", PendingApproval => "pending_approval", Pending => "pending", Succeeded => "succeeded", Failed => "failed", Declined => "declined");
+
+/// Who made a refund.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundOrigin {
+    /// Asked for by staff (or by the rejection policy) through evisa-pay.
+    Evisa,
+    /// Made at the gateway outside evisa-pay (e.g. in the Stripe dashboard), recorded from its
+    /// events.
+    Gateway,
+}
+
+string_enum!(RefundOrigin, "refund origin", Evisa => "evisa", Gateway => "gateway");
 
 /// Which refunds need a second staff member (`EVISA_REFUND_APPROVAL_ABOVE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +91,9 @@ pub struct Refund {
     pub status: RefundStatus,
     pub gateway_reference: Option<String>,
     pub failure_message: Option<String>,
-    pub requested_by: UserId,
+    pub origin: RefundOrigin,
+    /// The staff member who asked for it; none for a refund made outside evisa-pay.
+    pub requested_by: Option<UserId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -90,7 +108,8 @@ struct RefundRow {
     status: String,
     gateway_reference: Option<String>,
     failure_message: Option<String>,
-    requested_by: UserId,
+    origin: String,
+    requested_by: Option<UserId>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -109,6 +128,7 @@ impl RefundRow {
             status: self.status.parse().map_err(|_| corrupt("status"))?,
             gateway_reference: self.gateway_reference,
             failure_message: self.failure_message,
+            origin: self.origin.parse().map_err(|_| corrupt("origin"))?,
             requested_by: self.requested_by,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -117,7 +137,7 @@ impl RefundRow {
 }
 
 const COLUMNS: &str = "id, payment_id, amount_minor, currency, reason, status, gateway_reference, \
-                       failure_message, requested_by, created_at, updated_at";
+                       failure_message, origin, requested_by, created_at, updated_at";
 
 /// Why a refund cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +151,9 @@ pub enum RefundError {
     TooMuch { remaining: Money },
     #[error("the payment has been refunded in full")]
     NothingLeft,
+    /// A dispute (chargeback) is open: refunding now could give the money back twice.
+    #[error("the payment is disputed (dispute {0}); no refund until the dispute is closed")]
+    Disputed(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -153,9 +176,16 @@ pub async fn request(
     if p.status != PaymentStatus::Succeeded {
         return Err(RefundError::NotRefundable(p.status));
     }
+    if let Some(dispute) = crate::dispute::open_on_payment(conn, payment).await? {
+        return Err(RefundError::Disputed(dispute));
+    }
+    // What a lost dispute took back is gone as surely as a refund.
     let committed: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(amount_minor), 0)::bigint FROM refunds
-         WHERE payment_id = $1 AND status NOT IN ('failed', 'declined')",
+        "SELECT (coalesce(sum(amount_minor), 0)
+                 + (SELECT coalesce(sum(amount_minor), 0) FROM disputes
+                     WHERE payment_id = $1 AND outcome = 'lost'))::bigint
+           FROM refunds
+          WHERE payment_id = $1 AND status NOT IN ('failed', 'declined')",
     )
     .bind(payment)
     .fetch_one(&mut *conn)
@@ -224,7 +254,7 @@ pub async fn decide(
     if current.status != RefundStatus::PendingApproval {
         return Err(ApprovalError::NotAwaitingApproval(current.status));
     }
-    if current.requested_by == staff_id {
+    if current.requested_by == Some(staff_id) {
         return Err(ApprovalError::SameStaffMember);
     }
     let to = if approve {
@@ -299,7 +329,8 @@ pub async fn remember_reference(
     Ok(())
 }
 
-/// Records the gateway's verdict on a pending refund (once; later verdicts are ignored).
+/// Records the gateway's verdict on a pending refund (once; later verdicts are ignored), in its
+/// own transaction.
 pub async fn settle(
     pool: &PgPool,
     id: RefundId,
@@ -308,6 +339,25 @@ pub async fn settle(
     failure: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let settled = settle_in(&mut tx, id, succeeded, gateway_reference, failure).await?;
+    tx.commit().await?;
+    if settled {
+        crate::metrics::refund_finished(succeeded);
+    }
+    Ok(settled)
+}
+
+/// Records the gateway's verdict on a pending refund inside the caller's transaction: the one
+/// path for the refund job's answer, its poll and the gateway's refund events. Returns false
+/// (and changes nothing) when the refund is not pending any more. A success adds to the
+/// payment's `refunded_amount_minor`; a failure frees the amount to be refunded again.
+pub async fn settle_in(
+    conn: &mut PgConnection,
+    id: RefundId,
+    succeeded: bool,
+    gateway_reference: Option<&str>,
+    failure: Option<&str>,
+) -> Result<bool, sqlx::Error> {
     let status = if succeeded { "succeeded" } else { "failed" };
     let updated: Option<(PaymentId, i64)> = sqlx::query_as(
         "UPDATE refunds SET status = $2, gateway_reference = coalesce($3, gateway_reference),
@@ -318,7 +368,7 @@ pub async fn settle(
     .bind(status)
     .bind(gateway_reference)
     .bind(failure)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some((payment, amount)) = updated else {
         return Ok(false);
@@ -327,11 +377,11 @@ pub async fn settle(
         sqlx::query("UPDATE payments SET refunded_amount_minor = refunded_amount_minor + $2, updated_at = now() WHERE id = $1")
             .bind(payment)
             .bind(amount)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
     // Locked: this appends to the payment's history chain.
-    let p = payments::get_for_update(&mut tx, payment)
+    let p = payments::get_for_update(&mut *conn, payment)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
     let cause = format!("refund:{id}");
@@ -341,7 +391,7 @@ pub async fn settle(
         "refund_failed"
     };
     payments::record_event(
-        &mut tx,
+        &mut *conn,
         payment,
         event,
         Some(p.status),
@@ -355,9 +405,7 @@ pub async fn settle(
     } else {
         crate::notify::EventType::RefundFailed
     };
-    crate::notify::record(&mut tx, kind, id).await?;
-    tx.commit().await?;
-    crate::metrics::refund_finished(succeeded);
+    crate::notify::record(&mut *conn, kind, id).await?;
     Ok(true)
 }
 
