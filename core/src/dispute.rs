@@ -11,7 +11,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::{
     application::Actor,
     gateway::stripe_event::DisputeSnapshot,
-    ids::{ApplicationId, PaymentId},
+    ids::{ApplicationId, PaymentId, UserId},
     inbox::Disposition,
     money::{Currency, Money},
     payment::{Provider, apply, store as payments},
@@ -34,6 +34,10 @@ pub struct Dispute {
     pub outcome: Option<String>,
     pub opened_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
+    /// When an officer resolved the case (the hold ends then), who, and what they wrote.
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolved_by: Option<UserId>,
+    pub resolution: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -50,6 +54,9 @@ struct DisputeRow {
     outcome: Option<String>,
     opened_at: DateTime<Utc>,
     closed_at: Option<DateTime<Utc>>,
+    resolved_at: Option<DateTime<Utc>>,
+    resolved_by: Option<UserId>,
+    resolution: Option<String>,
     updated_at: DateTime<Utc>,
 }
 
@@ -70,6 +77,9 @@ impl DisputeRow {
             outcome: self.outcome,
             opened_at: self.opened_at,
             closed_at: self.closed_at,
+            resolved_at: self.resolved_at,
+            resolved_by: self.resolved_by,
+            resolution: self.resolution,
             updated_at: self.updated_at,
         })
     }
@@ -77,7 +87,7 @@ impl DisputeRow {
 
 const SELECT: &str = "SELECT d.id, d.gateway_reference, d.payment_id, p.application_id,
         d.amount_minor, d.currency, d.reason, d.status, d.outcome, d.opened_at, d.closed_at,
-        d.updated_at
+        d.resolved_at, d.resolved_by, d.resolution, d.updated_at
    FROM disputes d JOIN payments p ON p.id = d.payment_id";
 
 /// The open dispute of a payment (Stripe's id), if any.
@@ -94,21 +104,88 @@ pub async fn open_on_payment(
     .await
 }
 
-/// The open dispute holding an application (Stripe's id, and the payment), if any. The caller
-/// holds the application's row lock, which a dispute's event takes before it opens one.
-pub async fn open_on_application(
+/// The dispute holding an application (ours, Stripe's id, and the payment), if any: one no officer
+/// has resolved yet, whether or not the gateway has closed it. The caller holds the
+/// application's row lock, which a dispute's event and its resolution take too.
+pub async fn holding_application(
     conn: &mut PgConnection,
     application: ApplicationId,
-) -> Result<Option<(String, PaymentId)>, sqlx::Error> {
+) -> Result<Option<(uuid::Uuid, String, PaymentId)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT d.gateway_reference, d.payment_id
+        "SELECT d.id, d.gateway_reference, d.payment_id
            FROM disputes d JOIN payments p ON p.id = d.payment_id
-          WHERE p.application_id = $1 AND d.closed_at IS NULL
+          WHERE p.application_id = $1 AND d.resolved_at IS NULL
           ORDER BY d.id LIMIT 1",
     )
     .bind(application)
     .fetch_optional(conn)
     .await
+}
+
+/// Why a dispute could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no such dispute")]
+    NotFound,
+    #[error("the dispute was already resolved")]
+    AlreadyResolved,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// An officer resolves a dispute's case, with a note: the hold on its application ends (its
+/// payment still takes no refund while the gateway has the dispute open). Recorded in the
+/// payment's history. Under the application's and the payment's locks, like a decision.
+pub async fn resolve(
+    pool: &PgPool,
+    id: uuid::Uuid,
+    officer: UserId,
+    actor: Actor,
+    note: &str,
+) -> Result<Dispute, ResolveError> {
+    let mut tx = pool.begin().await?;
+    let payment: Option<PaymentId> =
+        sqlx::query_scalar("SELECT payment_id FROM disputes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let payment = payment.ok_or(ResolveError::NotFound)?;
+    let locked = match apply::lock(&mut tx, payment).await {
+        Ok(l) => l.payment,
+        Err(apply::ApplyError::Database(e)) => return Err(e.into()),
+        Err(_) => return Err(ResolveError::NotFound),
+    };
+    let resolved = sqlx::query(
+        "UPDATE disputes SET resolved_at = now(), resolved_by = $2, resolution = $3,
+                updated_at = now()
+          WHERE id = $1 AND resolved_at IS NULL",
+    )
+    .bind(id)
+    .bind(officer)
+    .bind(note)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if resolved == 0 {
+        return Err(ResolveError::AlreadyResolved);
+    }
+    payments::record_event(
+        &mut tx,
+        locked.id,
+        "dispute_resolved",
+        Some(locked.status),
+        locked.status,
+        actor,
+        Some(&format!("dispute:{id}")),
+    )
+    .await?;
+    let row: DisputeRow = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE d.id = $1")))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(payment_id = %locked.id, dispute_id = %id, "dispute resolved by an officer; hold released");
+    Ok(row.into_dispute()?)
 }
 
 /// Disputes, newest first, `limit` at a time after `cursor`; only open (or only closed) ones
@@ -254,7 +331,7 @@ pub async fn apply_stripe_dispute(
             "lost" => "dispute_lost",
             _ => "dispute_warning_closed",
         });
-        tracing::info!(payment_id = %locked.id, dispute = %d.id, outcome = outcome.as_str(), "dispute closed; hold released");
+        tracing::info!(payment_id = %locked.id, dispute = %d.id, outcome = outcome.as_str(), "dispute closed; the hold lasts until an officer resolves it");
     }
     let cause = format!("{cause} dispute:{}", d.id);
     for event in events {

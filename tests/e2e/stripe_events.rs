@@ -445,13 +445,30 @@ async fn a_dispute_holds_decisions_until_it_closes_and_its_outcome_is_recorded()
         assert_eq!(mine.body[0]["outcome"], outcome, "{}", mine.body);
         assert_eq!(mine.body[0]["open"], false);
         assert_eq!(mine.body[0]["status"], outcome);
-        let r = decide(
-            &app,
-            &officer,
-            &application,
-            json!({"decision": "begin_processing"}),
-        )
-        .await;
+        // Closed at Stripe, the application is still on hold until an officer resolves it.
+        assert_eq!(mine.body[0]["on_hold"], true);
+        let begin = json!({"decision": "begin_processing"});
+        let r = decide(&app, &officer, &application, begin.clone()).await;
+        assert_eq!(r.problem(409)["type"], "/problems/application-on-hold");
+        let ours = mine.body[0]["id"].as_str().unwrap().to_string();
+        assert!(
+            r.body["detail"].as_str().unwrap().contains(&ours),
+            "{}",
+            r.body
+        );
+        let resolve = format!("/v1/admin/disputes/{ours}/resolve");
+        let blank = app
+            .post(&resolve, Some(&officer), &json!({"resolution": " "}))
+            .await;
+        assert_eq!(blank.problem(422)["errors"][0]["field"], "resolution");
+        let note = json!({"resolution": format!("Dispute {outcome}; the applicant was told.")});
+        let r = app.post(&resolve, Some(&officer), &note).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["on_hold"], false);
+        assert!(r.body["resolved_by"].is_string());
+        let again = app.post(&resolve, Some(&officer), &note).await;
+        assert_eq!(again.problem(409)["type"], "/problems/dispute-resolved");
+        let r = decide(&app, &officer, &application, begin).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let r = decide(&app, &officer, &application, json!({"decision": "approve"})).await;
         assert_eq!(r.body["status"], "approved");
@@ -476,7 +493,14 @@ async fn a_dispute_holds_decisions_until_it_closes_and_its_outcome_is_recorded()
             .map(|(e, _)| e)
             .filter(|e| e.starts_with("dispute_"))
             .collect();
-        assert_eq!(history, ["dispute_opened", &format!("dispute_{outcome}")]);
+        assert_eq!(
+            history,
+            [
+                "dispute_opened",
+                &format!("dispute_{outcome}"),
+                "dispute_resolved"
+            ]
+        );
     }
 
     let closed = app
@@ -645,13 +669,31 @@ async fn the_hold_is_checked_by_the_deciding_transaction_and_stops_refund_on_rej
         .await;
     assert_eq!(status.body["status"], "processing");
 
-    // Closed: the rejection goes through and its policy refund with it.
+    // Closed and resolved: the rejection goes through and its policy refund with it.
     deliver(
         &app,
         "charge.dispute.closed",
         &dispute_object(&dp, &intent, 4000, "won"),
     )
     .await;
+    let ours = app
+        .get(
+            &format!("/v1/admin/payments/{payment}/disputes"),
+            Some(&officer),
+        )
+        .await
+        .body[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .post(
+            &format!("/v1/admin/disputes/{ours}/resolve"),
+            Some(&officer),
+            &json!({"resolution": "Won at the card network."}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     let r = decide(
         &app,
         &officer,

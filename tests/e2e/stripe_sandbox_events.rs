@@ -271,6 +271,18 @@ async fn disputes_opened_at_stripe_hold_the_application_until_they_close() {
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
         let list = until(&app, &officer, &path, |b| b[0]["open"] == false).await;
         assert_eq!(list[0]["outcome"], outcome);
+        // The gateway's outcome alone does not release the hold: an officer resolves it.
+        let r = decide().await;
+        assert_eq!(r.problem(409)["type"], "/problems/application-on-hold");
+        let ours = list[0]["id"].as_str().unwrap();
+        let r = app
+            .post(
+                &format!("/v1/admin/disputes/{ours}/resolve"),
+                Some(&officer),
+                &json!({"resolution": "Looked at; processing goes on."}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
         let r = decide().await;
         assert_eq!(r.status, 200, "{}", r.body);
     }

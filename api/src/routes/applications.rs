@@ -154,10 +154,14 @@ pub enum CreatedApplication {
 pub(super) fn application_error(e: ApplicationError) -> ApiError {
     match e {
         ApplicationError::NotFound => ApiError::not_found("application"),
-        ApplicationError::OnHold { dispute, payment } => ApiError::conflict(
+        ApplicationError::OnHold {
+            dispute_id,
+            dispute,
+            payment,
+        } => ApiError::conflict(
             "application-on-hold",
             format!(
-                "the application is on hold: its payment {payment} is disputed (dispute {dispute}); no decision until the dispute is closed"
+                "the application is on hold: its payment {payment} is disputed (dispute {dispute}); no decision until an officer resolves it with POST /v1/admin/disputes/{dispute_id}/resolve"
             ),
         ),
         ApplicationError::NotEditable { status } => ApiError::conflict(

@@ -12,7 +12,8 @@ use poem_openapi::{
 use super::{Tag, applications::default_limit};
 use crate::{
     auth::BearerAuth,
-    problem::{ApiError, ApiResult},
+    body::{JsonBody, ServerSetFields},
+    problem::{ApiError, ApiResult, FieldProblem},
     state::AppState,
 };
 
@@ -35,9 +36,11 @@ pub struct DisputeView {
     pub reason: String,
     /// Stripe's status as last reported (`needs_response`, `under_review`, `won`, `lost`, ...).
     pub status: String,
-    /// True until the dispute closes: the application takes no decision and the payment no
-    /// refund meanwhile.
+    /// True until the dispute closes at the gateway: the payment takes no refund meanwhile.
     pub open: bool,
+    /// True until an officer resolves the dispute: the application takes no decision meanwhile
+    /// (also after the gateway's outcome, which someone must look at).
+    pub on_hold: bool,
     /// `won` (the money stays), `lost` (the card holder's bank took the amount back) or
     /// `warning_closed` (an inquiry that ended there); absent while open.
     #[oai(skip_serializing_if_is_none)]
@@ -45,6 +48,13 @@ pub struct DisputeView {
     pub opened_at: chrono::DateTime<chrono::Utc>,
     #[oai(skip_serializing_if_is_none)]
     pub closed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When an officer resolved it, who, and their note.
+    #[oai(skip_serializing_if_is_none)]
+    pub resolved_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub resolved_by: Option<uuid::Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    pub resolution: Option<String>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -60,9 +70,13 @@ impl From<dispute::Dispute> for DisputeView {
             reason: d.reason,
             status: d.status,
             open: d.closed_at.is_none(),
+            on_hold: d.resolved_at.is_none(),
             outcome: d.outcome,
             opened_at: d.opened_at,
             closed_at: d.closed_at,
+            resolved_at: d.resolved_at,
+            resolved_by: d.resolved_by.map(|u| u.as_uuid()),
+            resolution: d.resolution,
             updated_at: d.updated_at,
         }
     }
@@ -75,6 +89,18 @@ pub enum DisputeStateWire {
     Open,
     Closed,
 }
+
+/// An officer's resolution of a dispute.
+#[derive(Object, Debug, Clone, serde::Deserialize)]
+#[oai(rename = "DisputeResolution")]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    /// What was decided about the case and why (1 to 1000 characters).
+    #[oai(validator(min_length = 1, max_length = 1000))]
+    pub resolution: String,
+}
+
+impl ServerSetFields for ResolveBody {}
 
 /// One page of disputes, newest first.
 #[derive(Object)]
@@ -148,5 +174,43 @@ impl DisputesApi {
                 .map(Into::into)
                 .collect(),
         ))
+    }
+
+    /// Resolve a dispute (officers): the hold on its application ends.
+    ///
+    /// An application whose payment is disputed takes no decision until an officer resolves the
+    /// dispute, whatever the gateway's outcome (a lost dispute means the fee was taken back).
+    /// The payment still takes no refund while the gateway has the dispute open. 409 when it
+    /// was already resolved.
+    #[oai(
+        path = "/v1/admin/disputes/:id/resolve",
+        method = "post",
+        operation_id = "adminResolveDispute"
+    )]
+    async fn resolve(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+        body: JsonBody<ResolveBody>,
+    ) -> ApiResult<Json<DisputeView>> {
+        let me = auth.staff()?;
+        let note = body.0.resolution.trim();
+        if note.is_empty() || note.chars().count() > 1000 {
+            return Err(ApiError::invalid(vec![FieldProblem {
+                field: "resolution".into(),
+                pointer: Some("/resolution".into()),
+                detail: "must be 1 to 1000 characters".into(),
+            }]));
+        }
+        match dispute::resolve(&state.db, id.0, me.user_id, auth.actor(), note).await {
+            Ok(d) => Ok(Json(d.into())),
+            Err(dispute::ResolveError::NotFound) => Err(ApiError::not_found("dispute")),
+            Err(dispute::ResolveError::AlreadyResolved) => Err(ApiError::conflict(
+                "dispute-resolved",
+                "this dispute was already resolved",
+            )),
+            Err(dispute::ResolveError::Database(e)) => Err(e.into()),
+        }
     }
 }

@@ -30,9 +30,15 @@ pub async fn decide(
     let from: ApplicationStatus = status.parse().map_err(|_| {
         ApplicationError::Database(sqlx::Error::Decode("stored status is invalid".into()))
     })?;
-    // Under the application's row lock, which a dispute's event takes before it opens one.
-    if let Some((dispute, payment)) = crate::dispute::open_on_application(conn, id).await? {
-        return Err(ApplicationError::OnHold { dispute, payment });
+    // Under the application's row lock, which a dispute's event and its resolution take too.
+    if let Some((dispute_id, dispute, payment)) =
+        crate::dispute::holding_application(conn, id).await?
+    {
+        return Err(ApplicationError::OnHold {
+            dispute_id,
+            dispute,
+            payment,
+        });
     }
     let to = from.next(event)?;
     let decided = matches!(

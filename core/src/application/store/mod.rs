@@ -158,10 +158,14 @@ pub enum ApplicationError {
     OutOfRange {
         fields: Vec<(&'static str, PersonError)>,
     },
-    /// A payment of the application is disputed (a chargeback): no decision until the dispute
-    /// is closed.
+    /// A payment of the application is disputed (a chargeback): no decision until an officer
+    /// resolves the dispute (ours `dispute_id`, the gateway's `dispute`).
     #[error("the application is on hold: its payment {payment} is disputed (dispute {dispute})")]
-    OnHold { dispute: String, payment: PaymentId },
+    OnHold {
+        dispute_id: uuid::Uuid,
+        dispute: String,
+        payment: PaymentId,
+    },
     /// No rule of the fee schedule covers this visa type, nationality and speed today.
     #[error("no fee is defined for this visa type, nationality and processing speed")]
     NoFeeRule,
