@@ -3,6 +3,7 @@
 pub mod alipay;
 pub mod stripe;
 pub mod stripe_event;
+pub mod stripe_webhook;
 
 use crate::payment::{GatewayFacts, PaymentEvent};
 
