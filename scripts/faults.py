@@ -438,6 +438,8 @@ def main():
     charged_twice = sorted(pid for pid, n in per_payment.items() if n > 1)
     charged_not_succeeded = sorted(pid for pid in per_payment if pid in payments and pid not in succeeded)
     charged_unknown = sorted(str(pid) for pid in per_payment if pid not in payments)
+    # Only the types the endpoint subscribes to are sent (as at Stripe, `enabled_events`).
+    events = [e for e in events if e.get("subscribed", True)]
     undelivered = [e["id"] for e in events if not e.get("delivered")]
     apps_paid = collections.Counter(p["app"] for p in payments.values())
 

@@ -473,6 +473,11 @@ async fn start_sandbox(config: &Config, shutdown: Shutdown) -> anyhow::Result<St
         public_url: public_url.clone(),
         webhook_retry_base: Duration::from_secs(1),
         webhook_max_attempts: 8,
+        // As an operator subscribes a real endpoint: only to the types the service acts on.
+        enabled_events: evisa_core::gateway::stripe_event::ACTED_ON
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
     });
     let acceptor = evisa_api::listener::NoDelay::bind(addr)
         .await

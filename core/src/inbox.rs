@@ -105,6 +105,61 @@ pub async fn ingest_stripe(
     payload: &serde_json::Value,
     max_attempts: usize,
 ) -> Result<StripeIngest, sqlx::Error> {
+    let object = interpret(event_type, &payload["data"]["object"]);
+    // Most events change nothing: a type we only record, or an intent's success that the
+    // worker's own answer already applied. Those are stored with their verdict in one
+    // statement, taking no lock; anything else goes the whole way below.
+    let settled = match &object {
+        StripeEventObject::Other(why) => Some(
+            record_settled(
+                db,
+                event_id,
+                event_type,
+                payload,
+                &Disposition::Ignored(format!("{event_type}: {why}")),
+                None,
+            )
+            .await?,
+        ),
+        StripeEventObject::Intent(intent) => match already_succeeded(intent) {
+            Some(shown) => record_settled(
+                db,
+                event_id,
+                event_type,
+                payload,
+                &Disposition::Processed,
+                Some(&shown),
+            )
+            .await?
+            .then_some(true),
+            None => None,
+        },
+        _ => None,
+    };
+    match settled {
+        Some(true) => {
+            return Ok(StripeIngest {
+                ingested: Ingested::Applied,
+                disposition: match object {
+                    StripeEventObject::Other(why) => {
+                        Disposition::Ignored(format!("{event_type}: {why}"))
+                    }
+                    _ => Disposition::Processed,
+                },
+                failed: None,
+            });
+        }
+        // An ignored type already stored: a duplicate delivery.
+        Some(false) => {
+            return Ok(StripeIngest {
+                ingested: Ingested::Duplicate,
+                disposition: Disposition::Processed,
+                failed: None,
+            });
+        }
+        // Not settled in one statement (or a duplicate of one that was): the whole way.
+        None => {}
+    }
     let mut tx = db.begin().await?;
     // Stored first: a second delivery waits here for the first to commit, then stops.
     let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
@@ -126,7 +181,7 @@ pub async fn ingest_stripe(
             failed: None,
         });
     };
-    let (disposition, applied) = dispatch(&mut tx, event_id, event_type, payload).await?;
+    let (disposition, applied) = dispatch(&mut tx, event_id, event_type, object).await?;
     // A refund or dispute may arrive before the answer of the charge it is about has told us the
     // charge's intent: while one of ours is in flight, look again shortly (our queue, not
     // Stripe's retries).
@@ -198,7 +253,8 @@ pub async fn apply_stored_stripe(db: &PgPool, inbox_id: uuid::Uuid) -> Result<()
     let Some((event_id, event_type, payload)) = row else {
         return Ok(());
     };
-    let (disposition, applied) = dispatch(&mut tx, &event_id, &event_type, &payload).await?;
+    let object = interpret(&event_type, &payload["data"]["object"]);
+    let (disposition, applied) = dispatch(&mut tx, &event_id, &event_type, object).await?;
     finish_in(&mut tx, inbox_id, &disposition).await?;
     tx.commit().await?;
     if let Some((applied, _)) = &applied {
@@ -212,11 +268,11 @@ async fn dispatch(
     tx: &mut PgConnection,
     event_id: &str,
     event_type: &str,
-    payload: &serde_json::Value,
+    object: StripeEventObject,
 ) -> Result<(Disposition, Option<(Applied, Payment)>), sqlx::Error> {
     let cause = format!("stripe:{event_id}");
     let mut applied = None;
-    let disposition = match interpret(event_type, &payload["data"]["object"]) {
+    let disposition = match object {
         StripeEventObject::Intent(intent) => {
             let (disposition, a) = apply_intent(&mut *tx, &intent, event_type, &cause).await?;
             applied = a;
@@ -238,6 +294,66 @@ async fn dispatch(
         tracing::error!(event_id, event_type, reason = %why, "gateway callback quarantined");
     }
     Ok((disposition, applied))
+}
+
+/// What a PaymentIntent event must find to change nothing: its payment already `succeeded`
+/// through this very intent, for the same amount.
+struct AlreadyShown {
+    payment_id: crate::ids::PaymentId,
+    intent: String,
+    amount_minor: i64,
+    currency: String,
+}
+
+/// The intent's success, if it says that and names our payment (webhooks never carry the
+/// card, so there is nothing else such an event could teach us).
+fn already_succeeded(intent: &IntentSnapshot) -> Option<AlreadyShown> {
+    (intent.status == "succeeded").then_some(())?;
+    Some(AlreadyShown {
+        payment_id: intent.payment_id()?,
+        intent: intent.id.clone(),
+        amount_minor: intent.amount,
+        currency: intent.currency.to_ascii_uppercase(),
+    })
+}
+
+/// Stores an event with its final verdict in one statement; with `only_if`, only when the
+/// payment already shows what the event says. `false` when nothing was stored: the event id
+/// was seen before, or the payment does not (yet) show it.
+async fn record_settled(
+    db: &PgPool,
+    event_id: &str,
+    event_type: &str,
+    payload: &serde_json::Value,
+    disposition: &Disposition,
+    only_if: Option<&AlreadyShown>,
+) -> Result<bool, sqlx::Error> {
+    let note = disposition.note();
+    let stored = sqlx::query(
+        "INSERT INTO gateway_inbox (id, provider, event_id, event_type, payload, state, note,
+                                    processed_at)
+         SELECT $1, 'stripe', $2, $3, $4, $5, $6, now()
+          WHERE NOT $7 OR EXISTS (SELECT 1 FROM payments
+                                   WHERE id = $8 AND provider = 'stripe' AND status = 'succeeded'
+                                     AND gateway_reference = $9 AND amount_minor = $10
+                                     AND currency = $11)
+         ON CONFLICT (provider, event_id) DO NOTHING",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(event_id)
+    .bind(event_type)
+    .bind(payload)
+    .bind(disposition.state())
+    .bind((!note.is_empty()).then_some(note))
+    .bind(only_if.is_some())
+    .bind(only_if.map(|s| s.payment_id))
+    .bind(only_if.map(|s| s.intent.as_str()))
+    .bind(only_if.map(|s| s.amount_minor))
+    .bind(only_if.map(|s| s.currency.as_str()))
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(stored == 1)
 }
 
 async fn finish_in(

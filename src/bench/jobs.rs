@@ -13,8 +13,9 @@ pub async fn run(b: JobBench, config: Config) -> anyhow::Result<()> {
     let pool = db::connect(config.database_url.expose(), 40).await?;
     db::migrate(&pool).await?;
     println!(
-        "job layer: concurrency {}, poll {} ms (as `evisa work` runs it)",
+        "job layer: concurrency {}, batch {}, poll {} ms (as `evisa work` runs it)",
         config.jobs.concurrency,
+        config.jobs.batch_size,
         config.jobs.poll_interval.as_millis()
     );
     let mut pickups = evisa_worker::bench::pickup(&pool, &config, 200).await?;

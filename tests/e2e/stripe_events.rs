@@ -704,3 +704,74 @@ async fn the_hold_is_checked_by_the_deciding_transaction_and_stops_refund_on_rej
     assert_eq!(r.body["status"], "rejected", "{}", r.body);
     assert_eq!(refunds_of(&app, &officer, &payment).await.len(), 1);
 }
+
+/// The webhook of a success the worker's answer already applied is stored `processed` in one
+/// statement, without waiting for the payment's lock, and changes nothing; one that disagrees (another amount) still goes the whole way
+/// and is quarantined.
+#[tokio::test]
+async fn a_success_already_applied_is_recorded_without_changing_anything() {
+    let app = spawn_app().await;
+    app.start_worker();
+    let (_token, application, payment, intent) = paid_by_card(&app).await;
+    let pid: uuid::Uuid = payment.parse().unwrap();
+    let (amount, currency): (i64, String) =
+        sqlx::query_as("SELECT amount_minor, currency FROM payments WHERE id = $1")
+            .bind(pid)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let application: uuid::Uuid = application.parse().unwrap();
+    let events_of = |db: sqlx::PgPool| async move {
+        let n: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM payment_events WHERE payment_id = $1),
+                    (SELECT count(*) FROM application_events WHERE application_id = $2)",
+        )
+        .bind(pid)
+        .bind(application)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        n
+    };
+    let before = events_of(app.db.clone()).await;
+    let object = |amount: i64| {
+        json!({"id": intent, "object": "payment_intent", "status": "succeeded",
+               "amount": amount, "currency": currency.to_lowercase(),
+               "metadata": {"payment_id": payment}})
+    };
+    // Someone else holds the payment's row lock: the whole way would wait for it.
+    let mut holder = app.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE")
+        .bind(pid)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        deliver(&app, "payment_intent.succeeded", &object(amount)),
+    )
+    .await
+    .expect("acknowledged without taking the payment's lock");
+    holder.rollback().await.unwrap();
+    assert_eq!(inbox(&app, &e).await, ("processed".to_string(), None));
+    // Delivered again: acknowledged, stored once.
+    assert_eq!(
+        post_event(&app, &e, "payment_intent.succeeded", &object(amount)).await,
+        200
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM gateway_inbox WHERE event_id = $1")
+        .bind(&e)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    let wrong = deliver(&app, "payment_intent.succeeded", &object(amount + 1)).await;
+    assert_eq!(inbox(&app, &wrong).await.0, "quarantined");
+    assert_eq!(events_of(app.db.clone()).await, before);
+    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
+        .bind(pid)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(status, "succeeded");
+}

@@ -104,13 +104,13 @@ async fn connect_limiter(config: &Config) -> Option<RateLimiter> {
     }
 }
 
-/// The queue settings of `evisa work`: a batch per fetch of as many jobs as run at once, a
-/// heartbeat three times per orphan timeout (a killed worker's jobs return within the timeout).
+/// The queue settings of `evisa work`: `EVISA_JOB_BATCH` jobs claimed per fetch, a heartbeat
+/// three times per orphan timeout (a killed worker's jobs return within the timeout).
 fn queue_config(queue: &'static str, config: &Config) -> QueueConfig {
     let jobs = &config.jobs;
     QueueConfig {
         queue,
-        batch_size: jobs.concurrency,
+        batch_size: jobs.batch_size,
         heartbeat: (jobs.orphan_timeout / 3).max(Duration::from_secs(1)),
         orphan_after: jobs.orphan_timeout,
     }

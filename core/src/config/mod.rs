@@ -165,6 +165,10 @@ pub struct PaymentSettings {
 pub struct JobSettings {
     /// Jobs run at once per worker process.
     pub concurrency: usize,
+    /// Jobs a worker claims per fetch (at most this many wait claimed behind the running ones):
+    /// fetching and acknowledging in batches is what lets the queue go near Postgres's commit
+    /// rate, independent of how many jobs run at once.
+    pub batch_size: usize,
     /// A killed worker's jobs are taken over after this long without its heartbeat.
     pub orphan_timeout: Duration,
     /// Fallback poll interval (new jobs also wake workers through LISTEN/NOTIFY).
@@ -376,6 +380,10 @@ impl Config {
                     Ok(n) if (1..=256).contains(&n) => Ok(n),
                     _ => Err("must be a number from 1 to 256".into()),
                 }
+            }),
+            batch_size: r.parsed("EVISA_JOB_BATCH", 64, |v| match v.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => Ok(n),
+                _ => Err("must be a number from 1 to 1000".into()),
             }),
             orphan_timeout: seconds(&mut r, "EVISA_JOB_ORPHAN_TIMEOUT_SECONDS", 30, 3, 3_600),
             poll_interval: r.parsed("EVISA_JOB_POLL_MS", Duration::from_millis(500), |v| match v

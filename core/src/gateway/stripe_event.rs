@@ -160,6 +160,24 @@ fn money(amount: i64, currency: &str) -> Option<Money> {
     Money::new(amount, currency).ok()
 }
 
+/// The event types evisa-pay acts on: what a Stripe webhook endpoint for it should subscribe to
+/// (`enabled_events`). Every other type is stored as ignored, if delivered.
+pub const ACTED_ON: &[&str] = &[
+    "payment_intent.processing",
+    "payment_intent.requires_action",
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "payment_intent.canceled",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+    "charge.refund.updated",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+];
+
 /// Reads an event of type `kind` with `object` as its `data.object`.
 pub fn interpret(kind: &str, object: &serde_json::Value) -> StripeEventObject {
     use StripeEventObject as E;
@@ -203,6 +221,33 @@ pub fn interpret(kind: &str, object: &serde_json::Value) -> StripeEventObject {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `ACTED_ON` is what an endpoint must subscribe to: exactly the types `interpret` acts on.
+    #[test]
+    fn the_subscribed_types_are_the_ones_acted_on() {
+        for kind in ACTED_ON {
+            assert!(
+                !matches!(interpret(kind, &json!({})), StripeEventObject::Other(_)),
+                "{kind} is subscribed to but ignored"
+            );
+        }
+        for kind in [
+            "payment_intent.created",
+            "charge.succeeded",
+            "charge.failed",
+            "charge.dispute.funds_withdrawn",
+            "customer.created",
+        ] {
+            assert!(matches!(
+                interpret(kind, &json!({})),
+                StripeEventObject::Other(_)
+            ));
+            assert!(
+                !ACTED_ON.contains(&kind),
+                "{kind} is ignored but subscribed to"
+            );
+        }
+    }
 
     #[test]
     fn stripes_own_example_objects_parse() {

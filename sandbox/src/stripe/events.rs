@@ -14,6 +14,7 @@ impl StripeSandbox {
     /// Queues the event `kind` about `object`; `cause` is the API request behind it, if any.
     pub(super) fn emit(&self, state: &mut State, cause: Option<&Call>, kind: &str, object: &Value) {
         let id = state.next_id("evt");
+        let subscribed = self.config.webhook_url.is_some() && self.config.delivers(kind);
         // Events of one payment travel together when reordered: its intent, or the object.
         let group = object["payment_intent"]
             .as_str()
@@ -22,7 +23,8 @@ impl StripeSandbox {
             .to_string();
         let event = json!({
             "id": id, "object": "event", "api_version": API_VERSION, "created": now(),
-            "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
+            "data": {"object": object}, "livemode": false,
+            "pending_webhooks": u32::from(subscribed),
             "request": {
                 "id": cause.map(|c| c.request_id.clone()),
                 "idempotency_key": cause.and_then(|c| c.key.clone()),
@@ -35,13 +37,14 @@ impl StripeSandbox {
                 id: id.clone(),
                 r#type: kind.to_string(),
                 payment_intent: group.clone(),
+                subscribed,
                 delivered: false,
                 attempts: 0,
             },
         );
         state.event_bodies.insert(id.clone(), event.clone());
         let faults = state.faults.clone();
-        if faults.drop_webhooks || self.config.webhook_url.is_none() {
+        if faults.drop_webhooks || !subscribed {
             return;
         }
         if faults.reorder_webhooks {

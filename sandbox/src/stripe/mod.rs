@@ -44,6 +44,17 @@ pub struct StripeSandboxConfig {
     /// First webhook retry delay; doubles on each attempt (Stripe waits hours; tests want ms).
     pub webhook_retry_base: Duration,
     pub webhook_max_attempts: u32,
+    /// The event types the webhook endpoint subscribes to, as a Stripe webhook endpoint's
+    /// `enabled_events`: `["*"]` for every type. Events of other types are still created (and
+    /// listed by `GET /v1/events`), only not delivered.
+    pub enabled_events: Vec<String>,
+}
+
+impl StripeSandboxConfig {
+    /// Whether the webhook endpoint subscribes to events of type `kind`.
+    pub fn delivers(&self, kind: &str) -> bool {
+        self.enabled_events.iter().any(|e| e == "*" || e == kind)
+    }
 }
 
 /// The publishable key that goes with a secret key (`sk_test_X` → `pk_test_X`): what a browser
@@ -122,6 +133,9 @@ pub(crate) struct EventRecord {
     id: String,
     r#type: String,
     payment_intent: String,
+    /// Whether the webhook endpoint subscribes to its type (`enabled_events`): only those are
+    /// delivered.
+    subscribed: bool,
     delivered: bool,
     attempts: u32,
 }

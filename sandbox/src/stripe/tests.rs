@@ -13,6 +13,7 @@ fn sandbox(webhook_url: Option<String>) -> StripeSandbox {
         public_url: "http://sandbox.invalid".into(),
         webhook_retry_base: Duration::from_millis(20),
         webhook_max_attempts: 5,
+        enabled_events: vec!["*".into()],
     })
 }
 
@@ -104,6 +105,75 @@ async fn webhooks_are_retried_until_acknowledged() {
     assert!(event.delivered);
     assert_eq!(event.attempts, 3);
     assert_eq!(hits.load(Ordering::SeqCst), 3);
+}
+
+/// An endpoint subscribed to some types (`enabled_events`) is sent only those; the others are
+/// still events (listed, `pending_webhooks: 0`).
+#[tokio::test]
+async fn only_the_subscribed_types_are_delivered() {
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let receiver = poem::Route::new().at(
+        "/hook",
+        poem::post(poem::endpoint::make(move |req: poem::Request| {
+            let log = log.clone();
+            async move {
+                let body: Value = req.into_body().into_json().await.unwrap();
+                log.lock()
+                    .unwrap()
+                    .push(body["type"].as_str().unwrap().to_string());
+                StatusCode::OK
+            }
+        })),
+    );
+    let acceptor =
+        poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0"))
+            .await
+            .unwrap();
+    let addr = *poem::listener::Acceptor::local_addr(&acceptor)[0]
+        .as_socket_addr()
+        .unwrap();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(receiver));
+    let sandbox = StripeSandbox::new(StripeSandboxConfig {
+        enabled_events: vec!["payment_intent.succeeded".into()],
+        ..sandbox(Some(format!("http://{addr}/hook")))
+            .config
+            .as_ref()
+            .clone()
+    });
+    {
+        let mut s = sandbox.state.lock().unwrap();
+        for kind in [
+            "payment_intent.created",
+            "charge.succeeded",
+            "payment_intent.succeeded",
+        ] {
+            sandbox.emit(&mut s, None, kind, &json!({"id": "pi_1"}));
+        }
+    }
+    for _ in 0..100 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*seen.lock().unwrap(), vec!["payment_intent.succeeded"]);
+    let s = sandbox.state.lock().unwrap();
+    assert_eq!(s.events.values().count(), 3);
+    for e in s.events.values() {
+        let subscribed = e.r#type == "payment_intent.succeeded";
+        assert_eq!(
+            (e.subscribed, e.delivered),
+            (subscribed, subscribed),
+            "{}",
+            e.r#type
+        );
+        assert_eq!(
+            s.event_bodies.get(&e.id).unwrap()["pending_webhooks"],
+            u32::from(subscribed)
+        );
+    }
 }
 
 #[tokio::test]
