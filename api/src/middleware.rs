@@ -149,12 +149,18 @@ impl<E: Endpoint> Endpoint for SecurityHeadersEndpoint<E> {
             "strict-transport-security",
             HeaderValue::from_static("max-age=63072000; includeSubDomains"),
         );
+        // The checkout page sets its own policy (with a nonce) and its assets their own cache
+        // lifetime; everything else gets these.
         if !is_docs {
-            h.insert(
-                "content-security-policy",
-                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if !h.contains_key("content-security-policy") {
+                h.insert(
+                    "content-security-policy",
+                    HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+                );
+            }
+            if !h.contains_key(header::CACHE_CONTROL) {
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
         }
         Ok(resp)
     }
