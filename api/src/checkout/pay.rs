@@ -191,7 +191,7 @@ pub async fn alipay(
             state,
             req,
             &v,
-            Some((StatusCode::FORBIDDEN, m.error_network.into())),
+            Some((StatusCode::FORBIDDEN, m.error_form.into())),
         )
         .await;
     };

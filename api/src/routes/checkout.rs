@@ -23,7 +23,8 @@ use crate::{
 
 pub struct CheckoutApi;
 
-/// A language of the checkout page.
+/// The checkout page's language (`locale`); without it, the browser's `Accept-Language`
+/// decides (English when it names neither). The applicant can switch on the page.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[oai(rename = "CheckoutLocale")]
 pub enum LocaleWire {
@@ -44,8 +45,8 @@ pub struct CheckoutRequestBody {
     /// (`EVISA_RETURN_URL_ORIGINS`). The page adds nothing to it: ask the API for the outcome.
     #[oai(validator(max_length = 2048), skip_serializing_if_is_none)]
     pub return_url: Option<String>,
-    /// The page's language; without it, the browser's `Accept-Language` decides (English when
-    /// it names neither). The applicant can switch on the page.
+    // No doc comment here: it would wrap the enum's reference in an `allOf`, which generated
+    // clients cannot take; the enum's own description says it.
     #[oai(skip_serializing_if_is_none)]
     pub locale: Option<LocaleWire>,
 }

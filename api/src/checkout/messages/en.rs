@@ -42,6 +42,7 @@ pub const MESSAGES: Messages = Messages {
     error_cvc: "Enter the 3 or 4 digit security code",
     error_network: "We could not reach the payment service. Check your connection and try again.",
     error_in_progress: "A payment for this application is already in progress. Wait for its outcome.",
+    error_form: "This form could not be checked. It may have come from another page. Try again from here.",
     processing: "Processing your payment. Do not close this page.",
     authenticating: "Your bank needs to confirm it is you.",
     bank_check_title: "Confirm the payment with your bank",

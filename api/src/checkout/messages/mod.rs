@@ -52,6 +52,7 @@ pub struct Messages {
     pub error_cvc: &'static str,
     pub error_network: &'static str,
     pub error_in_progress: &'static str,
+    pub error_form: &'static str,
     pub processing: &'static str,
     pub authenticating: &'static str,
     pub bank_check_title: &'static str,

@@ -42,6 +42,7 @@ pub const MESSAGES: Messages = Messages {
     error_cvc: "请输入 3 位或 4 位安全码",
     error_network: "无法连接支付服务。请检查网络后重试。",
     error_in_progress: "此申请已有一笔付款正在处理中，请等待结果。",
+    error_form: "无法验证此表单，它可能来自其他页面。请在本页面重试。",
     processing: "正在处理您的付款，请勿关闭本页面。",
     authenticating: "您的银行需要确认您的身份。",
     bank_check_title: "请向您的银行确认此笔付款",
