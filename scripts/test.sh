@@ -42,6 +42,8 @@ EVISA_BIN="$CARGO_TARGET_DIR/debug/evisa" bash scripts/compose_check.sh 2>&1 | t
 EVISA_BIN="$CARGO_TARGET_DIR/debug/evisa" bash scripts/scale.sh 2>&1 | tee -a "$log"
 # Schemathesis, every check, applicant and officer, against a running `evisa dev`: 0 failures.
 bash scripts/schemathesis.sh "$CARGO_TARGET_DIR/debug/evisa" 2>&1 | tee -a "$log"
+# The hosted checkout page in headless Chromium (Playwright, axe-core): every state, 0 violations.
+bash scripts/checkout_browser.sh "$CARGO_TARGET_DIR/debug/evisa" 2>&1 | tee -a "$log"
 
 # One closing line for the whole run.
 python3 - "$log" <<'PY'
@@ -50,9 +52,9 @@ text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
 passed = failed = 0
 for p, f in re.findall(r"test result: \w+\. (\d+) passed; (\d+) failed", text):
     passed += int(p); failed += int(f)
-m = re.findall(r"^(\d+) passed, (\d+) failed$", text, re.M)
-if m:
-    passed += int(m[-1][0]); failed += int(m[-1][1])
+# Each script's closing line (the generated clients', the checkout page's in Chromium).
+for p, f in re.findall(r"^(\d+) passed, (\d+) failed$", text, re.M):
+    passed += int(p); failed += int(f)
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
 PY

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod checkout;
 pub mod hashing;
 pub mod idempotent;
 pub mod limits;
@@ -63,7 +64,12 @@ pub fn app(state: AppState) -> impl Endpoint {
     let spec = spec_json();
     // The Swagger UI page embeds the document; it shows the finished one.
     let docs_html = service.swagger_ui_html().replace(&service.spec(), &spec);
-    let allow = spec::AllowTable::new(&doc, OTHER_ROUTES);
+    let other_routes: Vec<_> = OTHER_ROUTES
+        .iter()
+        .chain(checkout::ROUTES)
+        .copied()
+        .collect();
+    let allow = spec::AllowTable::new(&doc, &other_routes);
     let max_body = state.config.max_body_bytes;
     Route::new()
         .nest("/", service.around(problem::name_path_params))
@@ -81,6 +87,7 @@ pub fn app(state: AppState) -> impl Endpoint {
             "/v1/payments/:id/return",
             poem::get(webhooks::payment_return),
         )
+        .nest("/checkout", checkout::routes())
         .nest(
             "/docs",
             Route::new().at(

@@ -31,6 +31,14 @@ pub struct RequestContextEndpoint<E>(E);
 #[derive(Clone)]
 pub struct RouteTemplate(pub String);
 
+/// The path as logged: a checkout link's token opens a session, so it is never written down.
+fn loggable_path(path: &str) -> &str {
+    match path.strip_prefix("/checkout/") {
+        Some(rest) if !rest.contains('/') && !rest.is_empty() => "/checkout/{token}",
+        _ => path,
+    }
+}
+
 fn acceptable_request_id(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 64
@@ -53,7 +61,7 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             "request",
             request_id = %request_id,
             method = %req.method(),
-            path = %req.uri().path(),
+            path = %loggable_path(req.uri().path()),
         );
         let started = Instant::now();
         let method = req.method().to_string();
@@ -149,12 +157,18 @@ impl<E: Endpoint> Endpoint for SecurityHeadersEndpoint<E> {
             "strict-transport-security",
             HeaderValue::from_static("max-age=63072000; includeSubDomains"),
         );
+        // The checkout page sets its own policy (with a nonce) and its assets their own cache
+        // lifetime; everything else gets these.
         if !is_docs {
-            h.insert(
-                "content-security-policy",
-                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if !h.contains_key("content-security-policy") {
+                h.insert(
+                    "content-security-policy",
+                    HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+                );
+            }
+            if !h.contains_key(header::CACHE_CONTROL) {
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
         }
         Ok(resp)
     }
@@ -191,5 +205,17 @@ impl<E: Endpoint> Endpoint for AllowOn405Endpoint<E> {
             resp.headers_mut().insert(header::ALLOW, v);
         }
         Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkout_link_tokens_are_not_logged() {
+        assert_eq!(loggable_path("/checkout/abcDEF123_-"), "/checkout/{token}");
+        assert_eq!(loggable_path("/checkout/s/0190-id"), "/checkout/s/0190-id");
+        assert_eq!(loggable_path("/v1/payments"), "/v1/payments");
     }
 }

@@ -233,6 +233,16 @@ pub async fn payment_return(
         Ok(None) => return ApiError::not_found("payment").into_response(),
         Err(e) => return ApiError::from(e).into_response(),
     };
+    // Our own checkout page shows the status as we know it; nothing is added to its address.
+    if let Some(own) = payment.return_url.as_deref().filter(|u| {
+        state
+            .config
+            .public_base_url
+            .join("checkout/s/")
+            .is_ok_and(|page| u.starts_with(page.as_str()))
+    }) {
+        return poem::web::Redirect::see_other(own).into_response();
+    }
     // Checked again on the way out: a row written before the origins were narrowed must not
     // turn our domain into an open redirect either.
     if let Some(target) = payment

@@ -68,6 +68,10 @@ typed_id!(
     /// One attempt to pay an application's fee.
     PaymentId
 );
+typed_id!(
+    /// A session of the hosted checkout page: an applicant paying one or more applications.
+    CheckoutSessionId
+);
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 pub mod application;
 pub mod audit;
 pub mod auth;
+pub mod checkout;
 pub mod config;
 pub mod country;
 pub mod crypto;

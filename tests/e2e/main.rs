@@ -7,6 +7,7 @@ mod alipay;
 mod alipay_refunds;
 mod applications;
 mod audit;
+mod checkout;
 mod cli;
 mod connections;
 mod contract;

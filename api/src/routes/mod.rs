@@ -4,6 +4,7 @@
 mod admin;
 mod applications;
 mod auth;
+pub mod checkout;
 mod country;
 mod decision;
 mod disputes;
@@ -43,6 +44,7 @@ pub type Api = (
     fees::FeesApi,
     applications::ApplicationsApi,
     payments::PaymentsApi,
+    checkout::CheckoutApi,
     admin::AdminApi,
     refunds::RefundsApi,
     disputes::DisputesApi,
@@ -59,6 +61,7 @@ pub fn api() -> Api {
         fees::FeesApi,
         applications::ApplicationsApi,
         payments::PaymentsApi,
+        checkout::CheckoutApi,
         admin::AdminApi,
         refunds::RefundsApi,
         disputes::DisputesApi,

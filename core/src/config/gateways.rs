@@ -10,6 +10,8 @@ use crate::{
 
 /// The dev sandbox's credentials. Test mode only; published on purpose.
 pub const SANDBOX_STRIPE_KEY: &str = "sk_test_evisa_sandbox";
+/// The publishable twin of [`SANDBOX_STRIPE_KEY`], which browsers tokenise cards with.
+pub const SANDBOX_PUBLISHABLE_KEY: &str = "pk_test_evisa_sandbox";
 pub const SANDBOX_WEBHOOK_SECRET: &str = "whsec_evisa_dev_sandbox";
 
 /// The dev sandbox's Alipay credentials (test mode only; see `sandbox/keys/README.md`).
@@ -62,6 +64,17 @@ pub(super) fn load(r: &mut Reader, dev: bool) -> (StripeSettings, AlipaySettings
         },
     );
     let api_base = r.url("STRIPE_API_BASE");
+    let publishable_key = src.get("STRIPE_PUBLISHABLE_KEY").map(str::to_string);
+    if let Some(k) = &publishable_key
+        && !((k.starts_with("pk_test_") || k.starts_with("pk_live_"))
+            && k.len() <= 255
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        r.problem(
+            "STRIPE_PUBLISHABLE_KEY",
+            "must be a Stripe publishable key (pk_test_... or pk_live_...)",
+        );
+    }
     let uses_sandbox = dev && stripe_secret.is_none() && api_base.is_none();
     if !dev && stripe_secret.is_none() {
         r.problem(
@@ -88,6 +101,9 @@ pub(super) fn load(r: &mut Reader, dev: bool) -> (StripeSettings, AlipaySettings
         } else {
             webhook_secrets.into_iter().map(Secret::new).collect()
         },
+        // The sandbox's publishable key is its secret key's twin, as at Stripe.
+        publishable_key: publishable_key
+            .or_else(|| uses_sandbox.then(|| SANDBOX_PUBLISHABLE_KEY.to_string())),
         uses_sandbox,
     };
 

@@ -20,7 +20,8 @@ mod secrets;
 mod source;
 
 pub use gateways::{
-    SANDBOX_ALIPAY_APP_ID, SANDBOX_ALIPAY_SELLER_ID, SANDBOX_STRIPE_KEY, SANDBOX_WEBHOOK_SECRET,
+    SANDBOX_ALIPAY_APP_ID, SANDBOX_ALIPAY_SELLER_ID, SANDBOX_PUBLISHABLE_KEY, SANDBOX_STRIPE_KEY,
+    SANDBOX_WEBHOOK_SECRET,
 };
 pub use limits::{ConnectionLimits, LimitSettings};
 pub use notify::NotifySettings;
@@ -60,6 +61,9 @@ pub struct StripeSettings {
     pub secret_key: Option<Secret<String>>,
     pub api_base: Option<url::Url>,
     pub webhook_secrets: Vec<Secret<String>>,
+    /// The publishable key (`pk_...`, `STRIPE_PUBLISHABLE_KEY`) the checkout page's browser
+    /// side tokenises cards with; without one the page offers no card payments.
+    pub publishable_key: Option<String>,
     /// `dev` with no Stripe settings: the built-in sandbox plays Stripe.
     pub uses_sandbox: bool,
 }

@@ -1,9 +1,9 @@
 //! Paying an application's fee, following a payment, and its live event stream.
 
 use evisa_core::{
-    ids::{ApplicationId, PaymentId},
+    ids::{ApplicationId, PaymentId, UserId},
     payment::{
-        Announced, CreatePaymentError, PaymentStatus, Provider,
+        Announced, CreatePaymentError, Payment, PaymentStatus, Provider,
         start::{self, StartAlipayError, Terms},
         store,
     },
@@ -27,12 +27,13 @@ use crate::{
     state::AppState,
 };
 
-mod wire;
+pub(crate) mod wire;
 
+pub(crate) use wire::Method;
+pub(crate) use wire::field_problem;
 pub use wire::{
     ChannelWire, NextActionView, PaymentRequestBody, PaymentStatusWire, PaymentView, ProviderWire,
 };
-use wire::{Method, field_problem};
 
 pub struct PaymentsApi;
 
@@ -44,7 +45,7 @@ pub enum PaymentAccepted {
     Accepted(Json<PaymentView>),
 }
 
-fn create_error(e: CreatePaymentError) -> ApiError {
+pub(crate) fn create_error(e: CreatePaymentError) -> ApiError {
     match e {
         CreatePaymentError::ApplicationNotFound => ApiError::not_found("application"),
         CreatePaymentError::NotPayable(status) => ApiError::conflict(
@@ -79,6 +80,157 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// The checks before any payment attempt, from the API or the checkout page: payments per
+/// client address, and (card testing) declines per application and per applicant.
+pub(crate) async fn admit_attempt(
+    state: &AppState,
+    req: &poem::Request,
+    applicant: UserId,
+    application: ApplicationId,
+) -> Result<(), ApiError> {
+    let limits = &state.config.limits;
+    limit(
+        state,
+        &format!("payments:ip:{}", client_ip(req)),
+        limits.payment(),
+        WhenRedisIsDown::Allow,
+    )
+    .await?;
+    // Card testing: after too many declines, no more attempts go to the gateway for a while.
+    within(
+        state,
+        &ratelimit::failed_payments_of_application(application),
+        limits.failures_per_application(),
+        WhenRedisIsDown::Allow,
+    )
+    .await?;
+    within(
+        state,
+        &ratelimit::failed_payments_of_applicant(applicant),
+        limits.failures_per_applicant(),
+        WhenRedisIsDown::Allow,
+    )
+    .await
+}
+
+/// Starts a payment by `method` in the caller's transaction, through `payment::start`: the one
+/// path of the API and the checkout page alike.
+pub(crate) async fn start_payment(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    applicant: UserId,
+    application: ApplicationId,
+    method: Method,
+) -> Result<Payment, ApiError> {
+    let terms = Terms {
+        expires_in: chrono::Duration::from_std(state.config.payments.expiry)
+            .map_err(ApiError::internal)?,
+        max_attempts: state.config.jobs.max_attempts,
+    };
+    Ok(match method {
+        Method::Card { payment_method } => {
+            start::card(tx, applicant, application, &payment_method, &terms)
+                .await
+                .map_err(create_error)?
+        }
+        Method::Alipay {
+            channel,
+            return_url,
+        } => {
+            let Some(alipay) = state.alipay.as_ref() else {
+                return Err(ApiError::rule(
+                    "provider-not-offered",
+                    "Alipay is not offered by this service",
+                    vec![],
+                ));
+            };
+            start::alipay(
+                tx,
+                alipay,
+                applicant,
+                application,
+                channel,
+                return_url.as_ref(),
+                &state.config.public_base_url,
+                state.config.alipay.poll_first,
+                &terms,
+            )
+            .await
+            .map_err(|e| match e {
+                StartAlipayError::Create(CreatePaymentError::NoPriceInCurrency(_)) => {
+                    ApiError::rule(
+                        "provider-not-offered",
+                        "Alipay is not offered for this application: the fee schedule has no CNY price for it",
+                        vec![field_problem("provider", "Alipay needs a CNY price")],
+                    )
+                }
+                StartAlipayError::Create(other) => create_error(other),
+                other => ApiError::internal(other),
+            })?
+        }
+    })
+}
+
+/// A payment of `applicant`'s as it is now, then on every status change, up to and including a
+/// final status, or until the stream's lifetime is up. It holds one of the applicant's stream
+/// slots while it lives (429 beyond).
+pub(crate) async fn follow(
+    state: &AppState,
+    applicant: UserId,
+    id: PaymentId,
+) -> Result<futures_util::stream::BoxStream<'static, Payment>, ApiError> {
+    let limits = &state.config.connections;
+    let slot = state.event_streams.open(applicant, limits)?;
+    // Subscribe before reading, so no change between the read and the subscription is lost.
+    let changes = state.status_changes.subscribe();
+    let current = store::get_for_owner(&state.db, applicant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    let db = state.db.clone();
+    let first = futures_util::stream::once(futures_util::future::ready(current));
+    let updates = tokio_stream::wrappers::BroadcastStream::new(changes).filter_map(move |msg| {
+        let db = db.clone();
+        async move {
+            // The announcement carries the payment as it now is. A lagging subscriber, or one
+            // told that changes may have been missed while the listener reconnected, re-reads
+            // the payment: it never misses the final state.
+            match msg {
+                Ok(Some(change)) if change.id() != id => None,
+                Ok(Some(change)) => match &*change {
+                    Announced::Payment(p) => Some((**p).clone()),
+                    Announced::Changed(_) => store::get(&db, id).await.ok().flatten(),
+                },
+                _ => store::get(&db, id).await.ok().flatten(),
+            }
+        }
+    });
+    let deduplicated = first
+        .chain(updates)
+        // One event per status, in order.
+        .scan(None::<PaymentStatus>, |last, p| {
+            let repeat = *last == Some(p.status);
+            *last = Some(p.status);
+            futures_util::future::ready(Some((repeat, p)))
+        })
+        .filter_map(|(repeat, p)| futures_util::future::ready((!repeat).then_some(p)))
+        .boxed();
+    // Up to and including the final status, then end at once; in any case after the stream's
+    // lifetime (the client reconnects). The slot is held for as long as the stream lives.
+    Ok(futures_util::stream::unfold(
+        (deduplicated, false, slot),
+        |(mut inner, done, slot)| async move {
+            if done {
+                return None;
+            }
+            let p = inner.next().await?;
+            let terminal = p.status.is_terminal();
+            Some((p, (inner, terminal, slot)))
+        },
+    )
+    .take_until(tokio::time::sleep(limits.event_stream_lifetime))
+    .boxed())
+}
+
 #[OpenApi(tag = "Tag::Payments")]
 impl PaymentsApi {
     /// Pay an application's fee.
@@ -111,30 +263,8 @@ impl PaymentsApi {
         body: JsonBody<PaymentRequestBody>,
     ) -> ApiResult<PaymentAccepted> {
         let me = auth.applicant()?;
-        let limits = &state.config.limits;
-        limit(
-            &state,
-            &format!("payments:ip:{}", client_ip(req)),
-            limits.payment(),
-            WhenRedisIsDown::Allow,
-        )
-        .await?;
-        // Card testing: after too many declines, no more attempts go to the gateway for a while.
         let application = ApplicationId::from_uuid(id.0);
-        within(
-            &state,
-            &ratelimit::failed_payments_of_application(application),
-            limits.failures_per_application(),
-            WhenRedisIsDown::Allow,
-        )
-        .await?;
-        within(
-            &state,
-            &ratelimit::failed_payments_of_applicant(me.user_id),
-            limits.failures_per_applicant(),
-            WhenRedisIsDown::Allow,
-        )
-        .await?;
+        admit_attempt(&state, req, me.user_id, application).await?;
         let path = format!("/v1/applications/{}/payments", id.0);
         let raw = body.1.clone();
         let view = idempotent::once(
@@ -145,55 +275,9 @@ impl PaymentsApi {
             &raw,
             202,
             async |tx| {
-            let JsonBody(request, _) = body;
-            let method = request.into_method(&state.config.return_url_origins)?;
-            let terms = Terms {
-                expires_in: chrono::Duration::from_std(state.config.payments.expiry)
-                    .map_err(ApiError::internal)?,
-                max_attempts: state.config.jobs.max_attempts,
-            };
-            let payment = match method {
-                Method::Card { payment_method } => {
-                    start::card(&mut *tx, me.user_id, application, &payment_method, &terms)
-                        .await
-                        .map_err(create_error)?
-                }
-                Method::Alipay {
-                    channel,
-                    return_url,
-                } => {
-                    let Some(alipay) = state.alipay.as_ref() else {
-                        return Err(ApiError::rule(
-                            "provider-not-offered",
-                            "Alipay is not offered by this service",
-                            vec![],
-                        ));
-                    };
-                    start::alipay(
-                        &mut *tx,
-                        alipay,
-                        me.user_id,
-                        application,
-                        channel,
-                        return_url.as_ref(),
-                        &state.config.public_base_url,
-                        state.config.alipay.poll_first,
-                        &terms,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        StartAlipayError::Create(CreatePaymentError::NoPriceInCurrency(_)) => {
-                            ApiError::rule(
-                                "provider-not-offered",
-                                "Alipay is not offered for this application: the fee schedule has no CNY price for it",
-                                vec![field_problem("provider", "Alipay needs a CNY price")],
-                            )
-                        }
-                        StartAlipayError::Create(other) => create_error(other),
-                        other => ApiError::internal(other),
-                    })?
-                }
-            };
+                let JsonBody(request, _) = body;
+                let method = request.into_method(&state.config.return_url_origins)?;
+                let payment = start_payment(&state, tx, me.user_id, application, method).await?;
                 Ok(PaymentView::from(payment))
             },
         )
@@ -266,58 +350,10 @@ impl PaymentsApi {
         id: Path<uuid::Uuid>,
     ) -> ApiResult<EventStream<futures_util::stream::BoxStream<'static, PaymentView>>> {
         let me = auth.applicant()?;
-        let id = PaymentId::from_uuid(id.0);
-        let limits = &state.config.connections;
-        let slot = state.event_streams.open(me.user_id, limits)?;
-        // Subscribe before reading, so no change between the read and the subscription is lost.
-        let changes = state.status_changes.subscribe();
-        let current = store::get_for_owner(&state.db, me.user_id, id)
+        let stream = follow(&state, me.user_id, PaymentId::from_uuid(id.0))
             .await?
-            .ok_or_else(|| ApiError::not_found("payment"))?;
-        let db = state.db.clone();
-        let first = futures_util::stream::once(futures_util::future::ready(current));
-        let updates =
-            tokio_stream::wrappers::BroadcastStream::new(changes).filter_map(move |msg| {
-                let db = db.clone();
-                async move {
-                    // The announcement carries the payment as it now is. A lagging subscriber, or
-                    // one told that changes may have been missed while the listener reconnected,
-                    // re-reads the payment: it never misses the final state.
-                    match msg {
-                        Ok(Some(change)) if change.id() != id => None,
-                        Ok(Some(change)) => match &*change {
-                            Announced::Payment(p) => Some((**p).clone()),
-                            Announced::Changed(_) => store::get(&db, id).await.ok().flatten(),
-                        },
-                        _ => store::get(&db, id).await.ok().flatten(),
-                    }
-                }
-            });
-        let deduplicated = first
-            .chain(updates)
-            // One event per status, in order.
-            .scan(None::<PaymentStatus>, |last, p| {
-                let repeat = *last == Some(p.status);
-                *last = Some(p.status);
-                futures_util::future::ready(Some((repeat, p)))
-            })
-            .filter_map(|(repeat, p)| futures_util::future::ready((!repeat).then_some(p)))
+            .map(PaymentView::from)
             .boxed();
-        // Up to and including the final status, then end at once; in any case after the stream's
-        // lifetime (the client reconnects). The slot is held for as long as the stream lives.
-        let stream = futures_util::stream::unfold(
-            (deduplicated, false, slot),
-            |(mut inner, done, slot)| async move {
-                if done {
-                    return None;
-                }
-                let p = inner.next().await?;
-                let terminal = p.status.is_terminal();
-                Some((PaymentView::from(p), (inner, terminal, slot)))
-            },
-        )
-        .take_until(tokio::time::sleep(limits.event_stream_lifetime))
-        .boxed();
         Ok(EventStream::new(stream).keep_alive(std::time::Duration::from_secs(15)))
     }
 }

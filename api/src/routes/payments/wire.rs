@@ -46,7 +46,7 @@ pub struct PaymentRequestBody {
 }
 
 /// The checked parts of a payment request.
-pub(super) enum Method {
+pub(crate) enum Method {
     Card {
         payment_method: String,
     },
@@ -56,7 +56,7 @@ pub(super) enum Method {
     },
 }
 
-pub(super) fn field_problem(field: &str, detail: &str) -> FieldProblem {
+pub(crate) fn field_problem(field: &str, detail: &str) -> FieldProblem {
     FieldProblem {
         field: field.into(),
         pointer: Some(format!("/{field}")),
@@ -123,7 +123,7 @@ impl PaymentRequestBody {
 
 /// A Stripe PaymentMethod id as the schema declares it (`^pm_[A-Za-z0-9_]{1,250}$`). It ends up
 /// in a Stripe URL path, so nothing else may pass.
-fn is_payment_method_id(pm: &str) -> bool {
+pub(crate) fn is_payment_method_id(pm: &str) -> bool {
     pm.strip_prefix("pm_").is_some_and(|rest| {
         (1..=250).contains(&rest.len())
             && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
