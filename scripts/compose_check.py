@@ -930,11 +930,16 @@ def pay_and_check(r: Report, base: str, sandbox_base: str, run_id: str) -> str:
     r.check(len(charges) == 1 and amounts[0] == (fee.get("amount"), str(fee.get("currency", "")).lower()),
             f"sandbox ledger: {len(charges)} charge(s) {amounts}")
 
-    def delivered():
+    # Only the types the endpoint subscribes to (`enabled_events`) are sent.
+    def subscribed():
         events = HTTP.get(f"{sandbox_base}/sandbox/events", timeout=5).json()
+        return [e for e in events if e.get("subscribed", True)]
+
+    def delivered():
+        events = subscribed()
         return events if events and all(e.get("delivered") for e in events) else None
 
-    events = wait_until(delivered, 15, 0.2) or HTTP.get(f"{sandbox_base}/sandbox/events", timeout=5).json()
+    events = wait_until(delivered, 15, 0.2) or subscribed()
     done = sum(1 for e in events if e.get("delivered"))
     r.check(bool(events) and done == len(events),
             f"webhooks: {done}/{len(events)} signed with the .env secret and accepted by the api "
