@@ -169,9 +169,10 @@ pub struct PaymentSettings {
 pub struct JobSettings {
     /// Jobs run at once per worker process.
     pub concurrency: usize,
-    /// Jobs a worker claims per fetch (at most this many wait claimed behind the running ones):
-    /// fetching and acknowledging in batches is what lets the queue go near Postgres's commit
-    /// rate, independent of how many jobs run at once.
+    /// Jobs a worker claims per fetch: fetching and acknowledging in batches is what lets the
+    /// queue go near Postgres's commit rate. Above the concurrency, claimed jobs wait behind the
+    /// running ones and a wake-up that comes while they wait is not kept, so a job added then
+    /// waits for the next poll: the default stays at the default concurrency.
     pub batch_size: usize,
     /// A killed worker's jobs are taken over after this long without its heartbeat.
     pub orphan_timeout: Duration,
@@ -385,7 +386,7 @@ impl Config {
                     _ => Err("must be a number from 1 to 256".into()),
                 }
             }),
-            batch_size: r.parsed("EVISA_JOB_BATCH", 64, |v| match v.parse::<usize>() {
+            batch_size: r.parsed("EVISA_JOB_BATCH", 8, |v| match v.parse::<usize>() {
                 Ok(n) if (1..=1000).contains(&n) => Ok(n),
                 _ => Err("must be a number from 1 to 1000".into()),
             }),
