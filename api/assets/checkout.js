@@ -38,7 +38,10 @@
       return;
     }
     if (left <= 10 * 60 * 1000) {
-      var when = new Date(expires).toLocaleTimeString(cfg.lang, { hour: "2-digit", minute: "2-digit" });
+      // As the page shows the deadline: 24-hour, in UTC, named.
+      var when = new Date(expires).toLocaleTimeString(cfg.lang, {
+        hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: "UTC", timeZoneName: "short"
+      });
       say(fill(t.expiry_warning, { time: when }));
     }
     window.setTimeout(checkExpiry, Math.min(Math.max(left - 10 * 60 * 1000, 1000), 60 * 1000));
@@ -123,6 +126,20 @@
         backToForm([{ field: err.field || null, text: err.message || t.error_network }]);
       });
   });
+
+  // Back on the page while the bank's check is pending (a reload, or the browser came back):
+  // reopen the check and follow the payment as if Pay had just been pressed.
+  if (cfg.resume) {
+    form.hidden = true;
+    payButton.disabled = true;
+    changeButton.disabled = true;
+    say(t.authenticating);
+    followPayment({ id: cfg.resume }).catch(function (err) {
+      changeButton.disabled = false;
+      say("");
+      backToForm([{ field: err.field || null, text: err.message || t.error_network }]);
+    });
+  }
 
   function createPayment(pm) {
     return fetch(cfg.card_url, {

@@ -1,15 +1,20 @@
 """The hosted checkout page in a real headless Chromium (Debian's, driven by Playwright), against
-a running `evisa dev`: card success, a decline then another card, 3-D Secure completed and
-failed, Alipay on the sandbox's cashier, a used link refused in another browser, zh-CN, a 320 px
-phone, the card number never sent to evisa-pay, a double click paying once, and axe-core with
-0 violations on every state. Screenshots of each state go to SCREENSHOTS (printed).
+a running `evisa dev`: card success (and the paid page on a later visit), a decline then another
+card, 3-D Secure completed, failed, and reopened after a reload, Alipay on the sandbox's cashier
+(phone and desktop), a used link refused in another browser, an expired session and link, the
+expiry warning on the browser's clock, the pages without JavaScript, zh-CN, a 320 px phone, the
+card number never sent to evisa-pay, a double click paying once, and axe-core with 0 violations
+on every state. Screenshots of each state go to SCREENSHOTS (printed).
 
 Usage: python checkout.py BASE_URL SANDBOX_URL SCREENSHOT_DIR
 Prints one line per check and a closing `N passed, N failed`; exits non-zero on any failure.
 """
 
+import datetime
 import json
+import os
 import pathlib
+import subprocess
 import sys
 import time
 import traceback
@@ -46,7 +51,8 @@ def application(token, nationality="FR"):
     return a
 
 
-def checkout(nationality="FR", locale=None):
+def checkout_link(nationality="FR", locale=None):
+    """A new applicant's submitted application and its checkout link: (token, app, {url, expires_at})."""
     token = applicant()
     app = application(token, nationality)
     body = {"return_url": f"{BASE}/portal/done"}
@@ -55,7 +61,20 @@ def checkout(nationality="FR", locale=None):
     r = requests.post(f"{BASE}/v1/applications/{app}/checkout", json=body,
                       headers={"authorization": f"Bearer {token}", "idempotency-key": str(uuid.uuid4())})
     assert r.status_code == 201, r.text
-    return token, app, r.json()["url"]
+    return token, app, r.json()
+
+
+def checkout(nationality="FR", locale=None):
+    token, app, link = checkout_link(nationality, locale)
+    return token, app, link["url"]
+
+
+def end_session_now(app):
+    """The checkout sessions of application `app` run out: their deadline is put a minute back."""
+    subprocess.run(["psql", os.environ["DATABASE_URL"], "-qAtc",
+                    "UPDATE checkout_sessions SET expires_at = now() - interval '1 minute' WHERE id IN "
+                    f"(SELECT session_id FROM checkout_session_applications WHERE application_id = '{uuid.UUID(app)}')"],
+                   check=True)
 
 
 def payments_of(token, app):
@@ -157,6 +176,10 @@ def card_success(browser):
     page.click("#receipt-link")
     expect(page.locator("#heading")).to_contain_text("receipt")
     axe(page, "receipt"); shot(page, "05-receipt")
+    # Paid is final: the link again, in the same browser, shows it paid and offers nothing.
+    page.goto(url)
+    expect_paid(page)
+    assert page.locator("#card-form").count() == 0 and page.locator("#pay").count() == 0
     context.close()
 
 
@@ -299,13 +322,128 @@ def no_card_number(_browser):
     assert any(u.endswith("/card") for u in posts), "card payments were posted (only pm_ ids)"
 
 
+
+@check("3-D Secure survives a reload: the page reopens the bank's check, which then pays")
+def three_ds_reload(browser):
+    context, page = new_page(browser)
+    token, app, url = checkout()
+    page.goto(url)
+    fill_card(page, "4000002760003184")
+    page.click("#pay")
+    expect(page.frame_locator("#bank-frame").locator("#complete")).to_be_visible()
+    page.reload()
+    expect(page.locator("#bank-check")).to_be_visible()
+    expect(page.locator("#alipay")).to_have_count(0)
+    frame = page.frame_locator("#bank-frame")
+    frame.locator("#complete").click()
+    expect_paid(page)
+    assert [p["status"] for p in payments_of(token, app)] == ["succeeded"]
+    context.close()
+
+
+@check("expiry is announced ten minutes before it happens, then paying is turned off")
+def expiry_warning(browser):
+    context, page = new_page(browser)
+    _, _, link = checkout_link()
+    deadline = datetime.datetime.fromisoformat(link["expires_at"].replace("Z", "+00:00"))
+    # The browser's clock, eleven minutes before the deadline (the server's is untouched).
+    page.clock.install(time=deadline - datetime.timedelta(minutes=11))
+    page.goto(link["url"])
+    expect(page.locator("#card-form")).to_be_visible()
+    assert page.inner_text("#status").strip() == "", "no warning eleven minutes before"
+    page.clock.fast_forward(90_000)
+    expect(page.locator("[role=status]")).to_contain_text("expires soon")
+    # The time it names is the one the page shows as the deadline.
+    assert deadline.strftime("%H:%M UTC") in page.inner_text("#status"), page.inner_text("#status")
+    assert deadline.strftime("%H:%M UTC") in page.inner_text("#deadline")
+    assert not page.locator("#continue").is_disabled()
+    axe(page, "expiry warning"); shot(page, "13-expiry-warning")
+    page.clock.fast_forward(11 * 60_000)
+    expect(page.locator("#continue")).to_be_disabled()
+    assert page.locator("#continue").is_disabled()
+    expect(page.locator("[role=status]")).to_contain_text("has expired")
+    axe(page, "expiry passed"); shot(page, "14-expiry-passed")
+    context.close()
+
+
+@check("an expired session: its page and its unused link say so (410), and nothing is offered")
+def expired(browser):
+    context, page = new_page(browser)
+    _, app, url = checkout()
+    page.goto(url)
+    expect(page.locator("#card-form")).to_be_visible()
+    end_session_now(app)
+    response = page.reload()
+    assert response.status == 410, response.status
+    expect(page.locator("#heading")).to_contain_text("expired")
+    assert page.locator("#card-form").count() == 0 and page.locator("#alipay").count() == 0
+    axe(page, "expired"); shot(page, "15-expired")
+    # A link never opened, after its session ran out.
+    _, app, unused = checkout()
+    end_session_now(app)
+    response = page.goto(unused)
+    assert response.status == 410, response.status
+    expect(page.locator("#heading")).to_contain_text("expired")
+    context.close()
+
+
+@check("without JavaScript: the card form says it needs it, Alipay pays (desktop cashier), every status page works")
+def no_javascript(browser):
+    context, page = new_page(browser, java_script_enabled=False)
+    token, app, url = checkout("CN")
+    page.goto(url)
+    expect(page.locator("#card-needs-js")).to_be_visible()
+    expect(page.locator("#card-form")).to_be_hidden()
+    expect(page.locator("#alipay")).to_be_visible()
+    shot(page, "16-no-js")
+    page.click("#alipay")
+    page.wait_for_url(f"{SANDBOX}/**")
+    assert "alipay.trade.page.pay" in page.url, page.url
+    page.click("#pay")
+    page.wait_for_url(f"{BASE}/checkout/s/**")
+    # With no script to follow the payment, the waiting page offers a refresh until it is known.
+    for _ in range(40):
+        if page.locator("#paid").count():
+            break
+        expect(page.locator("#heading")).to_be_visible()
+        page.wait_for_timeout(250)
+        page.reload()
+    expect_paid(page)
+    shot(page, "17-no-js-paid")
+    page.click("#receipt-link")
+    expect(page.locator("#heading")).to_contain_text("receipt")
+    assert [p["status"] for p in payments_of(token, app)] == ["succeeded"]
+    context.close()
+    # axe-core is a script, and a page with JavaScript off runs none (nor Playwright's
+    # evaluate). So the no-JS pay page is scanned as such a browser shows it: the page's own
+    # script blocked and its <noscript> content shown.
+    context, page = new_page(browser)
+    page.route("**/checkout/assets/*.js", lambda route: route.abort())
+
+    def unwrap_noscript(route):
+        response = route.fetch()
+        html = response.text().replace("<noscript>", "").replace("</noscript>", "")
+        route.fulfill(response=response, body=html)
+    page.route("**/checkout/s/*", unwrap_noscript)
+    _, _, url = checkout("CN")
+    page.goto(url)
+    # The link's redirect to the page is not routed; the page itself, loaded again, is.
+    page.goto(page.url)
+    expect(page.locator("#card-needs-js")).to_be_visible()
+    expect(page.locator("#card-form")).to_be_hidden()
+    axe(page, "no-JS pay")
+    context.close()
+
+
 def main():
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                     args=["--no-sandbox"])
         for test in [card_success, decline_then_success, three_ds_completed, three_ds_failed,
-                     alipay_paid, used_link, chinese, phone, double_click, no_card_number]:
+                     alipay_paid, used_link, chinese, phone, double_click, three_ds_reload,
+                     expiry_warning, expired, no_javascript,
+                     no_card_number]:
             test(browser)
         browser.close()
     print(f"screenshots: {SHOTS}")

@@ -41,7 +41,8 @@ async fn first_visit(link: &str) -> (String, String) {
         "HttpOnly",
         "Secure",
         "SameSite=Lax",
-        &format!("Path={page}"),
+        // The whole checkout path: sent again when the same browser reopens the link.
+        "Path=/checkout;",
     ] {
         assert!(
             set_cookie.contains(attribute),
@@ -210,12 +211,11 @@ async fn the_link_binds_to_the_first_browser_and_refuses_any_other() {
     assert!(html.contains("already used"), "{html}");
     let (status, _, _) = page(&app, &path, None).await;
     assert_eq!(status, 403);
-    let (status, _, _) = page(
-        &app,
-        &path,
-        Some("evisa_checkout=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
-    )
-    .await;
+    // The session's cookie with a made-up value.
+    let name = cookie.split('=').next().unwrap();
+    assert!(name.starts_with("evisa_checkout_"), "{cookie}");
+    let forged = format!("{name}=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let (status, _, _) = page(&app, &path, Some(&forged)).await;
     assert_eq!(status, 403);
     // A made-up link.
     let (status, _, _) = page(&app, &format!("/checkout/{}", "x".repeat(43)), None).await;
@@ -374,4 +374,62 @@ async fn assets_are_content_hashed_and_cached_for_a_year() {
     }
     let (status, _, _) = page(&app, "/checkout/assets/checkout.0000000000000000.css", None).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn with_stripe_itself_the_page_loads_stripe_js_and_has_no_card_fields_of_its_own() {
+    // No sandbox behind the Stripe client: production mode. Stripe.js cannot be fetched here
+    // (no internet), so this checks what the page asks the browser to do.
+    let app = spawn_app_with(&[
+        ("STRIPE_API_BASE", ""),
+        ("STRIPE_PUBLISHABLE_KEY", "pk_live_evisaCheckoutTest"),
+    ])
+    .await;
+    let (token, application) = app.submitted_application().await;
+    let r = open_checkout(&app, &token, &application, json!({}), "k").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (path, cookie) = first_visit(r.body["url"].as_str().unwrap()).await;
+    let (status, headers, html) = page(&app, &path, Some(&cookie)).await;
+    assert_eq!(status, 200);
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .expect("a nonce in the policy");
+    assert!(
+        csp.contains(&format!(
+            "script-src 'nonce-{nonce}' https://js.stripe.com;"
+        )),
+        "{csp}"
+    );
+    assert!(
+        csp.contains("frame-src https://js.stripe.com https://hooks.stripe.com"),
+        "{csp}"
+    );
+    assert!(
+        csp.contains("connect-src 'self' https://api.stripe.com"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        html.contains(&format!(
+            "<script nonce=\"{nonce}\" src=\"https://js.stripe.com/v3\"></script>"
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains("<div id=\"payment-element\"></div>"),
+        "{html}"
+    );
+    for field in ["id=\"card-number\"", "cc-number", "cc-exp", "cc-csc"] {
+        assert!(!html.contains(field), "no {field} of our own in production");
+    }
+    // The script is told the live publishable key and no sandbox tokeniser.
+    let config = html.replace("&#34;", "\"").replace("&quot;", "\"");
+    assert!(
+        config.contains("\"publishable_key\":\"pk_live_evisaCheckoutTest\""),
+        "{html}"
+    );
+    assert!(config.contains("\"tokenizer\":null"), "{html}");
 }

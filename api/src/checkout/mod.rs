@@ -13,13 +13,12 @@ mod messages;
 mod pages;
 mod pay;
 mod security;
+mod show;
 
 use askama::Template;
 use evisa_core::{
-    application,
     checkout::{self, BindOutcome, BrowserSecret, CheckoutSession, LinkToken, Locale},
     ids::CheckoutSessionId,
-    payment::store as payments,
 };
 use poem::{
     IntoResponse, Request, Response, Route, handler,
@@ -28,8 +27,8 @@ use poem::{
 };
 
 use crate::state::AppState;
-use pages::{Frame, MessagePage, PayPage, State};
-use security::CardMode;
+use pages::{Frame, MessagePage};
+pub(crate) use show::show;
 
 /// Routes outside the OpenAPI document, for `Allow` on a 405.
 pub const ROUTES: &[(&str, &[poem::http::Method])] = {
@@ -148,7 +147,7 @@ async fn open_link(req: &Request, Path(token): Path<String>, state: Data<&AppSta
     };
     if session.bound {
         // The same browser coming back (a reload of the link) goes on to its page.
-        if security::browser(req).is_some_and(|b| session.is_browser(&b)) {
+        if security::browser(req, session.id).is_some_and(|b| session.is_browser(&b)) {
             return Redirect::see_other(onwards).into_response();
         }
         tracing::info!(checkout_session = %session.id, "used checkout link refused");
@@ -207,7 +206,7 @@ pub(crate) async fn visit(state: &AppState, req: &Request, id: &str) -> Result<V
         Ok(None) => return Err(not_found()),
         Err(e) => return Err(unavailable(e)),
     };
-    match security::browser(req) {
+    match security::browser(req, session.id) {
         Some(browser) if session.is_browser(&browser) => Ok(Visit {
             locale: locale(req, Some(&session)),
             session,
@@ -241,136 +240,4 @@ async fn session_page(req: &Request, Path(id): Path<String>, state: Data<&AppSta
         resp.headers_mut().append("set-cookie", cookie);
     }
     resp
-}
-
-/// The page of a visit's current state; `error` is shown in the error summary.
-pub(crate) async fn show(
-    state: &AppState,
-    req: &Request,
-    v: &Visit,
-    error: Option<(StatusCode, String)>,
-) -> Response {
-    let application = match application::store::get_for_owner(
-        &state.db,
-        &state.config.data_keys,
-        v.session.applicant_id,
-        v.session.application(),
-    )
-    .await
-    {
-        Ok(a) => a,
-        Err(e) => return unavailable(e),
-    };
-    let list =
-        match payments::list_for_application(&state.db, v.session.applicant_id, application.id)
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => return unavailable(e),
-        };
-    let nonce = security::nonce();
-    let path = page_path(v.session.id);
-    let frame = Frame::new(v.locale, nonce.clone(), &path);
-    let m = frame.m;
-    let return_url = v
-        .session
-        .return_url
-        .as_deref()
-        .and_then(|u| state.config.return_url_origins.check(u).ok())
-        .map(|u| u.to_string());
-    match State::of(&v.session, &application, &list, chrono::Utc::now()) {
-        State::Paid { payment } => {
-            let mut page = MessagePage::new(frame, m.paid_heading, m.paid_text);
-            if let Some(p) = payment {
-                page.receipt_code =
-                    Some(evisa_core::receipt::code(&state.config.receipt_key, p.id));
-                page.receipt_link = Some(format!("{path}/receipt"));
-            }
-            page.return_url = return_url;
-            render(state, StatusCode::OK, &nonce, &page)
-        }
-        State::Expired => {
-            let mut page = MessagePage::new(frame, m.expired_heading, m.expired_text);
-            page.return_url = return_url;
-            render(state, StatusCode::GONE, &nonce, &page)
-        }
-        State::NotPayable => {
-            let mut page = MessagePage::new(frame, m.not_payable_heading, m.not_payable_text);
-            page.return_url = return_url;
-            render(state, StatusCode::CONFLICT, &nonce, &page)
-        }
-        State::Waiting { payment } => {
-            let mut page = MessagePage::new(frame, m.waiting_heading, m.waiting_text);
-            page.continue_link = pages::cashier_url(payment)
-                .map(|u| (u, m.alipay_continue.to_string()))
-                .or_else(|| Some((path.clone(), m.refresh.to_string())));
-            page.follow = Some(format!("{path}/payments/{}/events", payment.id));
-            page.page_url = path;
-            render(state, StatusCode::OK, &nonce, &page)
-        }
-        State::Pay { last_failure } => {
-            let Some(fee) = application.fee.as_ref() else {
-                return message(state, req, Some(&v.session), StatusCode::CONFLICT, |m| {
-                    (m.not_payable_heading, m.not_payable_text)
-                });
-            };
-            let amount = pages::money(fee.amount, v.locale);
-            let cny = pages::cny_price(&application).filter(|_| state.alipay.is_some());
-            let status = error.as_ref().map_or(StatusCode::OK, |e| e.0);
-            let error = error
-                .map(|e| e.1)
-                .or_else(|| last_failure.map(|p| m.decline(p.failure_code.as_deref()).to_string()));
-            let mode = CardMode::of(state);
-            let publishable = state.config.stripe.publishable_key.clone();
-            let config = serde_json::json!({
-                "lang": v.locale.tag(),
-                "csrf": v.browser.csrf_token(),
-                "card_url": format!("{path}/card"),
-                "page_url": path,
-                "events_base": format!("{path}/payments/"),
-                "reference": application.id.to_string(),
-                "amount": amount,
-                "amount_minor": fee.amount.amount_minor(),
-                "currency": fee.amount.currency().code().to_ascii_lowercase(),
-                "expires_at": v.session.expires_at.to_rfc3339(),
-                "publishable_key": publishable,
-                "tokenizer": match &mode {
-                    CardMode::Sandbox(url) => serde_json::Value::from(url.as_str().trim_end_matches('/')),
-                    CardMode::StripeJs => serde_json::Value::Null,
-                },
-                "strings": pages::script_strings(m),
-            });
-            let page = PayPage {
-                lang: frame.lang,
-                m,
-                nonce: frame.nonce,
-                stylesheet: frame.stylesheet,
-                script: frame.script,
-                languages: frame.languages,
-                error,
-                reference: application.id.to_string(),
-                visa_type: pages::visa_type(m, application.visa_type),
-                speed: pages::speed(m, application.processing_speed),
-                fee: amount.clone(),
-                fee_cny: cny
-                    .filter(|c| c.currency() != fee.amount.currency())
-                    .map(|c| pages::money(c, v.locale)),
-                expires_at: pages::moment(v.session.expires_at, v.locale),
-                expires_at_iso: v.session.expires_at.to_rfc3339(),
-                card_offered: publishable.is_some(),
-                stripe_js: matches!(mode, CardMode::StripeJs),
-                config_json: config.to_string(),
-                pay_label: pages::with_amount(m.pay_now, &amount),
-                alipay_button: cny
-                    .map(|c| pages::with_amount(m.alipay_button, &pages::money(c, v.locale))),
-                alipay_text: cny
-                    .map(|c| pages::with_amount(m.alipay_text, &pages::money(c, v.locale)))
-                    .unwrap_or_default(),
-                alipay_action: format!("{}/alipay", page_path(v.session.id)),
-                alipay_attempt: uuid::Uuid::now_v7().to_string(),
-                csrf: v.browser.csrf_token(),
-            };
-            render(state, status, &nonce, &page)
-        }
-    }
 }

@@ -11,9 +11,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::state::AppState;
 
-/// The cookie that binds a session to the browser that first opened its link. Its path is the
-/// session's, so one browser may hold several sessions.
-pub const COOKIE: &str = "evisa_checkout";
+/// The cookies that bind a session to the browser that first opened its link are named
+/// `evisa_checkout_<session id>`, on the whole checkout path, so that a browser may hold several
+/// sessions and is recognised both on the session's pages and when it opens the link again.
+pub const COOKIE_PREFIX: &str = "evisa_checkout_";
 /// The language the applicant chose with the page's switch.
 pub const LANG_COOKIE: &str = "evisa_checkout_lang";
 
@@ -98,12 +99,18 @@ pub fn page(state: &AppState, status: StatusCode, nonce: &str, html: String) -> 
         .body(html)
 }
 
+/// The name of the cookie binding `session`.
+pub fn binding_cookie_name(session: CheckoutSessionId) -> String {
+    format!("{COOKIE_PREFIX}{}", session.as_uuid().simple())
+}
+
 /// The `Set-Cookie` value binding `session` to this browser until it expires: HttpOnly (no
 /// script reads it), Secure (never over plain http, localhost apart), SameSite=Lax (sent when
 /// Alipay's cashier or the bank's page sends the browser back, never with another site's POST).
 pub fn binding_cookie(session: CheckoutSessionId, secret: &BrowserSecret, max_age: i64) -> String {
     format!(
-        "{COOKIE}={}; Path=/checkout/s/{session}; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+        "{}={}; Path=/checkout; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+        binding_cookie_name(session),
         secret.encode(),
         max_age.max(0)
     )
@@ -126,7 +133,7 @@ pub fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The browser's binding cookie, when it sent one that can be ours.
-pub fn browser(req: &Request) -> Option<BrowserSecret> {
-    cookie(req, COOKIE).and_then(BrowserSecret::decode)
+/// The browser's binding cookie for `session`, when it sent one that can be ours.
+pub fn browser(req: &Request, session: CheckoutSessionId) -> Option<BrowserSecret> {
+    cookie(req, &binding_cookie_name(session)).and_then(BrowserSecret::decode)
 }
