@@ -311,6 +311,27 @@ def double_click(browser):
     context.close()
 
 
+@check("the waiting page (Alipay opened, not paid) leads back to the cashier; a made-up link is not valid")
+def waiting_and_not_valid(browser):
+    context, page = new_page(browser)
+    _, _, url = checkout("CN")
+    page.goto(url)
+    session_page = page.url
+    page.click("#alipay")
+    page.wait_for_url(f"{SANDBOX}/**")
+    cashier = page.url
+    page.goto(session_page)
+    expect(page.locator("#heading")).to_contain_text("waiting")
+    assert page.get_attribute("#continue", "href") == cashier
+    expect(page.locator("#card-form")).to_have_count(0)
+    axe(page, "waiting"); shot(page, "18-waiting")
+    response = page.goto(f"{BASE}/checkout/{'x' * 43}")
+    assert response.status == 404, response.status
+    expect(page.locator("#heading")).to_contain_text("not valid")
+    axe(page, "not valid"); shot(page, "19-not-valid")
+    context.close()
+
+
 @check("no request to evisa-pay's origin ever carried a card number")
 def no_card_number(_browser):
     assert evisa_requests, "the network was watched"
@@ -442,7 +463,7 @@ def main():
                                     args=["--no-sandbox"])
         for test in [card_success, decline_then_success, three_ds_completed, three_ds_failed,
                      alipay_paid, used_link, chinese, phone, double_click, three_ds_reload,
-                     expiry_warning, expired, no_javascript,
+                     expiry_warning, expired, no_javascript, waiting_and_not_valid,
                      no_card_number]:
             test(browser)
         browser.close()
