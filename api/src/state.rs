@@ -35,6 +35,8 @@ pub struct Inner {
     pub password_hashing: crate::hashing::HashingPool,
     /// Event streams open in this process.
     pub event_streams: Arc<crate::streams::EventStreams>,
+    /// Stores webhooks that change nothing, many to a statement under load.
+    pub settled: evisa_core::inbox::SettledWriter,
     /// Set when the process is stopping: `/readyz` answers 503 so load balancers move traffic
     /// away while requests are still served.
     pub draining: std::sync::atomic::AtomicBool,
@@ -67,8 +69,10 @@ impl AppState {
             db.clone(),
             status_changes.clone(),
         ));
+        let settled = evisa_core::inbox::SettledWriter::batched(db.clone());
         AppState(Arc::new(Inner {
             config,
+            settled,
             db,
             redis,
             limiter,

@@ -86,6 +86,7 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
     };
     match inbox::ingest_stripe(
         &state.db,
+        &state.settled,
         &event.id,
         &event.kind,
         &payload,

@@ -775,3 +775,56 @@ async fn a_success_already_applied_is_recorded_without_changing_anything() {
         .unwrap();
     assert_eq!(status, "succeeded");
 }
+
+/// Events that change nothing arriving together share statements (`inbox::settled`): every
+/// delivery is acknowledged, each event id is stored once even when its two deliveries land in
+/// the same batch, each gets its own verdict, and one that contradicts the payment still goes
+/// the whole way and is quarantined.
+#[tokio::test]
+async fn settled_events_arriving_together_are_each_stored_once_with_their_verdict() {
+    let app = spawn_app().await;
+    app.start_worker();
+    let (_token, _application, payment, intent) = paid_by_card(&app).await;
+    let (amount, currency): (i64, String) =
+        sqlx::query_as("SELECT amount_minor, currency FROM payments WHERE id = $1")
+            .bind(payment.parse::<uuid::Uuid>().unwrap())
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let success = |amount: i64| {
+        json!({"id": intent, "object": "payment_intent", "status": "succeeded",
+               "amount": amount, "currency": currency.to_lowercase(),
+               "metadata": {"payment_id": payment}})
+    };
+    let customer = json!({"id": "cus_settled", "object": "customer"});
+    let mut events: Vec<(String, &str, Value, &str)> = Vec::new();
+    for i in 0..60 {
+        events.push((fresh("evt"), "payment_intent.succeeded", success(amount), "processed"));
+        if i % 2 == 0 {
+            events.push((fresh("evt"), "customer.created", customer.clone(), "ignored"));
+        }
+    }
+    events.push((fresh("evt"), "payment_intent.succeeded", success(amount + 1), "quarantined"));
+    // Each event delivered twice, all at once.
+    let deliveries = events
+        .iter()
+        .chain(events.iter())
+        .map(|(id, kind, object, _)| post_event(&app, id, kind, object));
+    let statuses = futures_util::future::join_all(deliveries).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    for (id, _, _, verdict) in &events {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT state FROM gateway_inbox WHERE event_id = $1")
+                .bind(id)
+                .fetch_all(&app.db)
+                .await
+                .unwrap();
+        assert_eq!(rows, vec![(verdict.to_string(),)], "{id}");
+    }
+    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
+        .bind(payment.parse::<uuid::Uuid>().unwrap())
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(status, "succeeded");
+}

@@ -1,14 +1,14 @@
-//! The inbox of verified gateway callbacks (`gateway_inbox`): written by the API when a webhook
-//! or notify arrives, read by the worker that applies it. Each callback is stored, unique by the
-//! gateway's event id, before it is acknowledged, so none is lost and none is applied twice.
-//!
-//! A Stripe event of any type is stored and applied in one transaction (PaymentIntents through
+//! Stripe events: stored and applied in one transaction (PaymentIntents through
 //! [`crate::payment::apply`], refunds through [`crate::refund::from_gateway`], disputes through
-//! [`crate::dispute`]): no job, and the gateway's retry covers any failure before the commit.
-//! An Alipay notify is stored `received` with a job that applies it.
+//! [`crate::dispute`]), or, when they change nothing, stored with their verdict by
+//! [`super::settled`].
 
 use sqlx::{PgConnection, PgPool};
 
+use super::{
+    Disposition, Ingested, StripeIngest, UNMATCHED_RETRY,
+    settled::{AlreadyShown, Settled, SettledWriter},
+};
 use crate::{
     application::Actor,
     dispute,
@@ -16,7 +16,6 @@ use crate::{
         stripe::IntentSnapshot,
         stripe_event::{ChargeSnapshot, StripeEventObject, interpret},
     },
-    ids::{ApplicationId, UserId},
     jobs::{self, ProcessGatewayEvent},
     money::Currency,
     payment::{
@@ -27,71 +26,6 @@ use crate::{
     refund,
 };
 
-/// A verified callback as stored.
-pub struct Stored {
-    pub provider: String,
-    pub event_id: String,
-    pub event_type: String,
-    pub state: String,
-    pub payload: serde_json::Value,
-}
-
-/// What became of an arriving callback.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Ingested {
-    /// Stored, and a job will apply it.
-    Queued,
-    /// Stored and applied (or found to need no applying) in one transaction.
-    Applied,
-    /// Seen before (same event id): nothing stored.
-    Duplicate,
-}
-
-/// What became of a stored event: the inbox row's final state and its note.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disposition {
-    /// Applied (or found to be already applied).
-    Processed,
-    /// Nothing of ours to change, and why.
-    Ignored(String),
-    /// Does not match our records: never applied, kept for a person.
-    Quarantined(String),
-    /// Names a PaymentIntent (this one) that no payment of ours has — yet, while a charge of
-    /// ours is in flight whose answer has not named its intent; otherwise another product's.
-    Unmatched(String),
-}
-
-impl Disposition {
-    fn note(&self) -> String {
-        match self {
-            Disposition::Processed => String::new(),
-            Disposition::Ignored(n) | Disposition::Quarantined(n) => n.clone(),
-            Disposition::Unmatched(intent) => format!("no payment of ours has intent {intent}"),
-        }
-    }
-
-    fn state(&self) -> &'static str {
-        match self {
-            Disposition::Processed => "processed",
-            Disposition::Ignored(_) | Disposition::Unmatched(_) => "ignored",
-            Disposition::Quarantined(_) => "quarantined",
-        }
-    }
-}
-
-/// How long an event naming an intent we do not know yet waits before it is applied again.
-pub const UNMATCHED_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// What a Stripe event did, once stored.
-pub struct StripeIngest {
-    pub ingested: Ingested,
-    /// What became of it (`Processed` for a duplicate: the first delivery decided).
-    pub disposition: Disposition,
-    /// The payment it moved to `failed`, if it did: (application, applicant), for the attempt
-    /// limits.
-    pub failed: Option<(ApplicationId, UserId)>,
-}
-
 /// Stores a verified Stripe event of any type, unique by its id, and applies it in the same
 /// transaction (see [`crate::gateway::stripe_event`] for what each type means): the event is
 /// acknowledged only once it is both stored and applied, or found to need no applying
@@ -100,6 +34,7 @@ pub struct StripeIngest {
 /// A duplicate event id changes nothing.
 pub async fn ingest_stripe(
     db: &PgPool,
+    settled: &SettledWriter,
     event_id: &str,
     event_type: &str,
     payload: &serde_json::Value,
@@ -108,30 +43,29 @@ pub async fn ingest_stripe(
     let object = interpret(event_type, &payload["data"]["object"]);
     // Most events change nothing: a type we only record, or an intent's success that the
     // worker's own answer already applied. Those are stored with their verdict in one
-    // statement, taking no lock; anything else goes the whole way below.
+    // statement, taking no lock (shared with other such events arriving at the same time);
+    // anything else goes the whole way below.
+    let settle = |disposition, only_if| Settled {
+        event_id: event_id.to_string(),
+        event_type: event_type.to_string(),
+        payload: payload.clone(),
+        disposition,
+        only_if,
+    };
     let settled = match &object {
         StripeEventObject::Other(why) => Some(
-            record_settled(
-                db,
-                event_id,
-                event_type,
-                payload,
-                &Disposition::Ignored(format!("{event_type}: {why}")),
-                None,
-            )
-            .await?,
+            settled
+                .record(settle(
+                    Disposition::Ignored(format!("{event_type}: {why}")),
+                    None,
+                ))
+                .await?,
         ),
         StripeEventObject::Intent(intent) => match already_succeeded(intent) {
-            Some(shown) => record_settled(
-                db,
-                event_id,
-                event_type,
-                payload,
-                &Disposition::Processed,
-                Some(&shown),
-            )
-            .await?
-            .then_some(true),
+            Some(shown) => settled
+                .record(settle(Disposition::Processed, Some(shown)))
+                .await?
+                .then_some(true),
             None => None,
         },
         _ => None,
@@ -296,15 +230,6 @@ async fn dispatch(
     Ok((disposition, applied))
 }
 
-/// What a PaymentIntent event must find to change nothing: its payment already `succeeded`
-/// through this very intent, for the same amount.
-struct AlreadyShown {
-    payment_id: crate::ids::PaymentId,
-    intent: String,
-    amount_minor: i64,
-    currency: String,
-}
-
 /// The intent's success, if it says that and names our payment (webhooks never carry the
 /// card, so there is nothing else such an event could teach us).
 fn already_succeeded(intent: &IntentSnapshot) -> Option<AlreadyShown> {
@@ -315,45 +240,6 @@ fn already_succeeded(intent: &IntentSnapshot) -> Option<AlreadyShown> {
         amount_minor: intent.amount,
         currency: intent.currency.to_ascii_uppercase(),
     })
-}
-
-/// Stores an event with its final verdict in one statement; with `only_if`, only when the
-/// payment already shows what the event says. `false` when nothing was stored: the event id
-/// was seen before, or the payment does not (yet) show it.
-async fn record_settled(
-    db: &PgPool,
-    event_id: &str,
-    event_type: &str,
-    payload: &serde_json::Value,
-    disposition: &Disposition,
-    only_if: Option<&AlreadyShown>,
-) -> Result<bool, sqlx::Error> {
-    let note = disposition.note();
-    let stored = sqlx::query(
-        "INSERT INTO gateway_inbox (id, provider, event_id, event_type, payload, state, note,
-                                    processed_at)
-         SELECT $1, 'stripe', $2, $3, $4, $5, $6, now()
-          WHERE NOT $7 OR EXISTS (SELECT 1 FROM payments
-                                   WHERE id = $8 AND provider = 'stripe' AND status = 'succeeded'
-                                     AND gateway_reference = $9 AND amount_minor = $10
-                                     AND currency = $11)
-         ON CONFLICT (provider, event_id) DO NOTHING",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .bind(event_id)
-    .bind(event_type)
-    .bind(payload)
-    .bind(disposition.state())
-    .bind((!note.is_empty()).then_some(note))
-    .bind(only_if.is_some())
-    .bind(only_if.map(|s| s.payment_id))
-    .bind(only_if.map(|s| s.intent.as_str()))
-    .bind(only_if.map(|s| s.amount_minor))
-    .bind(only_if.map(|s| s.currency.as_str()))
-    .execute(db)
-    .await?
-    .rows_affected();
-    Ok(stored == 1)
 }
 
 async fn finish_in(
@@ -480,100 +366,4 @@ async fn apply_charge_refunded(
     } else {
         Disposition::Ignored(notes.join("; "))
     })
-}
-
-/// Stores a verified callback (unique per provider and event id) in one transaction with the
-/// job that applies it.
-pub async fn ingest(
-    db: &PgPool,
-    provider: &str,
-    event_id: &str,
-    event_type: &str,
-    payload: &serde_json::Value,
-    max_attempts: usize,
-) -> Result<Ingested, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let ingested = store_in(
-        &mut tx,
-        provider,
-        event_id,
-        event_type,
-        payload,
-        max_attempts,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(ingested)
-}
-
-async fn store_in(
-    tx: &mut PgConnection,
-    provider: &str,
-    event_id: &str,
-    event_type: &str,
-    payload: &serde_json::Value,
-    max_attempts: usize,
-) -> Result<Ingested, sqlx::Error> {
-    let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
-        "INSERT INTO gateway_inbox (id, provider, event_id, event_type, payload)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (provider, event_id) DO NOTHING RETURNING id",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .bind(provider)
-    .bind(event_id)
-    .bind(event_type)
-    .bind(payload)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(inbox_id) = inserted else {
-        return Ok(Ingested::Duplicate);
-    };
-    jobs::enqueue(tx, &ProcessGatewayEvent { inbox_id }, max_attempts).await?;
-    Ok(Ingested::Queued)
-}
-
-/// A stored callback still to be applied.
-pub async fn get(db: &PgPool, id: uuid::Uuid) -> Result<Option<Stored>, sqlx::Error> {
-    let row: Option<(String, String, String, String, serde_json::Value)> = sqlx::query_as(
-        "SELECT provider, event_id, event_type, state, payload FROM gateway_inbox WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
-    Ok(
-        row.map(|(provider, event_id, event_type, state, payload)| Stored {
-            provider,
-            event_id,
-            event_type,
-            state,
-            payload,
-        }),
-    )
-}
-
-/// Records what applying a stored callback came to (`processed`, `ignored`, `quarantined`).
-pub async fn finish(
-    db: &PgPool,
-    id: uuid::Uuid,
-    state: &str,
-    note: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE gateway_inbox SET state = $2, note = $3, processed_at = now()
-          WHERE id = $1 AND state = 'received'",
-    )
-    .bind(id)
-    .bind(state)
-    .bind(note)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Callbacks stored but not applied yet.
-pub async fn unprocessed(db: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM gateway_inbox WHERE state = 'received'")
-        .fetch_one(db)
-        .await
 }
