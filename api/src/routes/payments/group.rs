@@ -22,19 +22,21 @@ use crate::{
 pub struct GroupPaymentsApi;
 
 /// A request to pay the fees of several of my applications with one charge. The amount is never
-/// sent: it is the sum of the fees fixed on the applications at submission.
+/// sent: it is the sum of the fees fixed on the applications at submission. `channel` (Alipay
+/// only) chooses the cashier the buyer sees (default `page`).
 #[derive(Object, serde::Deserialize)]
 #[oai(rename = "GroupPaymentRequest")]
 #[serde(deny_unknown_fields)]
 pub struct GroupPaymentRequestBody {
     /// 2 to `EVISA_GROUP_MAX` (default 50) of my submitted, unpaid applications, each once.
     pub application_ids: Vec<uuid::Uuid>,
+    // No doc comments on the enums' fields: they would wrap the references in an `allOf`, which
+    // generated clients cannot take; the enums' own descriptions say it.
     pub provider: ProviderWire,
     /// Card payments: a PaymentMethod id from Stripe.js (or a test method such as
     /// `pm_card_visa`). The card holder need not be one of the applicants.
     #[oai(skip_serializing_if_is_none)]
     pub payment_method: Option<String>,
-    /// Alipay only: which cashier the buyer sees (default `page`).
     #[oai(skip_serializing_if_is_none)]
     pub channel: Option<ChannelWire>,
     /// Alipay only: where to send the payer's browser afterwards (one of the portal's origins).
