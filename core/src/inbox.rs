@@ -87,9 +87,9 @@ pub struct StripeIngest {
     pub ingested: Ingested,
     /// What became of it (`Processed` for a duplicate: the first delivery decided).
     pub disposition: Disposition,
-    /// The payment it moved to `failed`, if it did: (application, applicant), for the attempt
+    /// The payment it moved to `failed`, if it did: (applications, applicant), for the attempt
     /// limits.
-    pub failed: Option<(ApplicationId, UserId)>,
+    pub failed: Option<(Vec<ApplicationId>, UserId)>,
 }
 
 /// Stores a verified Stripe event of any type, unique by its id, and applies it in the same
@@ -229,7 +229,14 @@ pub async fn ingest_stripe(
                 ..
             }
         ) {
-            failed = Some((payment.application_id, payment.applicant_id));
+            failed = Some((
+                payment
+                    .allocations
+                    .iter()
+                    .map(|a| a.application_id)
+                    .collect(),
+                payment.applicant_id,
+            ));
         }
     }
     Ok(StripeIngest {

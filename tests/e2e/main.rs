@@ -15,6 +15,7 @@ mod expiry;
 mod fees;
 mod group;
 mod group_checkout;
+mod group_limits;
 mod group_refunds;
 mod keys;
 mod limits;
