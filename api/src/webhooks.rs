@@ -112,11 +112,11 @@ pub async fn stripe(req: &Request, body: poem::Body, state: Data<&AppState>) -> 
                 Disposition::Quarantined(_) => "quarantined",
             };
             tracing::info!(event_id = %event.id, kind = %event.kind, outcome, "stripe webhook stored");
-            if let Some((application, applicant)) = failed {
+            if let Some((applications, applicant)) = failed {
                 ratelimit::count_failed_payment(
                     &state.limiter,
                     &state.config.limits,
-                    application,
+                    &applications,
                     applicant,
                 )
                 .await;

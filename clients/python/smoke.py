@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from http import HTTPStatus
@@ -37,6 +38,13 @@ try:
     )
     from evisa_pay_client.api.auth import login, register
     from evisa_pay_client.api.fees import quote_fee
+    from evisa_pay_client.api.payments import (
+        check_receipt,
+        create_group_payment,
+        get_application_receipt,
+        get_payment,
+        get_receipt,
+    )
     from evisa_pay_client.models import (
         AccessToken,
         Account,
@@ -46,8 +54,14 @@ try:
         CountryCode,
         Credentials,
         FeeQuote,
+        GroupPaymentRequest,
+        Payment,
+        PaymentProvider,
+        PaymentStatus,
         Problem,
         ProcessingSpeed,
+        Receipt,
+        ReceiptCheck,
         Registration,
         VisaType,
     )
@@ -319,9 +333,151 @@ def run(base_url: str) -> str:
         id=uuid.uuid4(),
     )
 
+    group = pay_as_group(authed, public, created.id, submitted.fee.amount, today)
+
     return (
         f"python smoke: OK: registered {email}, application {created.id} submitted with fee "
-        f"{submitted.fee.amount} {submitted.fee.currency} (= quote), 401 and 404 are problems"
+        f"{submitted.fee.amount} {submitted.fee.currency} (= quote), 401 and 404 are problems, "
+        f"{group}"
+    )
+
+
+def pay_as_group(
+    authed: AuthenticatedClient,
+    public: Client,
+    first: uuid.UUID,
+    fee: int,
+    today: datetime.date,
+) -> str:
+    """A family's applications paid together: `POST /v1/payments`, one charge, every one paid,
+    and a receipt for the payer and for each application that the public check confirms."""
+    ids = [first]
+    for name in ("Smoke Child", "Smoke Partner"):
+        draft = expect(
+            "createApplication (group member)",
+            call(
+                "createApplication",
+                create_application.sync_detailed,
+                client=authed,
+                body=ApplicationFields(
+                    full_name=name,
+                    passport_number="X7654321",
+                    date_of_birth=datetime.date(2012, 3, 4),
+                    nationality=CountryCode.FR,
+                    visa_type=VisaType.TOURIST,
+                    processing_speed=ProcessingSpeed.STANDARD,
+                    intended_arrival_date=today + datetime.timedelta(days=30),
+                ),
+            ),
+            HTTPStatus.CREATED,
+            Application,
+        )
+        expect(
+            "submitApplication (group member)",
+            call(
+                "submitApplication",
+                submit_application.sync_detailed,
+                client=authed,
+                id=draft.id,
+            ),
+            HTTPStatus.OK,
+            Application,
+        )
+        ids.append(draft.id)
+
+    started = expect(
+        "createGroupPayment",
+        call(
+            "createGroupPayment",
+            create_group_payment.sync_detailed,
+            client=authed,
+            idempotency_key=str(uuid.uuid4()),
+            body=GroupPaymentRequest(
+                application_ids=ids,
+                provider=PaymentProvider.STRIPE,
+                payment_method="pm_card_visa",
+            ),
+        ),
+        HTTPStatus.ACCEPTED,
+        Payment,
+    )
+    check(
+        started.amount == fee * len(ids),
+        f"createGroupPayment: amount {started.amount}, expected {fee * len(ids)}",
+    )
+    check(
+        len(started.allocations) == len(ids),
+        f"createGroupPayment: {len(started.allocations)} allocations for {len(ids)} applications",
+    )
+    payment = started
+    deadline = time.monotonic() + 30
+    while payment.status != PaymentStatus.SUCCEEDED:
+        check(time.monotonic() < deadline, f"getPayment: still {payment.status!r} after 30 s")
+        check(
+            payment.status
+            not in (PaymentStatus.FAILED, PaymentStatus.CANCELLED, PaymentStatus.EXPIRED),
+            f"getPayment: the group payment is {payment.status!r}",
+        )
+        time.sleep(0.2)
+        payment = expect(
+            "getPayment",
+            call("getPayment", get_payment.sync_detailed, client=authed, id=started.id),
+            HTTPStatus.OK,
+            Payment,
+        )
+
+    payer = expect(
+        "getReceipt",
+        call("getReceipt", get_receipt.sync_detailed, client=authed, id=payment.id),
+        HTTPStatus.OK,
+        Receipt,
+    )
+    check(
+        payer.kind == "payment" and len(payer.applications) == len(ids),
+        f"getReceipt: kind {payer.kind!r} with {len(payer.applications)} applications",
+    )
+    codes = [payer.verification_code]
+    for id_ in ids:
+        application = expect(
+            "getApplication (group member)",
+            call("getApplication", get_application.sync_detailed, client=authed, id=id_),
+            HTTPStatus.OK,
+            Application,
+        )
+        check(
+            application.status == ApplicationStatus.PAID,
+            f"getApplication: {id_} is {application.status!r}, expected paid",
+        )
+        own = expect(
+            "getApplicationReceipt",
+            call(
+                "getApplicationReceipt",
+                get_application_receipt.sync_detailed,
+                client=authed,
+                id=id_,
+            ),
+            HTTPStatus.OK,
+            Receipt,
+        )
+        check(
+            own.kind == "application" and own.amount == fee,
+            f"getApplicationReceipt: kind {own.kind!r}, amount {own.amount}",
+        )
+        codes.append(own.verification_code)
+    for code in codes:
+        checked = expect(
+            "checkReceipt",
+            call("checkReceipt", check_receipt.sync_detailed, client=public, code=code),
+            HTTPStatus.OK,
+            ReceiptCheck,
+        )
+        check(
+            checked.genuine and checked.payment_reference == payment.id,
+            f"checkReceipt: {code} is not the group payment's",
+        )
+    return (
+        f"group payment {payment.id} paid {len(ids)} applications ({payment.amount}) "
+        f"with {len(codes)} verified receipts"
     )
 
 

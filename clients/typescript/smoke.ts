@@ -168,10 +168,92 @@ async function run(baseUrl: string): Promise<string> {
     404,
   );
 
+  const group = await payAsGroup(authed, api, fields, [created.id], submitted.fee.amount);
+
   return (
     `ts smoke: OK: registered ${email}, application ${created.id} submitted with fee ` +
-    `${submitted.fee.amount} ${submitted.fee.currency} (= quote), 401 and 404 are problems`
+    `${submitted.fee.amount} ${submitted.fee.currency} (= quote), 401 and 404 are problems, ` +
+    group
   );
+}
+
+/** A family's applications paid together: `POST /v1/payments`, one charge, every one paid, and a
+ * receipt for the payer and for each application that the public check confirms. */
+async function payAsGroup(
+  authed: Client<paths>,
+  api: Client<paths>,
+  fields: ApplicationFields,
+  submittedIds: string[],
+  fee: number,
+): Promise<string> {
+  const ids = [...submittedIds];
+  for (const name of ["Smoke Child", "Smoke Partner"]) {
+    const draft = expectOk(
+      "createApplication (group member)",
+      await authed.POST("/v1/applications", { body: { ...fields, full_name: name } }),
+      201,
+    );
+    expectOk(
+      "submitApplication (group member)",
+      await authed.POST("/v1/applications/{id}/submit", { params: { path: { id: draft.id } } }),
+      200,
+    );
+    ids.push(draft.id);
+  }
+  const started = expectOk(
+    "createGroupPayment",
+    await authed.POST("/v1/payments", {
+      params: { header: { "Idempotency-Key": randomUUID() } },
+      body: { application_ids: ids, provider: "stripe", payment_method: "pm_card_visa" },
+    }),
+    202,
+  );
+  check(started.amount === fee * ids.length, `createGroupPayment: amount ${started.amount}`);
+  check(started.allocations.length === ids.length, "createGroupPayment: one allocation per application");
+  let payment = started;
+  const deadline = Date.now() + 30_000;
+  while (payment.status !== "succeeded") {
+    check(Date.now() < deadline, `getPayment: still ${payment.status} after 30 s`);
+    check(!["failed", "cancelled", "expired"].includes(payment.status), `getPayment: ${payment.status}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    payment = expectOk(
+      "getPayment",
+      await authed.GET("/v1/payments/{id}", { params: { path: { id: started.id } } }),
+      200,
+    );
+  }
+  const codes: string[] = [];
+  const payer = expectOk(
+    "getReceipt",
+    await authed.GET("/v1/payments/{id}/receipt", { params: { path: { id: payment.id } } }),
+    200,
+  );
+  check(payer.kind === "payment" && payer.applications.length === ids.length, "getReceipt: the payer's receipt lists the group");
+  codes.push(payer.verification_code);
+  for (const id of ids) {
+    const app = expectOk(
+      "getApplication (group member)",
+      await authed.GET("/v1/applications/{id}", { params: { path: { id } } }),
+      200,
+    );
+    check(app.status === "paid", `getApplication: ${id} is ${app.status}, expected paid`);
+    const own = expectOk(
+      "getApplicationReceipt",
+      await authed.GET("/v1/applications/{id}/receipt", { params: { path: { id } } }),
+      200,
+    );
+    check(own.kind === "application" && own.amount === fee, `getApplicationReceipt: ${JSON.stringify(own)}`);
+    codes.push(own.verification_code);
+  }
+  for (const code of codes) {
+    const checked = expectOk(
+      "checkReceipt",
+      await api.GET("/v1/receipts/{code}", { params: { path: { code } } }),
+      200,
+    );
+    check(checked.genuine && checked.payment_reference === payment.id, `checkReceipt: ${JSON.stringify(checked)}`);
+  }
+  return `group payment ${payment.id} paid ${ids.length} applications (${payment.amount}) with ${codes.length} verified receipts`;
 }
 
 /**

@@ -113,8 +113,8 @@ pub async fn holding_application(
 ) -> Result<Option<(uuid::Uuid, String, PaymentId)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT d.id, d.gateway_reference, d.payment_id
-           FROM disputes d JOIN payments p ON p.id = d.payment_id
-          WHERE p.application_id = $1 AND d.resolved_at IS NULL
+           FROM disputes d JOIN payment_allocations al ON al.payment_id = d.payment_id
+          WHERE al.application_id = $1 AND d.resolved_at IS NULL
           ORDER BY d.id LIMIT 1",
     )
     .bind(application)

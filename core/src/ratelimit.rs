@@ -165,28 +165,32 @@ pub fn bucket_digest(value: &str) -> String {
         .collect()
 }
 
-/// Counts a payment that just became `failed` against its application's and its applicant's
-/// attempt limits, which are checked before another attempt starts (so card testing stops at
-/// the limit). Whoever applied the decline counts it: the worker from the gateway's answer, the
-/// API from a webhook. A limiter that is down leaves it uncounted (logged).
+/// Counts a payment that just became `failed` against each of its applications' attempt limits
+/// and once against its applicant's, which are checked before another attempt starts (so card
+/// testing stops at the limit, for a group payment as for a single one). Whoever applied the
+/// decline counts it: the worker from the gateway's answer, the API from a webhook. A limiter
+/// that is down leaves it uncounted (logged).
 pub async fn count_failed_payment(
     limiter: &RateLimiter,
     limits: &crate::config::LimitSettings,
-    application: crate::ids::ApplicationId,
+    applications: &[crate::ids::ApplicationId],
     applicant: crate::ids::UserId,
 ) {
-    for (bucket, quota) in [
-        (
-            failed_payments_of_application(application),
-            limits.failures_per_application(),
-        ),
-        (
+    let buckets = applications
+        .iter()
+        .map(|a| {
+            (
+                failed_payments_of_application(*a),
+                limits.failures_per_application(),
+            )
+        })
+        .chain([(
             failed_payments_of_applicant(applicant),
             limits.failures_per_applicant(),
-        ),
-    ] {
+        )]);
+    for (bucket, quota) in buckets {
         if let Err(e) = limiter.check(&bucket, quota).await {
-            tracing::warn!(error = %e, %application, "failed attempt not counted: rate limiter unavailable");
+            tracing::warn!(error = %e, %applicant, "failed attempt not counted: rate limiter unavailable");
         }
     }
 }

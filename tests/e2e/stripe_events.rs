@@ -799,12 +799,27 @@ async fn settled_events_arriving_together_are_each_stored_once_with_their_verdic
     let customer = json!({"id": "cus_settled", "object": "customer"});
     let mut events: Vec<(String, &str, Value, &str)> = Vec::new();
     for i in 0..60 {
-        events.push((fresh("evt"), "payment_intent.succeeded", success(amount), "processed"));
+        events.push((
+            fresh("evt"),
+            "payment_intent.succeeded",
+            success(amount),
+            "processed",
+        ));
         if i % 2 == 0 {
-            events.push((fresh("evt"), "customer.created", customer.clone(), "ignored"));
+            events.push((
+                fresh("evt"),
+                "customer.created",
+                customer.clone(),
+                "ignored",
+            ));
         }
     }
-    events.push((fresh("evt"), "payment_intent.succeeded", success(amount + 1), "quarantined"));
+    events.push((
+        fresh("evt"),
+        "payment_intent.succeeded",
+        success(amount + 1),
+        "quarantined",
+    ));
     // Each event delivered twice, all at once.
     let deliveries = events
         .iter()

@@ -75,10 +75,15 @@ impl WorkerContext {
             Some(limiter),
         ) = (&applied, &self.limiter)
         {
+            let applications: Vec<_> = payment
+                .allocations
+                .iter()
+                .map(|a| a.application_id)
+                .collect();
             ratelimit::count_failed_payment(
                 limiter,
                 &self.limits,
-                payment.application_id,
+                &applications,
                 payment.applicant_id,
             )
             .await;

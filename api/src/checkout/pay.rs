@@ -112,8 +112,14 @@ pub async fn card(
             ),
         ]));
     }
-    let application = v.session.application();
-    if let Err(e) = admit_attempt(state, req, v.session.applicant_id, application).await {
+    if let Err(e) = admit_attempt(
+        state,
+        req,
+        v.session.applicant_id,
+        &v.session.application_ids,
+    )
+    .await
+    {
         return problem(e);
     }
     let path = format!("/checkout/s/{}/card", v.session.id);
@@ -128,7 +134,14 @@ pub async fn card(
             let method = Method::Card {
                 payment_method: request.payment_method,
             };
-            let p = start_payment(state, tx, v.session.applicant_id, application, method).await?;
+            let p = start_payment(
+                state,
+                tx,
+                v.session.applicant_id,
+                &v.session.application_ids,
+                method,
+            )
+            .await?;
             Ok(PaymentView::from(p))
         },
     )
@@ -195,9 +208,15 @@ pub async fn alipay(
         )
         .await;
     };
-    let application = v.session.application();
     let m = messages::of(v.locale);
-    if let Err(e) = admit_attempt(state, req, v.session.applicant_id, application).await {
+    if let Err(e) = admit_attempt(
+        state,
+        req,
+        v.session.applicant_id,
+        &v.session.application_ids,
+    )
+    .await
+    {
         return show(
             state,
             req,
@@ -229,7 +248,14 @@ pub async fn alipay(
                 channel,
                 return_url: Some(back),
             };
-            let p = start_payment(state, tx, v.session.applicant_id, application, method).await?;
+            let p = start_payment(
+                state,
+                tx,
+                v.session.applicant_id,
+                &v.session.application_ids,
+                method,
+            )
+            .await?;
             Ok(PaymentView::from(p))
         },
     )
@@ -367,4 +393,47 @@ pub async fn receipt(req: &Request, Path(id): Path<String>, state: Data<&AppStat
         back: path,
     };
     super::render(state, StatusCode::OK, &nonce, &page)
+}
+
+/// The application the page shows for `session`: for a group, the first application with the
+/// fee of the whole group (the sum of the members' fees, in each currency all of them can be
+/// paid in), which is what the page's payment charges.
+pub(crate) async fn with_group_fee(
+    state: &AppState,
+    session: &evisa_core::checkout::CheckoutSession,
+    mut first: evisa_core::application::Application,
+) -> Result<evisa_core::application::Application, evisa_core::application::ApplicationError> {
+    use evisa_core::money::Money;
+    let Some(mut total) = first.fee.clone() else {
+        return Ok(first);
+    };
+    for &id in session.application_ids.iter().filter(|a| **a != first.id) {
+        let member = evisa_core::application::store::get_for_owner(
+            &state.db,
+            &state.config.data_keys,
+            session.applicant_id,
+            id,
+        )
+        .await?;
+        let Some(fee) = member.fee else {
+            return Ok(first);
+        };
+        let add = |a: Money, b: Money| {
+            (a.currency() == b.currency())
+                .then(|| Money::new(a.amount_minor() + b.amount_minor(), a.currency()).ok())
+                .flatten()
+        };
+        total.options = total
+            .options
+            .iter()
+            .filter_map(|o| fee.options.iter().find_map(|m| add(*o, *m)))
+            .collect();
+        match add(total.amount, fee.amount) {
+            Some(sum) => total.amount = sum,
+            // Mixed currencies: the page's payment is refused, and says so.
+            None => return Ok(first),
+        }
+    }
+    first.fee = Some(total);
+    Ok(first)
 }

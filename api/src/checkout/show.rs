@@ -33,6 +33,10 @@ pub(crate) async fn show(
         Ok(a) => a,
         Err(e) => return unavailable(e),
     };
+    let application = match super::pay::with_group_fee(state, &v.session, application).await {
+        Ok(a) => a,
+        Err(e) => return unavailable(e),
+    };
     let list =
         match payments::list_for_application(&state.db, v.session.applicant_id, application.id)
             .await

@@ -187,7 +187,8 @@ impl AdminApi {
     ///
     /// `begin_processing` takes a paid application into processing; `approve` and `reject`
     /// decide it. Any other order is 409. When the service refunds fees on rejection
-    /// (`EVISA_REFUND_ON_REJECTION`), a rejection starts a full refund of the fee.
+    /// (`EVISA_REFUND_ON_REJECTION`), a rejection starts a full refund of the fee (of this
+    /// application's share only, when a group payment paid it).
     #[oai(
         path = "/v1/admin/applications/:id/decision",
         method = "post",
@@ -217,8 +218,11 @@ impl AdminApi {
         if let (Decision::Reject { reason }, true) =
             (&decision, state.config.payments.refund_on_rejection)
         {
+            // The payment that paid it, single or group: only this application's share is
+            // given back.
             let paid_by: Option<uuid::Uuid> = sqlx::query_scalar(
-                "SELECT id FROM payments WHERE application_id = $1 AND status = 'succeeded'",
+                "SELECT payment_id FROM payment_allocations
+                  WHERE application_id = $1 AND payment_status = 'succeeded'",
             )
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -229,6 +233,7 @@ impl AdminApi {
                 match refund::request(
                     &mut tx,
                     PaymentId::from_uuid(payment),
+                    Some(id),
                     None,
                     &reason,
                     auth.actor(),

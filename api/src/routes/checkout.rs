@@ -1,5 +1,6 @@
-//! `POST /v1/applications/{id}/checkout`: the portal opens a session of the hosted checkout page
-//! for one of the applicant's applications and sends the applicant to its single-use link.
+//! `POST /v1/applications/{id}/checkout` and `POST /v1/checkout`: the portal opens a session of
+//! the hosted checkout page for one of the applicant's applications, or for a group of them paid
+//! together, and sends the applicant to its single-use link.
 
 use evisa_core::{
     checkout::{self, CreateSessionError, LinkToken, Locale},
@@ -49,6 +50,26 @@ pub struct CheckoutRequestBody {
     // clients cannot take; the enum's own description says it.
     #[oai(skip_serializing_if_is_none)]
     pub locale: Option<LocaleWire>,
+}
+
+/// What the checkout page for a group is opened with.
+#[derive(Object, serde::Deserialize)]
+#[oai(rename = "GroupCheckoutRequest")]
+#[serde(deny_unknown_fields)]
+pub struct GroupCheckoutRequestBody {
+    /// 2 to `EVISA_GROUP_MAX` (default 50) of my submitted applications, each once: the page
+    /// takes one payment of the sum of their fees.
+    pub application_ids: Vec<uuid::Uuid>,
+    /// As for one application's checkout.
+    #[oai(validator(max_length = 2048), skip_serializing_if_is_none)]
+    pub return_url: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub locale: Option<LocaleWire>,
+}
+
+impl ServerSetFields for GroupCheckoutRequestBody {
+    const SERVER_SET: &'static [(&'static str, &'static str)] =
+        <CheckoutRequestBody as ServerSetFields>::SERVER_SET;
 }
 
 impl ServerSetFields for CheckoutRequestBody {
@@ -126,62 +147,173 @@ impl CheckoutApi {
         idempotency_key: Header<String>,
         body: JsonBody<CheckoutRequestBody>,
     ) -> ApiResult<CheckoutCreated> {
-        let me = auth.applicant()?;
         let JsonBody(request, raw) = body;
-        let return_url = request
-            .return_url
-            .as_deref()
-            .map(|u| state.config.return_url_origins.check(u))
-            .transpose()
-            .map_err(|e| ApiError::invalid(vec![field_problem("return_url", &e.to_string())]))?;
-        // Without a locale, the page negotiates with the browser on each visit.
-        let locale = request.locale.map(|l| match l {
-            LocaleWire::En => Locale::En,
-            LocaleWire::ZhCn => Locale::ZhCn,
-        });
-        let deadline_after = chrono::Duration::from_std(state.config.payments.application_expiry)
-            .map_err(ApiError::internal)?;
         let path = format!("/v1/applications/{}/checkout", id.0);
-        let opened = idempotent::once(
-            &state.db,
-            me.user_id,
-            Some(&idempotency_key.0),
+        open(
+            &auth,
+            &state,
+            &idempotency_key.0,
             &path,
             &raw,
-            201,
-            async |tx| {
-                let session = checkout::create(
-                    tx,
-                    &state.config.receipt_key,
-                    me.user_id,
-                    ApplicationId::from_uuid(id.0),
-                    return_url.as_ref().map(url::Url::as_str),
-                    locale,
-                    deadline_after,
-                )
-                .await
-                .map_err(|e| match e {
-                    CreateSessionError::ApplicationNotFound => ApiError::not_found("application"),
-                    CreateSessionError::NotPayable(status) => ApiError::conflict(
-                        "not-payable",
-                        format!(
-                            "the application is {status}; only a submitted application can be paid"
-                        ),
-                    ),
-                    CreateSessionError::Database(e) => e.into(),
-                })?;
-                Ok(Opened {
-                    session_id: session.id.as_uuid(),
-                    expires_at: session.expires_at,
-                })
-            },
+            &[ApplicationId::from_uuid(id.0)],
+            request.return_url,
+            request.locale,
         )
-        .await?;
-        let url = link(&state, CheckoutSessionId::from_uuid(opened.session_id))?;
-        tracing::info!(checkout_session = %opened.session_id, "checkout link made");
-        Ok(CheckoutCreated::Created(Json(CheckoutView {
-            url,
-            expires_at: opened.expires_at,
-        })))
+        .await
     }
+
+    /// Open the hosted checkout page for a group of applications.
+    ///
+    /// Like `POST /v1/applications/{id}/checkout`, for 2 to `EVISA_GROUP_MAX` of my submitted
+    /// applications paid together: the page takes one payment (card or Alipay) of the sum of
+    /// their fees, as `POST /v1/payments` does. The link is valid until the earliest of their
+    /// payment deadlines. Refused naming the member (`/application_ids/{i}`): not mine 404, not
+    /// submitted 409.
+    #[oai(
+        path = "/v1/checkout",
+        method = "post",
+        operation_id = "createGroupCheckout"
+    )]
+    async fn create_group(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        /// A unique key per checkout link (a UUID), 1 to 255 visible ASCII characters.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)
+        )]
+        idempotency_key: Header<String>,
+        body: JsonBody<GroupCheckoutRequestBody>,
+    ) -> ApiResult<CheckoutCreated> {
+        let JsonBody(request, raw) = body;
+        let max = state.config.payments.group_max;
+        if !(2..=max).contains(&request.application_ids.len()) {
+            return Err(ApiError::invalid(vec![field_problem(
+                "application_ids",
+                &format!("must name 2 to {max} applications"),
+            )]));
+        }
+        let applications: Vec<ApplicationId> = request
+            .application_ids
+            .iter()
+            .map(|a| ApplicationId::from_uuid(*a))
+            .collect();
+        open(
+            &auth,
+            &state,
+            &idempotency_key.0,
+            "/v1/checkout",
+            &raw,
+            &applications,
+            request.return_url,
+            request.locale,
+        )
+        .await
+    }
+}
+
+fn session_error(e: CreateSessionError) -> ApiError {
+    match e {
+        CreateSessionError::ApplicationNotFound => ApiError::not_found("application"),
+        CreateSessionError::NotPayable(status) => ApiError::conflict(
+            "not-payable",
+            format!("the application is {status}; only a submitted application can be paid"),
+        ),
+        CreateSessionError::Repeated => ApiError::invalid(vec![field_problem(
+            "application_ids",
+            "names an application twice",
+        )]),
+        CreateSessionError::Member {
+            index,
+            application,
+            refusal,
+        } => {
+            let member = vec![crate::problem::FieldProblem {
+                field: "application_ids".into(),
+                pointer: Some(format!("/application_ids/{index}")),
+                detail: refusal.to_string(),
+            }];
+            match *refusal {
+                CreateSessionError::ApplicationNotFound => ApiError::NotFound(Json(
+                    crate::problem::Problem::new(
+                        poem::http::StatusCode::NOT_FOUND,
+                        "not-found",
+                        "Not found",
+                        format!("application {application} not found"),
+                    )
+                    .with_errors(member),
+                )),
+                CreateSessionError::NotPayable(status) => ApiError::conflict_with(
+                    "not-payable",
+                    format!(
+                        "application {application} is {status}; only submitted applications can be paid"
+                    ),
+                    member,
+                ),
+                CreateSessionError::Repeated => ApiError::invalid(member),
+                other => session_error(other),
+            }
+        }
+        CreateSessionError::Database(e) => e.into(),
+    }
+}
+
+/// Opens a session for `applications` once per `Idempotency-Key`: the one path of both routes.
+#[allow(clippy::too_many_arguments)]
+async fn open(
+    auth: &BearerAuth,
+    state: &AppState,
+    idempotency_key: &str,
+    path: &str,
+    raw: &serde_json::Value,
+    applications: &[ApplicationId],
+    return_url: Option<String>,
+    locale: Option<LocaleWire>,
+) -> ApiResult<CheckoutCreated> {
+    let me = auth.applicant()?;
+    let return_url = return_url
+        .as_deref()
+        .map(|u| state.config.return_url_origins.check(u))
+        .transpose()
+        .map_err(|e| ApiError::invalid(vec![field_problem("return_url", &e.to_string())]))?;
+    // Without a locale, the page negotiates with the browser on each visit.
+    let locale = locale.map(|l| match l {
+        LocaleWire::En => Locale::En,
+        LocaleWire::ZhCn => Locale::ZhCn,
+    });
+    let deadline_after = chrono::Duration::from_std(state.config.payments.application_expiry)
+        .map_err(ApiError::internal)?;
+    let opened = idempotent::once(
+        &state.db,
+        me.user_id,
+        Some(idempotency_key),
+        path,
+        raw,
+        201,
+        async |tx| {
+            let session = checkout::create(
+                tx,
+                &state.config.receipt_key,
+                me.user_id,
+                applications,
+                return_url.as_ref().map(url::Url::as_str),
+                locale,
+                deadline_after,
+            )
+            .await
+            .map_err(session_error)?;
+            Ok(Opened {
+                session_id: session.id.as_uuid(),
+                expires_at: session.expires_at,
+            })
+        },
+    )
+    .await?;
+    let url = link(state, CheckoutSessionId::from_uuid(opened.session_id))?;
+    tracing::info!(checkout_session = %opened.session_id, applications = applications.len(), "checkout link made");
+    Ok(CheckoutCreated::Created(Json(CheckoutView {
+        url,
+        expires_at: opened.expires_at,
+    })))
 }

@@ -2,7 +2,7 @@
 //! verification code.
 
 use evisa_core::{
-    ids::PaymentId,
+    ids::{ApplicationId, PaymentId},
     payment::store as payments,
     receipt::{self, Method, Receipt},
 };
@@ -33,13 +33,28 @@ pub struct ReceiptRefundView {
     pub date: chrono::DateTime<chrono::Utc>,
 }
 
-/// The receipt of a succeeded payment.
+/// One application a receipt covers, and its share of the payment.
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "ReceiptApplication")]
+pub struct ReceiptLineView {
+    pub application_reference: uuid::Uuid,
+    /// Minor units of the payment's currency.
+    pub amount: i64,
+    pub refunded_amount: i64,
+}
+
+/// The receipt of a succeeded payment: the payer's (`kind: payment`: the total and every
+/// application it paid) or one application's (`kind: application`: its own share, its own code,
+/// nothing about the payer or the other applications).
 #[derive(Object, Debug, Clone)]
 #[oai(rename = "Receipt")]
 pub struct ReceiptView {
+    /// `payment` (the payer's receipt) or `application` (one application's share).
+    pub kind: String,
     pub payment_reference: uuid::Uuid,
+    /// The application of an application's receipt; the first application of a payer's.
     pub application_reference: uuid::Uuid,
-    /// Minor units of `currency`.
+    /// Minor units of `currency`: the whole payment, or the application's share.
     pub amount: i64,
     pub currency: String,
     /// `card` or `alipay`.
@@ -55,17 +70,41 @@ pub struct ReceiptView {
     /// Minor units given back by succeeded refunds.
     pub refunded_amount: i64,
     pub refunds: Vec<ReceiptRefundView>,
+    /// The applications covered (one, on an application's receipt).
+    pub applications: Vec<ReceiptLineView>,
     /// Anyone can check it at `GET /v1/receipts/{verification_code}`.
     pub verification_code: String,
 }
 
+fn kind(r: &Receipt) -> &'static str {
+    if r.share_of.is_some() {
+        "application"
+    } else {
+        "payment"
+    }
+}
+
+fn lines(r: &Receipt) -> Vec<ReceiptLineView> {
+    r.lines
+        .iter()
+        .map(|l| ReceiptLineView {
+            application_reference: l.application_id.as_uuid(),
+            amount: l.amount.amount_minor(),
+            refunded_amount: l.refunded_amount,
+        })
+        .collect()
+}
+
 impl From<Receipt> for ReceiptView {
     fn from(r: Receipt) -> Self {
+        let (kind, applications) = (kind(&r).to_string(), lines(&r));
         let (method, card_brand, card_last4, alipay_trade_no) = match r.method {
             Method::Card { brand, last4 } => ("card", brand, last4, None),
             Method::Alipay { trade_no } => ("alipay", None, None, trade_no),
         };
         ReceiptView {
+            kind,
+            applications,
             payment_reference: r.payment_id.as_uuid(),
             application_reference: r.application_id.as_uuid(),
             amount: r.amount.amount_minor(),
@@ -96,6 +135,8 @@ impl From<Receipt> for ReceiptView {
 pub struct ReceiptCheckView {
     /// Always true: codes that are not genuine answer 404.
     pub genuine: bool,
+    /// `payment` (a payer's receipt) or `application` (one application's share).
+    pub kind: String,
     pub payment_reference: uuid::Uuid,
     pub application_reference: uuid::Uuid,
     /// Minor units of `currency`.
@@ -103,6 +144,8 @@ pub struct ReceiptCheckView {
     pub currency: String,
     pub paid_at: chrono::DateTime<chrono::Utc>,
     pub refunded_amount: i64,
+    /// The applications the receipt covers.
+    pub applications: Vec<ReceiptLineView>,
 }
 
 async fn receipt_of(
@@ -151,6 +194,49 @@ impl ReceiptsApi {
         Ok(Json(receipt_of(&state, &auth, id.0).await?.into()))
     }
 
+    /// Get the receipt of one of my applications: its share of the payment that paid it.
+    ///
+    /// For a group payment, each application has its own receipt (its share, its own
+    /// verification code); the payer's receipt of the whole is `GET /v1/payments/{id}/receipt`.
+    /// 409 while no payment has paid the application.
+    #[oai(
+        path = "/v1/applications/:id/receipt",
+        method = "get",
+        operation_id = "getApplicationReceipt"
+    )]
+    async fn application_receipt(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<uuid::Uuid>,
+    ) -> ApiResult<Json<ReceiptView>> {
+        let me = auth.applicant()?;
+        let application = ApplicationId::from_uuid(id.0);
+        // 404 for an application that is not mine.
+        evisa_core::application::store::get_for_owner(
+            &state.db,
+            &state.config.data_keys,
+            me.user_id,
+            application,
+        )
+        .await
+        .map_err(super::applications::application_error)?;
+        let r = receipt::for_application(
+            &state.db,
+            &state.config.receipt_key,
+            me.user_id,
+            application,
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "no-receipt",
+                "no payment has paid this application; only paid applications have a receipt",
+            )
+        })?;
+        Ok(Json(r.into()))
+    }
+
     /// Get the receipt of one of my payments as a printable page.
     #[oai(
         path = "/v1/payments/:id/receipt/printable",
@@ -193,6 +279,24 @@ impl ReceiptsApi {
                 )
             })
             .collect();
+        // A group payment's receipt lists the applications it paid: references and shares only.
+        let members: String = if r.applications.len() > 1 {
+            let rows: String = r
+                .applications
+                .iter()
+                .map(|a| {
+                    format!(
+                        "<tr><td>{}</td><td>{} {}</td></tr>",
+                        a.application_reference,
+                        major(a.amount),
+                        escape(&r.currency)
+                    )
+                })
+                .collect();
+            format!("<h2>Applications paid</h2><table>{rows}</table>")
+        } else {
+            String::new()
+        };
         let page = format!(
             r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Receipt {payment}</title>
 <style>body{{font-family:serif;max-width:40em;margin:2em auto}}td,th{{padding:.2em 1em;text-align:left}}@media print{{a{{display:none}}}}</style></head>
@@ -203,7 +307,7 @@ impl ReceiptsApi {
 <tr><th>Paid with</th><td>{method}</td></tr>
 <tr><th>Date</th><td>{date}</td></tr>
 <tr><th>Refunded</th><td>{refunded} {currency}</td></tr>
-</table>{refunds_table}
+</table>{members}{refunds_table}
 <p>Verification code: <strong>{code}</strong><br>Check that this receipt is genuine at <code>/v1/receipts/{code}</code> on the official service.</p>
 </body></html>"#,
             payment = r.payment_reference,
@@ -247,6 +351,8 @@ impl ReceiptsApi {
             })?;
         Ok(Json(ReceiptCheckView {
             genuine: true,
+            kind: kind(&r).into(),
+            applications: lines(&r),
             payment_reference: r.payment_id.as_uuid(),
             application_reference: r.application_id.as_uuid(),
             amount: r.amount.amount_minor(),

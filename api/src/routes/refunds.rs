@@ -2,7 +2,7 @@
 
 use evisa_core::jobs::{RefundPayment, enqueue};
 use evisa_core::{
-    ids::PaymentId,
+    ids::{ApplicationId, PaymentId},
     payment::store as payments,
     refund::{self, ApprovalError, Refund, RefundError, RefundStatus},
 };
@@ -31,7 +31,13 @@ pub struct RefundsApi;
 #[oai(rename = "RefundRequest", example)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequestBody {
-    /// Minor units of the payment's currency; everything that remains when omitted.
+    /// For a group payment (required): the application whose share is refunded. A refund never
+    /// exceeds what remains of that application's share. May be omitted for a payment of one
+    /// application.
+    #[oai(skip_serializing_if_is_none)]
+    pub application_id: Option<uuid::Uuid>,
+    /// Minor units of the payment's currency; everything that remains (of the share) when
+    /// omitted.
     #[oai(validator(minimum(value = "1")), skip_serializing_if_is_none)]
     pub amount: Option<i64>,
     /// Why (kept with the refund and in the payment's history).
@@ -42,6 +48,7 @@ pub struct RefundRequestBody {
 impl Example for RefundRequestBody {
     fn example() -> Self {
         RefundRequestBody {
+            application_id: None,
             amount: Some(1000),
             reason: "Fee charged twice by the bank; partial goodwill refund.".into(),
         }
@@ -59,6 +66,10 @@ impl ServerSetFields for RefundRequestBody {
 pub struct RefundView {
     pub id: uuid::Uuid,
     pub payment_id: uuid::Uuid,
+    /// The application whose share of the payment it gives back; absent only for a refund of a
+    /// group payment made at the gateway outside evisa-pay.
+    #[oai(skip_serializing_if_is_none)]
+    pub application_id: Option<uuid::Uuid>,
     /// Minor units of `currency`.
     pub amount: i64,
     pub currency: String,
@@ -83,6 +94,7 @@ impl From<Refund> for RefundView {
         RefundView {
             id: r.id,
             payment_id: r.payment_id.as_uuid(),
+            application_id: r.application_id.map(|a| a.as_uuid()),
             amount: r.amount.amount_minor(),
             currency: r.amount.currency().code().to_string(),
             reason: r.reason,
@@ -132,6 +144,16 @@ fn refund_error(e: RefundError) -> ApiError {
                 detail: format!("must be at most {}", remaining.amount_minor()),
             }],
         ),
+        RefundError::ApplicationRequired => ApiError::invalid(vec![FieldProblem {
+            field: "application_id".into(),
+            pointer: Some("/application_id".into()),
+            detail: "is required for a group payment: the application whose share to refund".into(),
+        }]),
+        RefundError::NotAllocated(a) => ApiError::invalid(vec![FieldProblem {
+            field: "application_id".into(),
+            pointer: Some("/application_id".into()),
+            detail: format!("the payment does not pay application {a}"),
+        }]),
         RefundError::Database(e) => e.into(),
     }
 }
@@ -262,6 +284,7 @@ impl RefundsApi {
                 let (refund, _) = refund::request(
                     &mut *tx,
                     PaymentId::from_uuid(id.0),
+                    request.application_id.map(ApplicationId::from_uuid),
                     request.amount,
                     reason,
                     auth.actor(),

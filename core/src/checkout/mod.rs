@@ -91,7 +91,7 @@ impl Locale {
 pub struct CheckoutSession {
     pub id: CheckoutSessionId,
     pub applicant_id: UserId,
-    /// The applications it pays (one today).
+    /// The applications it pays: one, or a group paid together (in id order).
     pub application_ids: Vec<ApplicationId>,
     /// Where the page sends the applicant when they are done: checked against the allowed
     /// origins when it was given, and again before any redirect.
@@ -128,7 +128,7 @@ impl CheckoutSession {
             .is_some_and(|stored| same_bytes(stored, &sha256(cookie.0.expose())))
     }
 
-    /// The application the page pays (group sessions will list several).
+    /// The first application the page pays (the only one, unless it pays a group).
     pub fn application(&self) -> ApplicationId {
         self.application_ids[0]
     }

@@ -16,47 +16,93 @@ pub enum CreateSessionError {
     /// No such application of this applicant's.
     #[error("application not found")]
     ApplicationNotFound,
-    /// Only a submitted application can be paid, and a paid one shown as paid.
+    /// Only a submitted application can be paid, and a paid one shown as paid (a group's
+    /// members must all be submitted).
     #[error("the application is {0}")]
     NotPayable(ApplicationStatus),
+    /// The same application is named twice.
+    #[error("the application is named twice")]
+    Repeated,
+    /// One application of a group cannot be paid (its position in the request, and why).
+    #[error("application {application} (number {index} of the group): {refusal}")]
+    Member {
+        index: usize,
+        application: ApplicationId,
+        refusal: Box<CreateSessionError>,
+    },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
-/// Opens a session for `applicant`'s `application`, in the caller's transaction. It is valid
-/// until the application's payment deadline (submission + `deadline_after`); for an application
-/// already paid, for as long again from now (the page only shows it paid).
+/// Opens a session for `applicant`'s `applications` (one, or a group paid together), in the
+/// caller's transaction. It is valid until the earliest of the applications' payment deadlines
+/// (submission + `deadline_after`); for a single application already paid, for as long again
+/// from now (the page only shows it paid).
 pub async fn create(
     tx: &mut PgConnection,
     link_key: &Secret<Vec<u8>>,
     applicant: UserId,
-    application: ApplicationId,
+    applications: &[ApplicationId],
     return_url: Option<&str>,
     locale: Option<Locale>,
     deadline_after: chrono::Duration,
 ) -> Result<CheckoutSession, CreateSessionError> {
-    let row: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT status::text, submitted_at FROM applications
-          WHERE id = $1 AND applicant_id = $2 FOR SHARE",
-    )
-    .bind(application)
-    .bind(applicant)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (status, submitted_at) = row.ok_or(CreateSessionError::ApplicationNotFound)?;
-    let status: ApplicationStatus = status
-        .parse()
-        .map_err(|_| sqlx::Error::Decode(format!("application status {status}").into()))?;
-    let now = Utc::now();
-    let expires_at = match (status, submitted_at) {
-        (ApplicationStatus::Submitted, Some(at)) => at + deadline_after,
-        (ApplicationStatus::Paid, _) => now + deadline_after,
-        (other, _) => return Err(CreateSessionError::NotPayable(other)),
+    let group = applications.len() > 1;
+    let member = |index: usize, application: ApplicationId, refusal: CreateSessionError| {
+        if group {
+            CreateSessionError::Member {
+                index,
+                application,
+                refusal: Box::new(refusal),
+            }
+        } else {
+            refusal
+        }
     };
-    if expires_at <= now {
-        // Past its deadline but not yet expired by the sweeper: nothing can be paid any more.
-        return Err(CreateSessionError::NotPayable(ApplicationStatus::Expired));
+    let ids: Vec<uuid::Uuid> = applications.iter().map(|a| a.as_uuid()).collect();
+    let rows: Vec<(ApplicationId, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT id, status::text, submitted_at FROM applications
+          WHERE id = ANY($1) AND applicant_id = $2 ORDER BY id FOR SHARE",
+    )
+    .bind(&ids)
+    .bind(applicant)
+    .fetch_all(&mut *tx)
+    .await?;
+    let now = Utc::now();
+    let mut expires_at: Option<DateTime<Utc>> = None;
+    for (i, &application) in applications.iter().enumerate() {
+        if applications[..i].contains(&application) {
+            return Err(member(i, application, CreateSessionError::Repeated));
+        }
+        let (_, status, submitted_at) = rows
+            .iter()
+            .find(|r| r.0 == application)
+            .ok_or_else(|| member(i, application, CreateSessionError::ApplicationNotFound))?;
+        let status: ApplicationStatus = status
+            .parse()
+            .map_err(|_| sqlx::Error::Decode(format!("application status {status}").into()))?;
+        let deadline = match (status, submitted_at) {
+            (ApplicationStatus::Submitted, Some(at)) => *at + deadline_after,
+            (ApplicationStatus::Paid, _) if !group => now + deadline_after,
+            (other, _) => {
+                return Err(member(
+                    i,
+                    application,
+                    CreateSessionError::NotPayable(other),
+                ));
+            }
+        };
+        if deadline <= now {
+            // Past its deadline but not yet expired by the sweeper: nothing can be paid any more.
+            return Err(member(
+                i,
+                application,
+                CreateSessionError::NotPayable(ApplicationStatus::Expired),
+            ));
+        }
+        expires_at = Some(expires_at.map_or(deadline, |e| e.min(deadline)));
     }
+    let expires_at = expires_at.ok_or(CreateSessionError::ApplicationNotFound)?;
     let id = CheckoutSessionId::new();
     let token = LinkToken::of(link_key, id);
     sqlx::query(
@@ -64,7 +110,7 @@ pub async fn create(
             INSERT INTO checkout_sessions (id, applicant_id, token_hash, return_url, locale, expires_at)
             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id)
          INSERT INTO checkout_session_applications (session_id, application_id)
-         SELECT s.id, $7 FROM s",
+         SELECT s.id, a FROM s, unnest($7::uuid[]) AS a",
     )
     .bind(id.as_uuid())
     .bind(applicant)
@@ -72,13 +118,16 @@ pub async fn create(
     .bind(return_url)
     .bind(locale.map(Locale::tag))
     .bind(expires_at)
-    .bind(application)
+    .bind(&ids)
     .execute(&mut *tx)
     .await?;
+    let mut application_ids = applications.to_vec();
+    // As a stored session reads them back.
+    application_ids.sort();
     Ok(CheckoutSession {
         id,
         applicant_id: applicant,
-        application_ids: vec![application],
+        application_ids,
         return_url: return_url.map(str::to_string),
         locale,
         expires_at,

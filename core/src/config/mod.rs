@@ -162,6 +162,8 @@ pub struct PaymentSettings {
     pub refund_on_rejection: bool,
     /// Which officers' refunds wait for a second staff member's approval.
     pub refund_approval: crate::refund::ApprovalPolicy,
+    /// The most applications one group payment may pay (`EVISA_GROUP_MAX`, 2 to 500).
+    pub group_max: usize,
 }
 
 /// The background job layer.
@@ -378,6 +380,10 @@ impl Config {
                     _ => Err("must be a number of minor units, 0 or more".into()),
                 },
             ),
+            group_max: r.parsed("EVISA_GROUP_MAX", 50, |v| match v.parse::<usize>() {
+                Ok(n) if (2..=500).contains(&n) => Ok(n),
+                _ => Err("must be a number from 2 to 500".into()),
+            }),
         };
         let jobs = JobSettings {
             concurrency: r.parsed("EVISA_WORKER_CONCURRENCY", 8, |v| {

@@ -83,9 +83,9 @@ pub struct StripeIngest {
     pub ingested: Ingested,
     /// What became of it (`Processed` for a duplicate: the first delivery decided).
     pub disposition: Disposition,
-    /// The payment it moved to `failed`, if it did: (application, applicant), for the attempt
+    /// The payment it moved to `failed`, if it did: (applications, applicant), for the attempt
     /// limits.
-    pub failed: Option<(ApplicationId, UserId)>,
+    pub failed: Option<(Vec<ApplicationId>, UserId)>,
 }
 
 /// Stores a verified callback (unique per provider and event id) in one transaction with the

@@ -156,9 +156,17 @@ async fn write(db: &PgPool, rows: &[&Settled]) -> Result<Vec<bool>, sqlx::Error>
     )
     .bind(&ids)
     .bind(rows.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.event_type.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|r| &r.payload).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.disposition.state()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.disposition.state())
+            .collect::<Vec<_>>(),
+    )
     .bind(&notes)
     .bind(
         rows.iter()

@@ -163,7 +163,14 @@ pub async fn ingest_stripe(
                 ..
             }
         ) {
-            failed = Some((payment.application_id, payment.applicant_id));
+            failed = Some((
+                payment
+                    .allocations
+                    .iter()
+                    .map(|a| a.application_id)
+                    .collect(),
+                payment.applicant_id,
+            ));
         }
     }
     Ok(StripeIngest {

@@ -3,24 +3,24 @@
 //! same state, whatever order or how often reports arrive.
 //!
 //! The walk of one report, in one transaction:
-//! 1. lock the application and the payment (in that order, everywhere) and read both;
+//! 1. lock the payment's applications and the payment (in that order, everywhere) and read them;
 //! 2. refuse a report whose amount or gateway object is not the payment's;
 //! 3. ask [`PaymentStatus::next`] where the payment goes; a stale or duplicate report changes
 //!    nothing (it may still teach us the gateway's reference or the card);
-//! 4. a success for an application that something else already paid is a duplicate charge:
-//!    flagged for refund, the application untouched;
+//! 4. a success for a payment one of whose applications something else already paid is a
+//!    duplicate charge: flagged for refund (whole), the applications untouched;
 //! 5. otherwise the payment moves, its history gets the event, event streams are told, and a
-//!    success moves the application to `paid` (through [`ApplicationStatus::next`]).
+//!    success moves every application it pays to `paid` (through [`ApplicationStatus::next`]).
 
 use sqlx::{PgConnection, PgPool};
 
 use super::{
     NextAction, Payment, PaymentEvent, PaymentRefusal, PaymentStatus,
-    store::{self, PaymentRow, announcement},
+    store::{self, announcement},
 };
 use crate::{
     application::{Actor, ApplicationEvent, ApplicationStatus, store::record_paid},
-    ids::PaymentId,
+    ids::{ApplicationId, PaymentId},
     money::Money,
     notify,
 };
@@ -51,7 +51,7 @@ pub struct GatewayFacts {
 /// What [`apply`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// The payment moved; `application_paid` when this made its application `paid`.
+    /// The payment moved; `application_paid` when this made its applications `paid`.
     Moved {
         from: PaymentStatus,
         to: PaymentStatus,
@@ -81,42 +81,49 @@ pub enum ApplyError {
     Database(#[from] sqlx::Error),
 }
 
-/// A payment and its application, locked for the rest of the transaction.
+/// A payment and its applications, locked for the rest of the transaction.
 pub(crate) struct Locked {
     pub payment: Payment,
-    pub application_status: ApplicationStatus,
-    /// A payment (or a fee waiver) has already paid the application.
+    /// Every application the payment pays, with its status, in id order.
+    pub applications: Vec<LockedApplication>,
+    /// A payment (or a fee waiver) has already paid one of its applications.
     pub application_paid: bool,
 }
 
+/// One of a locked payment's applications.
 #[derive(sqlx::FromRow)]
-struct LockedRow {
-    #[sqlx(flatten)]
-    payment: PaymentRow,
-    application_status: String,
-    application_paid: bool,
+pub(crate) struct LockedApplication {
+    pub id: ApplicationId,
+    status: String,
+    paid: bool,
 }
 
-/// Locks the payment's application, then the payment (the lock order everywhere), in one
-/// statement, and reads both as they are after any transaction this waited for.
+impl LockedApplication {
+    pub fn status(&self) -> Result<ApplicationStatus, sqlx::Error> {
+        self.status
+            .parse()
+            .map_err(|_| sqlx::Error::Decode("stored application status is invalid".into()))
+    }
+}
+
+/// Locks the payment's applications in id order, then the payment (the lock order everywhere),
+/// and reads them as they are after any transaction this waited for.
 pub(crate) async fn lock(tx: &mut PgConnection, id: PaymentId) -> Result<Locked, ApplyError> {
-    let row: LockedRow = sqlx::query_as(
-        "SELECT p.*, a.status AS application_status, a.paid_at IS NOT NULL AS application_paid
-           FROM applications a JOIN payments p ON p.application_id = a.id
-          WHERE p.id = $1
-            FOR UPDATE OF a, p",
+    let applications: Vec<LockedApplication> = sqlx::query_as(
+        "SELECT a.id, a.status, a.paid_at IS NOT NULL AS paid FROM applications a
+          WHERE a.id IN (SELECT application_id FROM payment_allocations WHERE payment_id = $1)
+          ORDER BY a.id FOR UPDATE",
     )
     .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(ApplyError::NotFound)?;
+    .fetch_all(&mut *tx)
+    .await?;
+    let payment = store::get_for_update(&mut *tx, id)
+        .await?
+        .ok_or(ApplyError::NotFound)?;
     Ok(Locked {
-        payment: row.payment.into_payment()?,
-        application_status: row
-            .application_status
-            .parse()
-            .map_err(|_| sqlx::Error::Decode("stored application status is invalid".into()))?,
-        application_paid: row.application_paid,
+        application_paid: applications.iter().any(|a| a.paid),
+        payment,
+        applications,
     })
 }
 
@@ -309,23 +316,26 @@ pub(crate) async fn apply_locked(
         notify::record(tx, notify::EventType::PaymentFailed, id.as_uuid()).await?;
     }
 
+    // Every application the payment pays becomes paid with it, in this transaction.
     let mut application_paid = false;
     if to == PaymentStatus::Succeeded {
-        let app_from = locked.application_status;
-        match app_from.next(ApplicationEvent::PaymentSucceeded) {
-            Ok(app_to) => {
-                let cause = format!("payment:{id}");
-                record_paid(tx, payment.application_id, app_from, app_to, actor, &cause).await?;
-                notify::record(
-                    tx,
-                    notify::EventType::ApplicationPaid,
-                    payment.application_id.as_uuid(),
-                )
-                .await?;
-                application_paid = true;
-            }
-            Err(refusal) => {
-                tracing::warn!(payment_id = %id, %refusal, "payment succeeded but the application cannot become paid");
+        let cause = format!("payment:{id}");
+        for application in &locked.applications {
+            let app_from = application.status()?;
+            match app_from.next(ApplicationEvent::PaymentSucceeded) {
+                Ok(app_to) => {
+                    record_paid(tx, application.id, app_from, app_to, actor, &cause).await?;
+                    notify::record(
+                        tx,
+                        notify::EventType::ApplicationPaid,
+                        application.id.as_uuid(),
+                    )
+                    .await?;
+                    application_paid = true;
+                }
+                Err(refusal) => {
+                    tracing::warn!(payment_id = %id, application_id = %application.id, %refusal, "payment succeeded but the application cannot become paid");
+                }
             }
         }
     }

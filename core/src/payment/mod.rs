@@ -1,6 +1,7 @@
 //! Payment attempts: their status machine, their storage, and [`apply`] — the one place where
 //! what a gateway says about a payment changes our records.
 
+mod create;
 mod status;
 pub mod store;
 
@@ -8,7 +9,7 @@ pub mod apply;
 pub mod start;
 pub use apply::{Applied, CardDetails, GatewayFacts, apply, apply_in, start_charge};
 pub use status::{PaymentEvent, PaymentRefusal, PaymentStatus};
-pub use store::{Announced, CreatePaymentError, NextAction, Payment, Provider};
+pub use store::{Allocation, Announced, CreatePaymentError, NextAction, Payment, Provider};
 
 /// The Postgres channel on which every committed status change is announced (the payment's row
 /// as JSON, see [`Announced`]), so that every API process can push it to event-stream

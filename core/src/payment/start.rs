@@ -42,12 +42,12 @@ impl From<sqlx::Error> for StartAlipayError {
     }
 }
 
-/// A card payment with a Stripe payment method (a `pm_...` id made in the browser): created,
-/// and its charge enqueued.
+/// A card payment of one application or a group (`applications`) with a Stripe payment method
+/// (a `pm_...` id made in the browser): created, and its one charge enqueued.
 pub async fn card(
     tx: &mut PgConnection,
     applicant: UserId,
-    application: ApplicationId,
+    applications: &[ApplicationId],
     payment_method: &str,
     terms: &Terms,
 ) -> Result<Payment, CreatePaymentError> {
@@ -55,7 +55,7 @@ pub async fn card(
         tx,
         &NewPayment {
             applicant,
-            application,
+            applications,
             provider: Provider::Stripe,
             currency: None,
             payment_method: Some(payment_method),
@@ -75,7 +75,8 @@ pub async fn card(
     Ok(payment)
 }
 
-/// An Alipay payment in CNY: created `requires_action` with the signed URL of Alipay's cashier,
+/// An Alipay payment in CNY of one application or a group (`applications`): created
+/// `requires_action` with the signed URL of Alipay's cashier,
 /// and its first status poll enqueued (never later than its deadline). The buyer comes back
 /// to `{public_base_url}/v1/payments/{id}/return`, which asks Alipay rather than trusting the
 /// browser.
@@ -84,7 +85,7 @@ pub async fn alipay(
     tx: &mut PgConnection,
     client: &AlipayClient,
     applicant: UserId,
-    application: ApplicationId,
+    applications: &[ApplicationId],
     channel: Channel,
     return_url: Option<&url::Url>,
     public_base_url: &url::Url,
@@ -95,7 +96,7 @@ pub async fn alipay(
         tx,
         &NewPayment {
             applicant,
-            application,
+            applications,
             provider: Provider::Alipay,
             currency: Some(Currency::parse("CNY").expect("CNY is ISO 4217")),
             payment_method: None,
@@ -105,11 +106,15 @@ pub async fn alipay(
     )
     .await?;
     let back = public_base_url.join(&format!("v1/payments/{}/return", payment.id))?;
+    let subject = match payment.allocations.len() {
+        1 => format!("Visa application fee {}", payment.application_id),
+        n => format!("Visa application fees of {n} applications"),
+    };
     let url = client.pay_url(
         channel,
         &alipay::out_trade_no(payment.id),
         payment.amount,
-        &format!("Visa application fee {}", payment.application_id),
+        &subject,
         payment.expires_at,
         back.as_str(),
     );

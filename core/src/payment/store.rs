@@ -7,7 +7,7 @@ use crate::audit::chained_event;
 
 use super::PaymentStatus;
 use crate::{
-    application::{Actor, ApplicationStatus},
+    application::Actor,
     ids::{ApplicationId, PaymentId, UserId},
     money::{Currency, Money},
     visa::string_enum,
@@ -32,11 +32,24 @@ pub enum NextAction {
     Redirect { redirect_url: String },
 }
 
-/// One payment attempt.
+/// The share of a payment that pays one application's fee.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    pub application_id: ApplicationId,
+    /// The application's fee, in the payment's currency.
+    pub amount: Money,
+    /// What succeeded refunds of this share gave back, in minor units.
+    pub refunded: i64,
+}
+
+/// One payment attempt: one gateway charge, for one application or for a group of them.
 #[derive(Clone, Debug)]
 pub struct Payment {
     pub id: PaymentId,
+    /// The first application the payment pays (the only one unless it is a group payment).
     pub application_id: ApplicationId,
+    /// The applications it pays and how much of it is each one's; their sum is `amount`.
+    pub allocations: Vec<Allocation>,
     pub applicant_id: UserId,
     pub provider: Provider,
     pub status: PaymentStatus,
@@ -56,22 +69,62 @@ pub struct Payment {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The columns of a [`PaymentRow`] read from `payments p`, with its allocations (from the
+/// payment's rows in `payment_allocations`, or from the FROM clause given).
 macro_rules! payment_columns {
     () => {
-        "id, application_id, applicant_id, provider, status, amount_minor, currency, \
-         payment_method, gateway_reference, next_action, failure_code, failure_message, \
-         duplicate_charge, expires_at, return_url, refunded_amount_minor, created_at, updated_at"
+        $crate::payment::store::payment_columns!(
+            "payment_allocations al WHERE al.payment_id = p.id"
+        )
+    };
+    ($allocations:literal) => {
+        concat!(
+            "p.id, p.application_id, p.applicant_id, p.provider, p.status, p.amount_minor, \
+             p.currency, p.payment_method, p.gateway_reference, p.next_action, p.failure_code, \
+             p.failure_message, p.duplicate_charge, p.expires_at, p.return_url, \
+             p.refunded_amount_minor, p.created_at, p.updated_at, ",
+            $crate::payment::store::allocations_of!($allocations),
+            " AS allocations"
+        )
     };
 }
 
+/// The allocations in `$from` (SQL: a FROM clause over allocations `al`) as a JSON array.
+macro_rules! allocations_of {
+    ($from:literal) => {
+        concat!(
+            "(SELECT json_agg(json_build_object('application_id', al.application_id,
+                     'amount_minor', al.amount_minor, 'refunded_minor', al.refunded_minor)
+                     ORDER BY al.application_id) FROM ",
+            $from,
+            ")"
+        )
+    };
+}
+pub(crate) use {allocations_of, payment_columns};
+
 /// What is announced on [`super::STATUS_CHANNEL`] for the payment row `p` (SQL): the whole row
-/// as JSON, so that event streams need not read it again, or only its id and status when that
-/// would not fit in a notification.
+/// as JSON with its allocations, so that event streams need not read it again, or only its id
+/// and status when that would not fit in a notification.
 macro_rules! announcement {
     () => {
-        "pg_notify('payment_status', CASE WHEN octet_length(row_to_json(p)::text) < 7000
-                        THEN row_to_json(p)::text
-                        ELSE json_build_object('id', p.id, 'status', p.status)::text END)"
+        $crate::payment::store::announcement!("payment_allocations al WHERE al.payment_id = p.id")
+    };
+    ($allocations:literal) => {
+        concat!(
+            "pg_notify('payment_status', CASE WHEN octet_length(",
+            $crate::payment::store::announcement!(@whole $allocations),
+            "::text) < 7000 THEN ",
+            $crate::payment::store::announcement!(@whole $allocations),
+            "::text ELSE json_build_object('id', p.id, 'status', p.status)::text END)"
+        )
+    };
+    (@whole $allocations:literal) => {
+        concat!(
+            "(row_to_json(p)::jsonb || jsonb_build_object('allocations', ",
+            $crate::payment::store::allocations_of!($allocations),
+            "))"
+        )
     };
 }
 pub(crate) use announcement;
@@ -96,6 +149,16 @@ pub(crate) struct PaymentRow {
     refunded_amount_minor: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// Absent where a query reads `p.*` only; [`PaymentRow::into_payment`] refuses that.
+    #[sqlx(default)]
+    allocations: Option<sqlx::types::Json<Vec<AllocationRow>>>,
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct AllocationRow {
+    application_id: ApplicationId,
+    amount_minor: i64,
+    refunded_minor: i64,
 }
 
 impl PaymentRow {
@@ -104,9 +167,27 @@ impl PaymentRow {
             sqlx::Error::Decode(format!("payment {}: stored {what} is invalid", self.id).into())
         };
         let currency = Currency::parse(&self.currency).map_err(|_| corrupt("currency"))?;
+        let allocations = self
+            .allocations
+            .ok_or_else(|| corrupt("allocations"))?
+            .0
+            .into_iter()
+            .map(|a| {
+                Ok(Allocation {
+                    application_id: a.application_id,
+                    amount: Money::new(a.amount_minor, currency)
+                        .map_err(|_| corrupt("allocation"))?,
+                    refunded: a.refunded_minor,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        if allocations.is_empty() {
+            return Err(corrupt("allocations"));
+        }
         Ok(Payment {
             id: self.id,
             application_id: self.application_id,
+            allocations,
             applicant_id: self.applicant_id,
             provider: self.provider.parse().map_err(|_| corrupt("provider"))?,
             status: self.status.parse().map_err(|_| corrupt("status"))?,
@@ -126,159 +207,7 @@ impl PaymentRow {
     }
 }
 
-/// Why a payment could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum CreatePaymentError {
-    #[error("application not found")]
-    ApplicationNotFound,
-    /// Only submitted applications are paid for.
-    #[error("the application is {0}; only submitted applications can be paid")]
-    NotPayable(ApplicationStatus),
-    #[error("this application is exempt from the fee")]
-    FeeExempt,
-    /// Another attempt is still in flight.
-    #[error("payment {0} for this application is still in progress")]
-    AlreadyInProgress(PaymentId),
-    #[error("the fee for this application has already been paid")]
-    AlreadyPaid,
-    /// The provider needs a currency the fee schedule does not price this application in.
-    #[error("the fee schedule has no price in {0} for this application")]
-    NoPriceInCurrency(Currency),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-/// What a new payment needs.
-pub struct NewPayment<'a> {
-    pub applicant: UserId,
-    pub application: ApplicationId,
-    pub provider: Provider,
-    /// The currency the provider charges in; `None` takes the fee's base currency.
-    pub currency: Option<Currency>,
-    pub payment_method: Option<&'a str>,
-    pub return_url: Option<&'a str>,
-    pub expires_in: Duration,
-}
-
-/// Starts a payment for the applicant's submitted application, inside the caller's transaction
-/// (which also enqueues the gateway work). Locks the application row, so two concurrent attempts
-/// for one application are serialised and the second sees the first.
-pub async fn create(
-    conn: &mut PgConnection,
-    new: &NewPayment<'_>,
-) -> Result<Payment, CreatePaymentError> {
-    // The attempt in flight is read in the same statement as the lock; one that committed while
-    // this waited for the lock may be missed here, and then `payments_one_open_per_application`
-    // refuses the INSERT (the caller answers it like `AlreadyInProgress`).
-    let app: Option<FeeRow> = sqlx::query_as(
-        "SELECT status, fee_exempt, fee_amount_minor, fee_currency, fee_prices,
-                paid_at IS NOT NULL AS paid,
-                (SELECT id FROM payments WHERE application_id = a.id
-                    AND status IN ('created', 'processing', 'requires_action') LIMIT 1) AS open
-           FROM applications a WHERE id = $1 AND applicant_id = $2 FOR UPDATE",
-    )
-    .bind(new.application)
-    .bind(new.applicant)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let app = app.ok_or(CreatePaymentError::ApplicationNotFound)?;
-    let status: ApplicationStatus = app
-        .status
-        .parse()
-        .map_err(|_| sqlx::Error::Decode("stored application status is invalid".into()))?;
-    let exempt = app.fee_exempt == Some(true);
-    if app.paid && !exempt {
-        return Err(CreatePaymentError::AlreadyPaid);
-    }
-    if let Some(open) = app.open {
-        return Err(CreatePaymentError::AlreadyInProgress(open));
-    }
-    if status != ApplicationStatus::Submitted {
-        return Err(CreatePaymentError::NotPayable(status));
-    }
-    if exempt {
-        return Err(CreatePaymentError::FeeExempt);
-    }
-    let base = app
-        .fee_currency
-        .as_deref()
-        .and_then(|c| Currency::parse(c).ok())
-        .ok_or_else(|| sqlx::Error::Decode("submitted application without a fee".into()))?;
-    let currency = new.currency.unwrap_or(base);
-    let amount = if currency == base {
-        app.fee_amount_minor.unwrap_or(0)
-    } else {
-        app.fee_prices
-            .map(|p| p.0)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|p| p.currency == currency.code())
-            .map(|p| p.amount)
-            .ok_or(CreatePaymentError::NoPriceInCurrency(currency))?
-    };
-
-    // The payment, the first event of its chain and its announcement, in one statement.
-    let (actor_kind, actor_id) = Actor::User {
-        id: new.applicant,
-        role: crate::users::Role::Applicant,
-    }
-    .parts();
-    let row: PaymentRow = sqlx::query_as(concat!(
-        "WITH p AS (
-             INSERT INTO payments (id, application_id, applicant_id, provider, status,
-                 amount_minor, currency, payment_method, expires_at, return_url)
-             VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, now() + $8, $9)
-             RETURNING *),
-         e AS (
-             INSERT INTO payment_events (id, payment_id, event, from_status, to_status,
-                 actor_kind, actor_id, cause, occurred_at, prev_hash, hash)
-             OVERRIDING SYSTEM VALUE
-             SELECT n.id, p.id, 'created', NULL, 'created', $10, $11, NULL, n.at, NULL,
-                    audit_hash(NULL::bytea, n.id, p.id, 'created', NULL::text, 'created', $10,
-                               $11, NULL::text, n.at)
-               FROM p, (SELECT nextval(pg_get_serial_sequence('payment_events', 'id')) AS id,
-                               now() AS at) n)
-         SELECT ",
-        payment_columns!(),
-        ", ",
-        announcement!(),
-        " FROM p"
-    ))
-    .bind(PaymentId::new())
-    .bind(new.application)
-    .bind(new.applicant)
-    .bind(new.provider.as_str())
-    .bind(amount)
-    .bind(currency.code())
-    .bind(new.payment_method)
-    .bind(new.expires_in)
-    .bind(new.return_url)
-    .bind(actor_kind)
-    .bind(actor_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    row.into_payment().map_err(Into::into)
-}
-
-/// What a payment needs to know of its application.
-#[derive(sqlx::FromRow)]
-struct FeeRow {
-    status: String,
-    fee_exempt: Option<bool>,
-    fee_amount_minor: Option<i64>,
-    fee_currency: Option<String>,
-    fee_prices: Option<sqlx::types::Json<Vec<PriceRow>>>,
-    /// A payment (or a waiver) already paid the fee.
-    paid: bool,
-    /// The attempt in flight, if any.
-    open: Option<PaymentId>,
-}
-
-#[derive(serde::Deserialize)]
-struct PriceRow {
-    currency: String,
-    amount: i64,
-}
+pub use super::create::{CreatePaymentError, NewPayment, create};
 
 /// Appends one change to a payment's history, chained to its previous event (`audit_hash` over
 /// the predecessor's hash and this event's fields, computed in the INSERT). The caller holds the
@@ -346,7 +275,7 @@ pub async fn get<'e>(
     let row: Option<PaymentRow> = sqlx::query_as(concat!(
         "SELECT ",
         payment_columns!(),
-        " FROM payments WHERE id = $1"
+        " FROM payments p WHERE p.id = $1"
     ))
     .bind(id)
     .fetch_optional(db)
@@ -362,7 +291,7 @@ pub async fn get_for_update(
     let row: Option<PaymentRow> = sqlx::query_as(concat!(
         "SELECT ",
         payment_columns!(),
-        " FROM payments WHERE id = $1 FOR UPDATE"
+        " FROM payments p WHERE p.id = $1 FOR UPDATE OF p"
     ))
     .bind(id)
     .fetch_optional(conn)
@@ -388,7 +317,10 @@ pub async fn list_for_application(
     let rows: Vec<PaymentRow> = sqlx::query_as(concat!(
         "SELECT ",
         payment_columns!(),
-        " FROM payments WHERE application_id = $1 AND applicant_id = $2 ORDER BY id DESC"
+        " FROM payments p
+          WHERE p.id IN (SELECT payment_id FROM payment_allocations WHERE application_id = $1)
+            AND p.applicant_id = $2
+          ORDER BY p.id DESC"
     ))
     .bind(application)
     .bind(owner)
@@ -408,10 +340,10 @@ pub async fn stale_open(
     let rows: Vec<PaymentRow> = sqlx::query_as(concat!(
         "SELECT ",
         payment_columns!(),
-        " FROM payments
-          WHERE status IN ('created', 'processing', 'requires_action')
-            AND provider = $1 AND updated_at < now() - $2
-          ORDER BY updated_at LIMIT $3"
+        " FROM payments p
+          WHERE p.status IN ('created', 'processing', 'requires_action')
+            AND p.provider = $1 AND p.updated_at < now() - $2
+          ORDER BY p.updated_at LIMIT $3"
     ))
     .bind(provider.as_str())
     .bind(idle)
@@ -430,7 +362,7 @@ pub async fn find_by_gateway_reference<'e>(
     let row: Option<PaymentRow> = sqlx::query_as(concat!(
         "SELECT ",
         payment_columns!(),
-        " FROM payments WHERE provider = $1 AND gateway_reference = $2"
+        " FROM payments p WHERE p.provider = $1 AND p.gateway_reference = $2"
     ))
     .bind(provider.as_str())
     .bind(reference)

@@ -91,8 +91,8 @@ pub async fn apply_stripe_refund(
     };
     let id: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO refunds (id, payment_id, amount_minor, currency, reason, status,
-                              gateway_reference, origin)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'gateway') RETURNING id",
+                              gateway_reference, origin, application_id)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'gateway', $7) RETURNING id",
     )
     .bind(uuid::Uuid::now_v7())
     .bind(payment.id)
@@ -100,6 +100,12 @@ pub async fn apply_stripe_refund(
     .bind(amount.currency().code())
     .bind(&reason)
     .bind(&r.id)
+    // A payment of one application: its share is the whole. Of a group, the gateway cannot say
+    // whose share it gave back, so it names none (bounded by the payment's total).
+    .bind(match payment.allocations.as_slice() {
+        [only] => Some(only.application_id),
+        _ => None,
+    })
     .fetch_one(&mut *conn)
     .await?;
     let cause = format!("{cause} refund:{id}");

@@ -1,8 +1,10 @@
 //! Refunds of succeeded payments: asked for by officers, carried out by a job, confirmed by the
 //! gateway (by the job's answer or poll, or by the gateway's event: both through [`settle_in`]).
 //! Refunds made outside evisa-pay are recorded from the gateway's events ([`from_gateway`]).
-//! Over-refunding is impossible: the payment row is locked while what is already pending or
-//! refunded is added up, and a CHECK constraint bounds `refunded_amount_minor`.
+//! A refund gives back part of one application's share of its payment (the whole payment, for a
+//! payment of one application). Over-refunding is impossible: the payment row is locked while
+//! what is already pending or refunded is added up, and CHECK constraints bound both the
+//! payment's `refunded_amount_minor` and each allocation's `refunded_minor`.
 
 pub mod from_gateway;
 
@@ -11,7 +13,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::{
     application::Actor,
-    ids::{PaymentId, UserId},
+    ids::{ApplicationId, PaymentId, UserId},
     money::{Currency, Money},
     payment::{Payment, PaymentStatus, store as payments},
     visa::string_enum,
@@ -86,6 +88,8 @@ pub enum ApprovalError {
 pub struct Refund {
     pub id: RefundId,
     pub payment_id: PaymentId,
+    /// Whose share it gives back; none for a refund of a group payment made at the gateway.
+    pub application_id: Option<ApplicationId>,
     pub amount: Money,
     pub reason: String,
     pub status: RefundStatus,
@@ -102,6 +106,7 @@ pub struct Refund {
 struct RefundRow {
     id: RefundId,
     payment_id: PaymentId,
+    application_id: Option<ApplicationId>,
     amount_minor: i64,
     currency: String,
     reason: String,
@@ -123,6 +128,7 @@ impl RefundRow {
         Ok(Refund {
             id: self.id,
             payment_id: self.payment_id,
+            application_id: self.application_id,
             amount: Money::new(self.amount_minor, currency).map_err(|_| corrupt("amount"))?,
             reason: self.reason,
             status: self.status.parse().map_err(|_| corrupt("status"))?,
@@ -136,7 +142,7 @@ impl RefundRow {
     }
 }
 
-const COLUMNS: &str = "id, payment_id, amount_minor, currency, reason, status, gateway_reference, \
+const COLUMNS: &str = "id, payment_id, application_id, amount_minor, currency, reason, status, gateway_reference, \
                        failure_message, origin, requested_by, created_at, updated_at";
 
 /// Why a refund cannot be made.
@@ -151,6 +157,12 @@ pub enum RefundError {
     TooMuch { remaining: Money },
     #[error("the payment has been refunded in full")]
     NothingLeft,
+    /// A group payment: which application's share is to be refunded must be said.
+    #[error("the payment pays several applications; name the one whose share to refund")]
+    ApplicationRequired,
+    /// The payment does not pay this application.
+    #[error("the payment does not pay application {0}")]
+    NotAllocated(ApplicationId),
     /// A dispute (chargeback) is open: refunding now could give the money back twice.
     #[error("the payment is disputed (dispute {0}); no refund until the dispute is closed")]
     Disputed(String),
@@ -158,12 +170,15 @@ pub enum RefundError {
     Database(#[from] sqlx::Error),
 }
 
-/// Records a refund of `amount` (everything that remains when `None`) inside the caller's
-/// transaction: `pending` (the caller enqueues the gateway work), or `pending_approval` when
-/// `policy` asks for a second staff member.
+/// Records a refund of `amount` (everything that remains of the share when `None`) of
+/// `application`'s share of a payment (may be `None` for a payment of one application) inside
+/// the caller's transaction: `pending` (the caller enqueues the gateway work), or
+/// `pending_approval` when `policy` asks for a second staff member.
+#[allow(clippy::too_many_arguments)]
 pub async fn request(
     conn: &mut PgConnection,
     payment: PaymentId,
+    application: Option<ApplicationId>,
     amount: Option<i64>,
     reason: &str,
     officer: Actor,
@@ -173,24 +188,37 @@ pub async fn request(
     let p = payments::get_for_update(conn, payment)
         .await?
         .ok_or(RefundError::PaymentNotFound)?;
+    let share = match (application, p.allocations.as_slice()) {
+        (None, [only]) => only.clone(),
+        (None, _) => return Err(RefundError::ApplicationRequired),
+        (Some(a), all) => all
+            .iter()
+            .find(|s| s.application_id == a)
+            .cloned()
+            .ok_or(RefundError::NotAllocated(a))?,
+    };
     if p.status != PaymentStatus::Succeeded {
         return Err(RefundError::NotRefundable(p.status));
     }
     if let Some(dispute) = crate::dispute::open_on_payment(conn, payment).await? {
         return Err(RefundError::Disputed(dispute));
     }
-    // What a lost dispute took back is gone as surely as a refund.
-    let committed: i64 = sqlx::query_scalar(
+    // What is committed of the payment and of the share. What a lost dispute took back is gone
+    // as surely as a refund.
+    let (committed, committed_share): (i64, i64) = sqlx::query_as(
         "SELECT (coalesce(sum(amount_minor), 0)
                  + (SELECT coalesce(sum(amount_minor), 0) FROM disputes
-                     WHERE payment_id = $1 AND outcome = 'lost'))::bigint
+                     WHERE payment_id = $1 AND outcome = 'lost'))::bigint,
+                coalesce(sum(amount_minor) FILTER (WHERE application_id = $2), 0)::bigint
            FROM refunds
           WHERE payment_id = $1 AND status NOT IN ('failed', 'declined')",
     )
     .bind(payment)
+    .bind(share.application_id)
     .fetch_one(&mut *conn)
     .await?;
-    let remaining = p.amount.amount_minor() - committed;
+    let remaining =
+        (p.amount.amount_minor() - committed).min(share.amount.amount_minor() - committed_share);
     if remaining <= 0 {
         return Err(RefundError::NothingLeft);
     }
@@ -207,8 +235,9 @@ pub async fn request(
         RefundStatus::Pending
     };
     let row: RefundRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO refunds (id, payment_id, amount_minor, currency, reason, requested_by, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+        "INSERT INTO refunds (id, payment_id, amount_minor, currency, reason, requested_by, status,
+                              application_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(payment)
@@ -217,6 +246,7 @@ pub async fn request(
     .bind(reason)
     .bind(officer_id)
     .bind(status.as_str())
+    .bind(share.application_id)
     .fetch_one(&mut *conn)
     .await?;
     let cause = format!("refund:{id}");
@@ -359,10 +389,10 @@ pub async fn settle_in(
     failure: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let status = if succeeded { "succeeded" } else { "failed" };
-    let updated: Option<(PaymentId, i64)> = sqlx::query_as(
+    let updated: Option<(PaymentId, i64, Option<ApplicationId>)> = sqlx::query_as(
         "UPDATE refunds SET status = $2, gateway_reference = coalesce($3, gateway_reference),
              failure_message = $4, updated_at = now()
-         WHERE id = $1 AND status = 'pending' RETURNING payment_id, amount_minor",
+         WHERE id = $1 AND status = 'pending' RETURNING payment_id, amount_minor, application_id",
     )
     .bind(id)
     .bind(status)
@@ -370,7 +400,7 @@ pub async fn settle_in(
     .bind(failure)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((payment, amount)) = updated else {
+    let Some((payment, amount, application)) = updated else {
         return Ok(false);
     };
     if succeeded {
@@ -379,6 +409,16 @@ pub async fn settle_in(
             .bind(amount)
             .execute(&mut *conn)
             .await?;
+        // The share it gave back, bounded by `refunded_minor <= amount_minor`.
+        sqlx::query(
+            "UPDATE payment_allocations SET refunded_minor = refunded_minor + $3
+              WHERE payment_id = $1 AND application_id = $2",
+        )
+        .bind(payment)
+        .bind(application)
+        .bind(amount)
+        .execute(&mut *conn)
+        .await?;
     }
     // Locked: this appends to the payment's history chain.
     let p = payments::get_for_update(&mut *conn, payment)

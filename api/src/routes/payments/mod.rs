@@ -27,12 +27,14 @@ use crate::{
     state::AppState,
 };
 
+pub(crate) mod group;
 pub(crate) mod wire;
 
 pub(crate) use wire::Method;
 pub(crate) use wire::field_problem;
 pub use wire::{
-    ChannelWire, NextActionView, PaymentRequestBody, PaymentStatusWire, PaymentView, ProviderWire,
+    AllocationView, ChannelWire, NextActionView, PaymentRequestBody, PaymentStatusWire,
+    PaymentView, ProviderWire,
 };
 
 pub struct PaymentsApi;
@@ -68,6 +70,20 @@ pub(crate) fn create_error(e: CreatePaymentError) -> ApiError {
             format!("this payment method is not offered for this application (no price in {c})"),
             vec![],
         ),
+        CreatePaymentError::MixedCurrencies(a, b) => ApiError::rule(
+            "mixed-currencies",
+            format!("the applications' fees are in different currencies ({a} and {b})"),
+            vec![],
+        ),
+        CreatePaymentError::Repeated(a) => ApiError::invalid(vec![field_problem(
+            "application_ids",
+            &format!("names application {a} more than once"),
+        )]),
+        CreatePaymentError::Member {
+            index,
+            application,
+            refusal,
+        } => group::member_error(index, application, *refusal),
         CreatePaymentError::Database(e) if is_unique_violation(&e) => ApiError::conflict(
             "payment-in-progress",
             "another payment for this application was started at the same moment",
@@ -86,7 +102,7 @@ pub(crate) async fn admit_attempt(
     state: &AppState,
     req: &poem::Request,
     applicant: UserId,
-    application: ApplicationId,
+    applications: &[ApplicationId],
 ) -> Result<(), ApiError> {
     let limits = &state.config.limits;
     limit(
@@ -97,13 +113,15 @@ pub(crate) async fn admit_attempt(
     )
     .await?;
     // Card testing: after too many declines, no more attempts go to the gateway for a while.
-    within(
-        state,
-        &ratelimit::failed_payments_of_application(application),
-        limits.failures_per_application(),
-        WhenRedisIsDown::Allow,
-    )
-    .await?;
+    for &application in applications {
+        within(
+            state,
+            &ratelimit::failed_payments_of_application(application),
+            limits.failures_per_application(),
+            WhenRedisIsDown::Allow,
+        )
+        .await?;
+    }
     within(
         state,
         &ratelimit::failed_payments_of_applicant(applicant),
@@ -113,13 +131,13 @@ pub(crate) async fn admit_attempt(
     .await
 }
 
-/// Starts a payment by `method` in the caller's transaction, through `payment::start`: the one
-/// path of the API and the checkout page alike.
+/// Starts a payment of one application or a group by `method` in the caller's transaction,
+/// through `payment::start`: the one path of the API and the checkout page alike.
 pub(crate) async fn start_payment(
     state: &AppState,
     tx: &mut sqlx::PgConnection,
     applicant: UserId,
-    application: ApplicationId,
+    applications: &[ApplicationId],
     method: Method,
 ) -> Result<Payment, ApiError> {
     let terms = Terms {
@@ -129,7 +147,7 @@ pub(crate) async fn start_payment(
     };
     Ok(match method {
         Method::Card { payment_method } => {
-            start::card(tx, applicant, application, &payment_method, &terms)
+            start::card(tx, applicant, applications, &payment_method, &terms)
                 .await
                 .map_err(create_error)?
         }
@@ -148,7 +166,7 @@ pub(crate) async fn start_payment(
                 tx,
                 alipay,
                 applicant,
-                application,
+                applications,
                 channel,
                 return_url.as_ref(),
                 &state.config.public_base_url,
@@ -264,7 +282,7 @@ impl PaymentsApi {
     ) -> ApiResult<PaymentAccepted> {
         let me = auth.applicant()?;
         let application = ApplicationId::from_uuid(id.0);
-        admit_attempt(&state, req, me.user_id, application).await?;
+        admit_attempt(&state, req, me.user_id, &[application]).await?;
         let path = format!("/v1/applications/{}/payments", id.0);
         let raw = body.1.clone();
         let view = idempotent::once(
@@ -277,7 +295,7 @@ impl PaymentsApi {
             async |tx| {
                 let JsonBody(request, _) = body;
                 let method = request.into_method(&state.config.return_url_origins)?;
-                let payment = start_payment(&state, tx, me.user_id, application, method).await?;
+                let payment = start_payment(&state, tx, me.user_id, &[application], method).await?;
                 Ok(PaymentView::from(payment))
             },
         )

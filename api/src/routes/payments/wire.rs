@@ -188,12 +188,26 @@ pub enum NextActionView {
     Redirect(Redirect),
 }
 
-/// One attempt to pay an application's fee.
+/// The share of a payment that pays one application's fee.
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "PaymentAllocation")]
+pub struct AllocationView {
+    pub application_id: uuid::Uuid,
+    /// The application's fee, in minor units of the payment's currency.
+    pub amount: i64,
+    /// What succeeded refunds of this share gave back, in minor units.
+    pub refunded_amount: i64,
+}
+
+/// One attempt to pay the fee of an application, or of a group of applications with one charge.
 #[derive(Object, Debug, Clone)]
 #[oai(rename = "Payment")]
 pub struct PaymentView {
     pub id: uuid::Uuid,
+    /// The first application it pays (the only one, unless it is a group payment).
     pub application_id: uuid::Uuid,
+    /// Every application it pays and its share; the shares add up to `amount`.
+    pub allocations: Vec<AllocationView>,
     /// `stripe` or `alipay`.
     pub provider: String,
     pub status: PaymentStatusWire,
@@ -220,6 +234,15 @@ impl From<Payment> for PaymentView {
         PaymentView {
             id: p.id.as_uuid(),
             application_id: p.application_id.as_uuid(),
+            allocations: p
+                .allocations
+                .iter()
+                .map(|a| AllocationView {
+                    application_id: a.application_id.as_uuid(),
+                    amount: a.amount.amount_minor(),
+                    refunded_amount: a.refunded,
+                })
+                .collect(),
             provider: p.provider.as_str().to_string(),
             status: p.status.into(),
             amount: p.amount.amount_minor(),

@@ -99,8 +99,9 @@ pub async fn history(pool: &PgPool, id: ApplicationId) -> Result<Vec<HistoryEntr
     .await
 }
 
-/// Expires submitted applications unpaid for longer than `after` with no payment in flight (an
-/// attempt in flight decides first). Returns the ids expired. Safe to run from several processes
+/// Expires submitted applications unpaid for longer than `after` with no payment in flight, single
+/// or group (an attempt in flight decides first; the database refuses otherwise, see
+/// `applications_held_by_payment_in_flight`). Returns the ids expired. Safe to run from several processes
 /// at once: each application is locked and re-checked before it moves.
 pub async fn expire_unpaid(
     pool: &PgPool,
@@ -110,8 +111,8 @@ pub async fn expire_unpaid(
     let candidates: Vec<ApplicationId> = sqlx::query_scalar(
         "SELECT a.id FROM applications a
           WHERE a.status = 'submitted' AND a.submitted_at < now() - $1
-            AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.application_id = a.id
-                             AND p.status IN ('created', 'processing', 'requires_action'))
+            AND NOT EXISTS (SELECT 1 FROM payment_allocations al WHERE al.application_id = a.id
+                             AND al.payment_status IN ('created', 'processing', 'requires_action'))
           ORDER BY a.submitted_at LIMIT $2",
     )
     .bind(after)
@@ -124,8 +125,8 @@ pub async fn expire_unpaid(
         // Payment creation locks this row too, so no attempt can start while we decide.
         let status: Option<String> = sqlx::query_scalar(
             "SELECT status FROM applications a WHERE id = $1 AND submitted_at < now() - $2
-               AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.application_id = a.id
-                                AND p.status IN ('created', 'processing', 'requires_action'))
+               AND NOT EXISTS (SELECT 1 FROM payment_allocations al WHERE al.application_id = a.id
+                                AND al.payment_status IN ('created', 'processing', 'requires_action'))
              FOR UPDATE",
         )
         .bind(id)
