@@ -3,7 +3,8 @@ a running `evisa dev`: card success (and the paid page on a later visit), a decl
 card, 3-D Secure completed, failed, and reopened after a reload, Alipay on the sandbox's cashier
 (phone and desktop), a used link refused in another browser, an expired session and link, the
 expiry warning on the browser's clock, the pages without JavaScript, zh-CN, a 320 px phone, the
-card number never sent to evisa-pay, a double click paying once, and axe-core with 0 violations
+card number never sent to evisa-pay, a double click paying once, a family's group payment,
+and axe-core with 0 violations
 on every state. Screenshots of each state go to SCREENSHOTS (printed).
 
 Usage: python checkout.py BASE_URL SANDBOX_URL SCREENSHOT_DIR
@@ -332,6 +333,33 @@ def waiting_and_not_valid(browser):
     context.close()
 
 
+@check("a family's checkout: the applications listed with their fees, one card payment pays all three")
+def group(browser):
+    context, page = new_page(browser)
+    token = applicant()
+    apps = [application(token) for _ in range(3)]
+    r = requests.post(f"{BASE}/v1/checkout", json={"application_ids": apps, "return_url": f"{BASE}/portal/done"},
+                      headers={"authorization": f"Bearer {token}", "idempotency-key": str(uuid.uuid4())})
+    assert r.status_code == 201, r.text
+    page.goto(r.json()["url"])
+    expect(page.locator("#summary-heading")).to_have_text("The applications this payment covers")
+    members = page.inner_text("#members")
+    assert all(a in members for a in apps), members
+    assert members.count("US$40.00") == 3, members
+    assert "US$120.00" in page.inner_text("#fee")
+    axe(page, "group pay"); shot(page, "20-group")
+    fill_card(page, "4242424242424242")
+    assert "US$120.00" in page.inner_text("#review-text")
+    page.click("#pay")
+    expect_paid(page)
+    h = {"authorization": f"Bearer {token}"}
+    assert [requests.get(f"{BASE}/v1/applications/{a}", headers=h).json()["status"] for a in apps] == ["paid"] * 3
+    payments = payments_of(token, apps[0])
+    assert len(payments) == 1 and payments[0]["amount"] == 12000, payments
+    assert len(charges_for(payments[0]["id"])) == 1
+    context.close()
+
+
 @check("no request to evisa-pay's origin ever carried a card number")
 def no_card_number(_browser):
     assert evisa_requests, "the network was watched"
@@ -463,7 +491,7 @@ def main():
                                     args=["--no-sandbox"])
         for test in [card_success, decline_then_success, three_ds_completed, three_ds_failed,
                      alipay_paid, used_link, chinese, phone, double_click, three_ds_reload,
-                     expiry_warning, expired, no_javascript, waiting_and_not_valid,
+                     expiry_warning, expired, no_javascript, waiting_and_not_valid, group,
                      no_card_number]:
             test(browser)
         browser.close()

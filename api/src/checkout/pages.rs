@@ -98,6 +98,12 @@ impl MessagePage {
     }
 }
 
+/// One application of a group payment, as its page lists it.
+pub struct Member {
+    pub reference: String,
+    pub fee: String,
+}
+
 /// The page that takes the payment.
 #[derive(Template)]
 #[template(path = "checkout/pay.html")]
@@ -109,6 +115,8 @@ pub struct PayPage {
     pub script: String,
     pub languages: Vec<Language>,
     pub error: Option<String>,
+    /// A group payment's applications (empty for one application).
+    pub members: Vec<Member>,
     pub reference: String,
     pub visa_type: &'static str,
     pub speed: &'static str,

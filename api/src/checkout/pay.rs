@@ -397,16 +397,21 @@ pub async fn receipt(req: &Request, Path(id): Path<String>, state: Data<&AppStat
 
 /// The application the page shows for `session`: for a group, the first application with the
 /// fee of the whole group (the sum of the members' fees, in each currency all of them can be
-/// paid in), which is what the page's payment charges.
+/// paid in), which is what the page's payment charges; and for a group, every member's id and
+/// fee, the first one's included (empty for one application).
 pub(crate) async fn with_group_fee(
     state: &AppState,
     session: &evisa_core::checkout::CheckoutSession,
     mut first: evisa_core::application::Application,
-) -> Result<evisa_core::application::Application, evisa_core::application::ApplicationError> {
+) -> Result<GroupView, evisa_core::application::ApplicationError> {
     use evisa_core::money::Money;
     let Some(mut total) = first.fee.clone() else {
-        return Ok(first);
+        return Ok((first, Vec::new()));
     };
+    let mut members = Vec::new();
+    if session.application_ids.len() > 1 {
+        members.push((first.id, total.amount));
+    }
     for &id in session.application_ids.iter().filter(|a| **a != first.id) {
         let member = evisa_core::application::store::get_for_owner(
             &state.db,
@@ -416,8 +421,9 @@ pub(crate) async fn with_group_fee(
         )
         .await?;
         let Some(fee) = member.fee else {
-            return Ok(first);
+            return Ok((first, members));
         };
+        members.push((member.id, fee.amount));
         let add = |a: Money, b: Money| {
             (a.currency() == b.currency())
                 .then(|| Money::new(a.amount_minor() + b.amount_minor(), a.currency()).ok())
@@ -431,9 +437,15 @@ pub(crate) async fn with_group_fee(
         match add(total.amount, fee.amount) {
             Some(sum) => total.amount = sum,
             // Mixed currencies: the page's payment is refused, and says so.
-            None => return Ok(first),
+            None => return Ok((first, members)),
         }
     }
     first.fee = Some(total);
-    Ok(first)
+    Ok((first, members))
 }
+
+/// The application a page shows, and a group's members with their fees.
+pub(crate) type GroupView = (
+    evisa_core::application::Application,
+    Vec<(evisa_core::ids::ApplicationId, evisa_core::money::Money)>,
+);

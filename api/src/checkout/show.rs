@@ -2,6 +2,8 @@
 
 use evisa_core::{
     application::{self, Application},
+    ids::ApplicationId,
+    money::Money,
     payment::{NextAction, Payment, Provider, store as payments},
 };
 use poem::{Request, Response, http::StatusCode};
@@ -33,10 +35,11 @@ pub(crate) async fn show(
         Ok(a) => a,
         Err(e) => return unavailable(e),
     };
-    let application = match super::pay::with_group_fee(state, &v.session, application).await {
-        Ok(a) => a,
-        Err(e) => return unavailable(e),
-    };
+    let (application, members) =
+        match super::pay::with_group_fee(state, &v.session, application).await {
+            Ok(a) => a,
+            Err(e) => return unavailable(e),
+        };
     let list =
         match payments::list_for_application(&state.db, v.session.applicant_id, application.id)
             .await
@@ -77,9 +80,15 @@ pub(crate) async fn show(
         }
         // A card payment waiting for the bank's check (the page was reloaded, or the browser
         // came back): the pay page again, whose script reopens the check.
-        State::Waiting { payment } if awaits_card_authentication(payment) => {
-            pay_page(state, req, v, frame, &application, None, Some(payment))
-        }
+        State::Waiting { payment } if awaits_card_authentication(payment) => pay_page(
+            state,
+            req,
+            v,
+            frame,
+            (&application, &members),
+            None,
+            Some(payment),
+        ),
         State::Waiting { payment } => {
             let mut page = MessagePage::new(frame, m.waiting_heading, m.waiting_text);
             page.continue_link = pages::cashier_url(payment)
@@ -93,7 +102,7 @@ pub(crate) async fn show(
             let error = error.or_else(|| {
                 last_failure.map(|p| (StatusCode::OK, m.decline(p.failure_code.as_deref()).into()))
             });
-            pay_page(state, req, v, frame, &application, error, None)
+            pay_page(state, req, v, frame, (&application, &members), error, None)
         }
     }
 }
@@ -111,7 +120,7 @@ fn pay_page(
     req: &Request,
     v: &Visit,
     frame: Frame,
-    application: &Application,
+    (application, members): (&Application, &[(ApplicationId, Money)]),
     error: Option<(StatusCode, String)>,
     resume: Option<&Payment>,
 ) -> Response {
@@ -158,6 +167,13 @@ fn pay_page(
         script: frame.script,
         languages: frame.languages,
         error,
+        members: members
+            .iter()
+            .map(|(id, fee)| pages::Member {
+                reference: id.to_string(),
+                fee: pages::money(*fee, v.locale),
+            })
+            .collect(),
         reference: application.id.to_string(),
         visa_type: pages::visa_type(m, application.visa_type),
         speed: pages::speed(m, application.processing_speed),

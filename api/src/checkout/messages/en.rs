@@ -8,6 +8,8 @@ pub const MESSAGES: Messages = Messages {
     service_name: "e-Visa fee payment",
     title_pay: "Pay your visa fee",
     summary_heading: "Your application",
+    group_heading: "The applications this payment covers",
+    group_total: "Total fee",
     reference: "Application reference",
     visa_type: "Visa type",
     speed: "Processing speed",

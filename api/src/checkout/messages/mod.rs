@@ -15,6 +15,9 @@ pub struct Messages {
     pub service_name: &'static str,
     pub title_pay: &'static str,
     pub summary_heading: &'static str,
+    /// A group payment's heading above its applications, and its total's label.
+    pub group_heading: &'static str,
+    pub group_total: &'static str,
     pub reference: &'static str,
     pub visa_type: &'static str,
     pub speed: &'static str,

@@ -8,6 +8,8 @@ pub const MESSAGES: Messages = Messages {
     service_name: "电子签证费用支付",
     title_pay: "支付签证费",
     summary_heading: "您的申请",
+    group_heading: "本次付款包含的申请",
+    group_total: "费用合计",
     reference: "申请编号",
     visa_type: "签证类型",
     speed: "办理速度",
