@@ -53,7 +53,9 @@ fn unbase32(text: &str) -> Option<Vec<u8>> {
             bits -= 8;
         }
     }
-    Some(out)
+    // Only the spelling `base32` writes: fewer than 5 bits left over, all zero. Otherwise a code
+    // would have several spellings (a changed last letter touching only padding bits).
+    (bits < 5 && buffer & ((1 << bits) - 1) == 0).then_some(out)
 }
 
 fn mac(key: &Secret<Vec<u8>>, subject: &str) -> ring::hmac::Tag {
@@ -329,6 +331,23 @@ mod tests {
         assert_eq!(verify(&key, "EVP-AAAA"), None);
         assert_eq!(verify(&key, "nonsense"), None);
         assert_eq!(unbase32(&base32(b"hello world")).unwrap(), b"hello world");
+    }
+
+    #[test]
+    fn a_code_has_one_spelling() {
+        let key = Secret::new(b"receipt-key".to_vec());
+        let good = code(&key, PaymentId::new());
+        assert!(verify(&key, &good).is_some());
+        // 26 bytes are 42 letters with 2 padding bits in the last: flipping those alone, or
+        // adding a letter, must not verify.
+        let last = good.as_bytes()[good.len() - 1];
+        let value = ALPHABET.iter().position(|&a| a == last).unwrap();
+        for padding in 1..4 {
+            let other = ALPHABET[(value & !3) | ((value & 3) ^ padding)] as char;
+            let respelled = format!("{}{other}", &good[..good.len() - 1]);
+            assert_eq!(verify(&key, &respelled), None, "{respelled}");
+        }
+        assert_eq!(verify(&key, &format!("{good}A")), None);
     }
 
     #[test]
