@@ -38,6 +38,7 @@ def applicant():
     creds = {"email": email, "password": "correct horse battery staple"}
     assert requests.post(f"{BASE}/v1/auth/register", json=creds).status_code == 201
     r = requests.post(f"{BASE}/v1/auth/login", json=creds)
+    assert r.status_code == 200, f"sign-in answered {r.status_code}: {r.text}"
     return r.json()["access_token"]
 
 
