@@ -198,8 +198,7 @@ impl StripeSandbox {
         charging: bool,
         work: impl FnOnce(&StripeSandbox, &mut State, &Call) -> Answer,
     ) -> Response {
-        let mut params = call.pairs.clone();
-        params.sort();
+        let params = KeyRecord::params_of(&call.pairs);
         let latency = {
             let mut s = self.state.lock().expect("sandbox state");
             if let Some(key) = &call.key {
@@ -227,8 +226,8 @@ impl StripeSandbox {
                             None,
                             "There is currently another in-progress request using this Stripe API key and idempotency key. Please try again later.",
                         ),
-                        (None, Some(answer)) => {
-                            let answer = answer.clone();
+                        (None, Some(kept)) => {
+                            let answer = KeyRecord::replay(kept);
                             drop(s);
                             return self.respond(
                                 &call.request_id,
@@ -283,7 +282,7 @@ impl StripeSandbox {
             if let Some(key) = &call.key
                 && let Some(record) = s.idempotency.get_mut(key)
             {
-                record.answer = Some(answer.clone());
+                record.answer = Some(KeyRecord::keep(&answer));
                 stored = Stored::Yes;
             }
             if charging && s.faults.lose_next_responses > 0 {

@@ -15,6 +15,11 @@ pub(super) const RETAINED: usize = 50_000;
 /// How many event bodies `GET /v1/events` can list (each is a few kilobytes).
 pub(super) const EVENT_BODIES: usize = 1_000;
 
+/// How many idempotency keys are remembered with their answers. Stripe keeps a key for 24
+/// hours; a client retries within minutes, so the latest keys are what matters, and each record
+/// holds a whole answer.
+pub(super) const IDEMPOTENCY_KEYS: usize = 10_000;
+
 /// A map that forgets its oldest entries beyond a capacity, and lists in insertion order.
 pub(super) struct Bounded<V> {
     map: HashMap<String, V>,
@@ -62,13 +67,41 @@ impl<V> Bounded<V> {
 }
 
 /// An idempotency key's record: what it was first used for, and the answer once there is one.
+/// Kept as text, one allocation each, rather than as a parsed tree of many small ones: a key
+/// is replayed rarely, and ten thousand answers as JSON trees would be a hundred megabytes.
 pub(super) struct KeyRecord {
     /// `POST /v1/refunds`, say.
     pub endpoint: String,
-    /// The request's parameters, sorted.
-    pub params: Vec<(String, String)>,
-    /// `None` while the first request is still running.
-    pub answer: Option<(u16, Value)>,
+    /// The request's parameters, sorted, as one form-encoded line.
+    pub params: Box<str>,
+    /// The status and body as JSON; `None` while the first request is still running.
+    pub answer: Option<(u16, Box<str>)>,
+}
+
+impl KeyRecord {
+    /// The parameters of a request in the form a record keeps them.
+    pub fn params_of(pairs: &[(String, String)]) -> Box<str> {
+        let mut sorted: Vec<&(String, String)> = pairs.iter().collect();
+        sorted.sort();
+        let mut line = String::new();
+        for (k, v) in sorted {
+            // Lengths first, so that no key or value can pass for another split.
+            line.push_str(&format!("{}:{k}{}:{v};", k.len(), v.len()));
+        }
+        line.into_boxed_str()
+    }
+
+    pub fn keep(answer: &super::wire::Answer) -> (u16, Box<str>) {
+        (answer.0, answer.1.to_string().into_boxed_str())
+    }
+
+    /// The answer kept, as it was sent.
+    pub fn replay(kept: &(u16, Box<str>)) -> super::wire::Answer {
+        (
+            kept.0,
+            serde_json::from_str(&kept.1).expect("a kept answer is the JSON it was made from"),
+        )
+    }
 }
 
 pub(super) struct State {
@@ -99,7 +132,7 @@ impl Default for State {
             refunds: Bounded::new(RETAINED),
             disputes: Bounded::new(RETAINED),
             payment_methods: Bounded::new(RETAINED),
-            idempotency: Bounded::new(RETAINED),
+            idempotency: Bounded::new(IDEMPOTENCY_KEYS),
             events: Bounded::new(RETAINED),
             event_bodies: Bounded::new(EVENT_BODIES),
             faults: Faults::default(),
