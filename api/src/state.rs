@@ -3,14 +3,10 @@
 use std::sync::Arc;
 
 use evisa_core::{
-    auth::TokenAuthority,
-    config::Config,
-    payment::{Announced, STATUS_CHANNEL},
-    ratelimit::RateLimiter,
+    auth::TokenAuthority, config::Config, payment::announcements, ratelimit::RateLimiter,
 };
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
-use tokio::sync::broadcast;
 
 /// Shared state of the API process.
 #[derive(Clone)]
@@ -22,10 +18,6 @@ pub struct Inner {
     pub redis: ConnectionManager,
     pub limiter: RateLimiter,
     pub tokens: TokenAuthority,
-    /// Every committed payment status change, from any process (via Postgres NOTIFY), with the
-    /// payment as it now is; `None` after the listener lost its connection, when changes may
-    /// have been missed: subscribers re-read what they follow.
-    pub status_changes: broadcast::Sender<Option<Arc<Announced>>>,
     /// `None` when Alipay is not configured.
     pub alipay: Option<evisa_core::gateway::alipay::AlipayClient>,
     /// Alipay notifies refused (bad signature, foreign app, mismatched amount...), for operators.
@@ -63,11 +55,13 @@ impl AppState {
     pub fn new(config: Config, db: PgPool, redis: ConnectionManager) -> Self {
         let limiter = RateLimiter::new(redis.clone(), &config.redis_prefix);
         let tokens = TokenAuthority::new(config.jwt.clone());
-        let (status_changes, _) = broadcast::channel(1024);
         let alipay = evisa_core::gateway::alipay::client_for(&config);
-        tokio::spawn(listen_for_status_changes(
-            db.clone(),
-            status_changes.clone(),
+        // Payment changes this process commits go to the other processes' event streams, and
+        // theirs come here.
+        announcements::publish_through(redis.clone(), &config.redis_prefix);
+        tokio::spawn(announcements::relay(
+            config.redis_url.expose().to_string(),
+            config.redis_prefix.clone(),
         ));
         let settled = evisa_core::inbox::SettledWriter::batched(db.clone());
         AppState(Arc::new(Inner {
@@ -77,7 +71,6 @@ impl AppState {
             redis,
             limiter,
             tokens,
-            status_changes,
             alipay,
             alipay_notifies_refused: std::sync::atomic::AtomicU64::new(0),
             password_hashing: crate::hashing::HashingPool::new(
@@ -86,59 +79,5 @@ impl AppState {
             event_streams: Arc::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
         }))
-    }
-}
-
-/// Relays Postgres notifications of payment status changes to this process's subscribers,
-/// reconnecting when the connection drops. Ends when the state is dropped.
-async fn listen_for_status_changes(
-    db: sqlx::PgPool,
-    tx: broadcast::Sender<Option<Arc<Announced>>>,
-) {
-    let mut reconnected = false;
-    loop {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&db).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "status listener cannot connect; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen(STATUS_CHANNEL).await {
-            tracing::warn!(error = %e, "status listener cannot LISTEN; retrying");
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue;
-        }
-        if reconnected {
-            let _ = tx.send(None);
-        }
-        reconnected = true;
-        loop {
-            match listener.try_recv().await {
-                // sqlx re-established the connection by itself: what was sent meanwhile is lost.
-                Ok(None) => {
-                    tracing::warn!("status listener reconnected; followers re-read");
-                    let _ = tx.send(None);
-                }
-                Ok(Some(n)) => {
-                    if let Some(change) = Announced::parse(n.payload()) {
-                        // No subscribers is fine.
-                        let _ = tx.send(Some(Arc::new(change)));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "status listener lost its connection; reconnecting");
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    break;
-                }
-            }
-            if db.is_closed() {
-                return;
-            }
-        }
-        if db.is_closed() {
-            return;
-        }
     }
 }

@@ -5,6 +5,7 @@ mod common;
 mod admin;
 mod alipay;
 mod alipay_refunds;
+mod announcements;
 mod applications;
 mod audit;
 mod checkout;

@@ -99,10 +99,15 @@ async fn connect_limiter(config: &Config) -> Option<RateLimiter> {
     )
     .await
     {
-        Ok(Ok(conn)) => Some(RateLimiter::new(conn, &config.redis_prefix)),
+        Ok(Ok(conn)) => {
+            // The payment changes this process commits reach the API processes' event streams
+            // through the same Redis.
+            evisa_core::payment::announcements::publish_through(conn.clone(), &config.redis_prefix);
+            Some(RateLimiter::new(conn, &config.redis_prefix))
+        }
         _ => {
             tracing::warn!(
-                "Redis unreachable: failed payments will not be counted against attempt limits"
+                "Redis unreachable: failed payments will not be counted against attempt limits, and event streams learn of payment changes only by re-reading"
             );
             None
         }

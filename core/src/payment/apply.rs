@@ -58,6 +58,8 @@ pub enum Applied {
         application_paid: bool,
         provider: super::Provider,
         created_at: chrono::DateTime<chrono::Utc>,
+        /// The payment as it now is, for event streams once the move has committed.
+        announcement: String,
     },
     /// A duplicate, stale or out-of-order report: nothing changed.
     Unchanged(PaymentRefusal),
@@ -143,15 +145,18 @@ pub async fn apply(
     Ok(applied)
 }
 
-/// Counts a committed move in the metrics.
+/// Tells event streams of a committed move, and counts it in the metrics. Call it only after
+/// the transaction that made the move has committed.
 pub(crate) fn announce(applied: &Applied) {
     if let Applied::Moved {
         to,
         provider,
         created_at,
+        announcement,
         ..
     } = applied
     {
+        super::announcements::publish(announcement);
         crate::metrics::payment_moved(*provider, *to, chrono::Utc::now() - *created_at);
     }
 }
@@ -291,8 +296,8 @@ pub(crate) async fn apply_locked(
         .then(|| facts.next_action.clone())
         .flatten();
     let failed = to == PaymentStatus::Failed;
-    // The new row is announced to event streams in the same statement (delivered at commit).
-    sqlx::query(concat!(
+    // The new row, as event streams will be told of it once this commits.
+    let announcement: String = sqlx::query_scalar(concat!(
         "UPDATE payments p SET status = $2, gateway_reference = coalesce($3, gateway_reference),
              next_action = $4, failure_code = $5, failure_message = $6,
              card_brand = coalesce($7, card_brand), card_last4 = coalesce($8, card_last4),
@@ -309,7 +314,7 @@ pub(crate) async fn apply_locked(
     .bind(failed.then(|| facts.failure_message.clone()).flatten())
     .bind(brand)
     .bind(last4)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     store::record_event(tx, id, event.as_str(), Some(from), to, actor, Some(cause)).await?;
     if failed {
@@ -346,5 +351,6 @@ pub(crate) async fn apply_locked(
         application_paid,
         provider: payment.provider,
         created_at: payment.created_at,
+        announcement,
     })
 }

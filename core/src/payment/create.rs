@@ -5,7 +5,7 @@
 use chrono::Duration;
 use sqlx::PgConnection;
 
-use super::store::{PaymentRow, announcement, payment_columns};
+use super::store::{PaymentRow, payment_columns};
 use super::{Payment, Provider};
 use crate::{
     application::{Actor, ApplicationStatus},
@@ -193,8 +193,8 @@ pub async fn create(
     }
     let currency = currency.ok_or_else(|| sqlx::Error::Decode("a payment of nothing".into()))?;
 
-    // The payment, its allocations, the first event of its chain and its announcement, in one
-    // statement.
+    // The payment, its allocations and the first event of its chain, in one statement. It is not
+    // announced: no one can follow a payment before the answer that names it.
     let (actor_kind, actor_id) = Actor::User {
         id: new.applicant,
         role: crate::users::Role::Applicant,
@@ -224,8 +224,6 @@ pub async fn create(
                                now() AS at) n)
          SELECT ",
         payment_columns!("al"),
-        ", ",
-        announcement!("al"),
         " FROM p"
     ))
     .bind(PaymentId::new())

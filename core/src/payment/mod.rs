@@ -1,6 +1,7 @@
 //! Payment attempts: their status machine, their storage, and [`apply`] — the one place where
 //! what a gateway says about a payment changes our records.
 
+pub mod announcements;
 mod create;
 mod status;
 pub mod store;
@@ -10,8 +11,3 @@ pub mod start;
 pub use apply::{Applied, CardDetails, GatewayFacts, apply, apply_in, start_charge};
 pub use status::{PaymentEvent, PaymentRefusal, PaymentStatus};
 pub use store::{Allocation, Announced, CreatePaymentError, NextAction, Payment, Provider};
-
-/// The Postgres channel on which every committed status change is announced (the payment's row
-/// as JSON, see [`Announced`]), so that every API process can push it to event-stream
-/// subscribers without reading it again.
-pub const STATUS_CHANNEL: &str = "payment_status";

@@ -103,20 +103,20 @@ macro_rules! allocations_of {
 }
 pub(crate) use {allocations_of, payment_columns};
 
-/// What is announced on [`super::STATUS_CHANNEL`] for the payment row `p` (SQL): the whole row
-/// as JSON with its allocations, so that event streams need not read it again, or only its id
-/// and status when that would not fit in a notification.
+/// The announcement of the payment row `p` (SQL, text): the whole row as JSON with its
+/// allocations, so that event streams need not read it again, or only its id and status when it
+/// is large (see [`super::announcements`]).
 macro_rules! announcement {
     () => {
         $crate::payment::store::announcement!("payment_allocations al WHERE al.payment_id = p.id")
     };
     ($allocations:literal) => {
         concat!(
-            "pg_notify('payment_status', CASE WHEN octet_length(",
+            "CASE WHEN octet_length(",
             $crate::payment::store::announcement!(@whole $allocations),
             "::text) < 7000 THEN ",
             $crate::payment::store::announcement!(@whole $allocations),
-            "::text ELSE json_build_object('id', p.id, 'status', p.status)::text END)"
+            "::text ELSE json_build_object('id', p.id, 'status', p.status)::text END"
         )
     };
     (@whole $allocations:literal) => {
@@ -236,8 +236,8 @@ pub async fn record_event(
     Ok(())
 }
 
-/// A payment as announced on [`super::STATUS_CHANNEL`]: the whole row, or only its id and
-/// status (then listeners read the rest).
+/// A payment as announced ([`super::announcements`]): the whole row, or only its id and status
+/// (then followers read the rest).
 pub enum Announced {
     Payment(Box<Payment>),
     Changed(PaymentId),

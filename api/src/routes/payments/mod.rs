@@ -3,7 +3,7 @@
 use evisa_core::{
     ids::{ApplicationId, PaymentId, UserId},
     payment::{
-        Announced, CreatePaymentError, Payment, PaymentStatus, Provider,
+        Announced, CreatePaymentError, Payment, PaymentStatus, Provider, announcements,
         start::{self, StartAlipayError, Terms},
         store,
     },
@@ -200,18 +200,25 @@ pub(crate) async fn follow(
     let limits = &state.config.connections;
     let slot = state.event_streams.open(applicant, limits)?;
     // Subscribe before reading, so no change between the read and the subscription is lost.
-    let changes = state.status_changes.subscribe();
+    let changes = announcements::subscribe();
     let current = store::get_for_owner(&state.db, applicant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment"))?;
     let db = state.db.clone();
     let first = futures_util::stream::once(futures_util::future::ready(current));
-    let updates = tokio_stream::wrappers::BroadcastStream::new(changes).filter_map(move |msg| {
+    // Every FOLLOWER_REREAD, a `None`: read the payment again, in case an
+    // announcement was lost (see `announcements`).
+    let rereads = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(announcements::FOLLOWER_REREAD).await;
+        Some((Ok(None), ()))
+    });
+    let changes = tokio_stream::wrappers::BroadcastStream::new(changes);
+    let updates = futures_util::stream::select(changes, rereads).filter_map(move |msg| {
         let db = db.clone();
         async move {
             // The announcement carries the payment as it now is. A lagging subscriber, or one
-            // told that changes may have been missed while the listener reconnected, re-reads
-            // the payment: it never misses the final state.
+            // told that changes may have been missed, re-reads the payment: it never misses the
+            // final state.
             match msg {
                 Ok(Some(change)) if change.id() != id => None,
                 Ok(Some(change)) => match &*change {
