@@ -3,43 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::common::{TestApp, spawn_app};
-
-/// Reads a payment's event stream until it ends: each status with when it arrived.
-async fn follow(app: &TestApp, token: &str, payment: &str) -> Vec<(String, Instant)> {
-    let resp = app
-        .http
-        .get(app.url(&format!("/v1/payments/{payment}/events")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
-    let (mut seen, mut pending) = (Vec::new(), String::new());
-    let read = async {
-        while let Some(chunk) = body.next().await {
-            pending.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-            while let Some(end) = pending.find('\n') {
-                let line: String = pending.drain(..=end).collect();
-                if let Some(data) = line.trim_end().strip_prefix("data: ") {
-                    let status = serde_json::from_str::<Value>(data).unwrap()["status"]
-                        .as_str()
-                        .unwrap()
-                        .to_string();
-                    seen.push((status, Instant::now()));
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .expect("the stream ends after the final status");
-    seen
-}
+use crate::common::spawn_app;
 
 fn statuses(seen: &[(String, Instant)]) -> Vec<&str> {
     seen.iter().map(|(s, _)| s.as_str()).collect()
@@ -57,29 +23,12 @@ async fn a_stream_hears_at_once_what_another_process_committed() {
         &json!({"drop_webhooks": true, "latency_ms": 1500}),
     )
     .await;
-    let (token, application) = app.submitted_application().await;
-    let r = app
-        .pay(
-            &token,
-            &application,
-            "pm_card_visa",
-            &uuid::Uuid::now_v7().to_string(),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.body);
-    let payment = r.body["id"].as_str().unwrap().to_string();
+    let (token, payment) = app.card_payment().await;
 
-    let stream = follow(&app, &token, &payment);
+    let stream = app.follow(&token, &payment);
     let worker = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        std::process::Command::new(env!("CARGO_BIN_EXE_evisa"))
-            .arg("work")
-            .envs(app.worker_env())
-            .env("EVISA_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+        app.worker_process()
     };
     let (seen, mut worker) = tokio::join!(stream, worker);
     worker.kill().unwrap();
@@ -100,18 +49,8 @@ async fn a_stream_hears_at_once_what_another_process_committed() {
 #[tokio::test]
 async fn a_stream_shows_a_change_whose_announcement_was_lost() {
     let app = spawn_app().await;
-    let (token, application) = app.submitted_application().await;
-    let r = app
-        .pay(
-            &token,
-            &application,
-            "pm_card_visa",
-            &uuid::Uuid::now_v7().to_string(),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.body);
-    let payment = r.body["id"].as_str().unwrap().to_string();
-    let stream = follow(&app, &token, &payment);
+    let (token, payment) = app.card_payment().await;
+    let stream = app.follow(&token, &payment);
     let unannounced = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         // No worker runs: this is the only change, and nothing announces it.

@@ -1,5 +1,7 @@
 //! `spawn_app()`: the API on a random port over its own fresh database, for end-to-end tests.
 
+use std::time::{Duration, Instant};
+
 use evisa_core::{
     auth,
     config::{Config, Profile, Source},
@@ -10,6 +12,7 @@ use evisa_core::{
     users::{self, Role},
 };
 use evisa_sandbox::{AlipaySandbox, StripeSandbox, StripeSandboxConfig, test_keys};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -549,6 +552,64 @@ impl TestApp {
         self.wait_for_payment(&token, &payment, "succeeded", 10)
             .await;
         (token, application, payment)
+    }
+
+    /// A new applicant's submitted application and a card payment of it (`pm_card_visa`),
+    /// accepted: (token, payment id). Nothing charges it unless a worker runs.
+    pub async fn card_payment(&self) -> (String, String) {
+        let (token, application) = self.submitted_application().await;
+        let key = uuid::Uuid::now_v7().to_string();
+        let r = self.pay(&token, &application, "pm_card_visa", &key).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        (token, r.body["id"].as_str().unwrap().to_string())
+    }
+
+    /// `evisa work` in a process of its own, configured like this app (kill it when done).
+    pub fn worker_process(&self) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_evisa"))
+            .arg("work")
+            .envs(self.worker_env())
+            .env("EVISA_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Reads a payment's event stream until it ends (30 s at most): each status with when it
+    /// arrived.
+    pub async fn follow(&self, token: &str, payment: &str) -> Vec<(String, Instant)> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/v1/payments/{payment}/events")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        let mut body = resp.bytes_stream();
+        let (mut seen, mut pending) = (Vec::new(), String::new());
+        let read = async {
+            while let Some(chunk) = body.next().await {
+                pending.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+                while let Some(end) = pending.find('\n') {
+                    let line: String = pending.drain(..=end).collect();
+                    if let Some(data) = line.trim_end().strip_prefix("data: ") {
+                        let status = serde_json::from_str::<Value>(data).unwrap()["status"]
+                            .as_str()
+                            .unwrap()
+                            .to_string();
+                        seen.push((status, Instant::now()));
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the stream ends after the final status");
+        seen
     }
 
     /// `POST /v1/applications/{id}/payments` with a card.

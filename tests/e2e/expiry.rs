@@ -76,18 +76,7 @@ async fn unpaid_applications_expire_but_not_while_a_payment_is_in_flight() {
 #[tokio::test]
 async fn two_worker_processes_expire_an_application_once() {
     let app = spawn_app_with(&[("EVISA_APPLICATION_EXPIRY_SECONDS", "2")]).await;
-    let mut workers: Vec<_> = (0..2)
-        .map(|_| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_evisa"))
-                .arg("work")
-                .envs(app.worker_env())
-                .env("EVISA_LOG", "warn")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let mut workers: Vec<_> = (0..2).map(|_| app.worker_process()).collect();
     let mut apps = Vec::new();
     for _ in 0..5 {
         apps.push(app.submitted_application().await);

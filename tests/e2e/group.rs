@@ -231,14 +231,7 @@ async fn a_worker_killed_mid_group_charge_still_charges_once() {
     let app = spawn_app().await;
     app.sandbox_post("/sandbox/faults", &json!({"latency_ms": 2000}))
         .await;
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_evisa"))
-        .arg("work")
-        .envs(app.worker_env())
-        .env("EVISA_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = app.worker_process();
     let token = app.applicant().await;
     let ids = family(&app, &token, 3, "FR").await;
     let r = pay_group(&app, &token, &ids, card()).await;

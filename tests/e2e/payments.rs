@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use evisa_sandbox::stripe::signature_header;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::common::{TestApp, spawn_app, spawn_app_with};
@@ -16,38 +15,10 @@ fn key() -> String {
 
 /// Reads a payment's event stream until it ends; returns the statuses seen.
 async fn statuses_seen(app: &TestApp, token: &str, payment: &str) -> Vec<String> {
-    let resp = app
-        .http
-        .get(app.url(&format!("/v1/payments/{payment}/events")))
-        .bearer_auth(token)
-        .send()
+    app.follow(token, payment)
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    let mut body = resp.bytes_stream();
-    let mut text = String::new();
-    let read = async {
-        while let Some(chunk) = body.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), read)
-        .await
-        .expect("the stream ends after the final status");
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| {
-            serde_json::from_str::<Value>(d).unwrap()["status"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .into_iter()
+        .map(|(status, _)| status)
         .collect()
 }
 
