@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use evisa_core::{
-    auth::TokenAuthority, config::Config, payment::announcements, ratelimit::RateLimiter,
-};
+use evisa_core::{auth::TokenAuthority, config::Config, ratelimit::RateLimiter};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
@@ -56,13 +54,13 @@ impl AppState {
         let limiter = RateLimiter::new(redis.clone(), &config.redis_prefix);
         let tokens = TokenAuthority::new(config.jwt.clone());
         let alipay = evisa_core::gateway::alipay::client_for(&config);
-        // Payment changes this process commits go to the other processes' event streams, and
+        // Payment changes and job wake-ups this process commits go to the other processes, and
         // theirs come here.
-        announcements::publish_through(redis.clone(), &config.redis_prefix);
-        tokio::spawn(announcements::relay(
-            config.redis_url.expose().to_string(),
-            config.redis_prefix.clone(),
-        ));
+        evisa_core::signals::connect(
+            redis.clone(),
+            config.redis_url.expose(),
+            &config.redis_prefix,
+        );
         let settled = evisa_core::inbox::SettledWriter::batched(db.clone());
         AppState(Arc::new(Inner {
             config,

@@ -71,6 +71,49 @@ impl Job for ReconcileReport {
 /// queue's name); delivered when the transaction commits.
 pub const WAKE_CHANNEL: &str = "evisa_jobs";
 
+/// Wake-ups sent after commit ([`wake`]), for this process's workers: the queue's name.
+static WOKEN: std::sync::LazyLock<tokio::sync::broadcast::Sender<std::sync::Arc<str>>> =
+    std::sync::LazyLock::new(|| tokio::sync::broadcast::channel(256).0);
+
+/// The wake-ups [`wake`] sends, in this process and (once [`crate::signals::connect`]ed) the
+/// others.
+pub fn woken() -> tokio::sync::broadcast::Receiver<std::sync::Arc<str>> {
+    WOKEN.subscribe()
+}
+
+/// Wakes the workers of `queue`, here and in the other processes, once the transaction that
+/// added a job with [`enqueue_then_wake`] has committed. A lost wake-up costs only time: idle
+/// workers poll every `EVISA_JOB_POLL_MS`.
+pub fn wake(queue: &str) {
+    deliver_wake(queue);
+    crate::signals::publish(crate::signals::Topic::JobAdded, queue);
+}
+
+/// Wakes this process's workers of `queue` (woken here, or relayed from another process).
+pub(crate) fn deliver_wake(queue: &str) {
+    // No workers here is fine.
+    let _ = WOKEN.send(queue.into());
+}
+
+/// Adds `job`, due at once, in the caller's transaction, without waking its workers through
+/// Postgres: the caller calls [`wake`] once the transaction has committed. For the payment's
+/// first transaction, which should not queue its commit behind other processes' `NOTIFY`s (see
+/// [`crate::signals`]).
+pub async fn enqueue_then_wake<J: Job>(
+    conn: &mut PgConnection,
+    job: &J,
+    max_attempts: usize,
+) -> Result<(), sqlx::Error> {
+    let args = serde_json::to_vec(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query("INSERT INTO jobs (queue, args, max_attempts) VALUES ($1, $2, $3)")
+        .bind(J::QUEUE)
+        .bind(args)
+        .bind(max_attempts.clamp(1, i32::MAX as usize) as i32)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Adds `job` to run after `delay`, in the caller's transaction.
 pub async fn enqueue_after<J: Job>(
     conn: &mut PgConnection,

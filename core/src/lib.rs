@@ -28,6 +28,7 @@ pub mod reconciliation_reports;
 pub mod refund;
 pub mod return_url;
 pub mod secret;
+pub mod signals;
 pub mod users;
 pub mod visa;
 

@@ -100,14 +100,18 @@ async fn connect_limiter(config: &Config) -> Option<RateLimiter> {
     .await
     {
         Ok(Ok(conn)) => {
-            // The payment changes this process commits reach the API processes' event streams
-            // through the same Redis.
-            evisa_core::payment::announcements::publish_through(conn.clone(), &config.redis_prefix);
+            // The payment changes this process commits reach the API processes' event streams,
+            // and the API processes' job wake-ups reach these workers, through the same Redis.
+            evisa_core::signals::connect(
+                conn.clone(),
+                config.redis_url.expose(),
+                &config.redis_prefix,
+            );
             Some(RateLimiter::new(conn, &config.redis_prefix))
         }
         _ => {
             tracing::warn!(
-                "Redis unreachable: failed payments will not be counted against attempt limits, and event streams learn of payment changes only by re-reading"
+                "Redis unreachable: failed payments will not be counted against attempt limits, event streams learn of payment changes only by re-reading, and card charges wait for the next poll"
             );
             None
         }

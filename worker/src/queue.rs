@@ -12,8 +12,9 @@
 //!   the other workers of the queue after the orphan timeout; the cut-off run counts as an
 //!   attempt.
 //! - Jobs added with no delay wake the queue's workers through LISTEN/NOTIFY (`evisa_jobs`,
-//!   payload: the queue); a poll at the configured interval covers delayed jobs and lost
-//!   notifications.
+//!   payload: the queue), or — a card's charge, added in the payment's first transaction —
+//!   through `jobs::wake` once that transaction has committed (in this process, and in others
+//!   through Redis); a poll at the configured interval covers delayed jobs and lost wake-ups.
 
 use std::{
     marker::PhantomData,
@@ -270,6 +271,8 @@ pub struct Wakeups {
     tick: tokio::time::Interval,
     // A Mutex only to make it Sync (workers are shared across threads); never contended.
     listener: Option<std::sync::Mutex<BoxStream<'static, Result<(), ()>>>>,
+    /// Wake-ups sent after commit (`jobs::wake`), from this process or relayed from others.
+    woken: std::sync::Mutex<BoxStream<'static, ()>>,
 }
 
 /// A worker restarted by the monitor gets its own listener and ticks (and must: without `Clone`,
@@ -289,7 +292,25 @@ impl Wakeups {
             queue,
             tick,
             listener: None,
+            woken: std::sync::Mutex::new(Self::woken(queue)),
         }
+    }
+
+    /// This queue's wake-ups from `jobs::wake`; a receiver that fell behind wakes too.
+    fn woken(queue: &'static str) -> BoxStream<'static, ()> {
+        futures_util::stream::unfold(evisa_core::jobs::woken(), move |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(q) if &*q == queue => return Some(((), rx)),
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        return Some(((), rx));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed()
     }
 
     fn listen(db: PgPool, queue: &'static str) -> BoxStream<'static, Result<(), ()>> {
@@ -330,6 +351,14 @@ impl Stream for Wakeups {
             // Lost or failed: listen again at the next tick (polling covers the gap).
             Poll::Ready(Some(Err(()))) | Poll::Ready(None) => this.listener = None,
             Poll::Pending => {}
+        }
+        let local = this
+            .woken
+            .get_mut()
+            .expect("never poisoned: polled by one task at a time");
+        // Every wake-up waiting is taken: one look serves them all.
+        while let Poll::Ready(Some(())) = local.poll_next_unpin(cx) {
+            woken = true;
         }
         if woken {
             cx.waker().wake_by_ref();

@@ -24,7 +24,8 @@ use crate::{
     idempotent,
     problem::ApiError,
     routes::payments::{
-        Method, PaymentView, admit_attempt, follow, start_payment, wire::is_payment_method_id,
+        Method, PaymentView, accepted, admit_attempt, follow, start_payment,
+        wire::is_payment_method_id,
     },
     state::AppState,
 };
@@ -148,7 +149,7 @@ pub async fn card(
     .await;
     match answer {
         Ok(view) => {
-            evisa_core::metrics::payment_created(evisa_core::payment::Provider::Stripe);
+            accepted(evisa_core::payment::Provider::Stripe);
             tracing::info!(payment_id = %view.id, checkout_session = %v.session.id, "checkout card payment accepted");
             Response::builder()
                 .status(StatusCode::ACCEPTED)
@@ -262,7 +263,7 @@ pub async fn alipay(
     .await;
     match answer {
         Ok(view) => {
-            evisa_core::metrics::payment_created(evisa_core::payment::Provider::Alipay);
+            accepted(evisa_core::payment::Provider::Alipay);
             let cashier = payments::get(&state.db, PaymentId::from_uuid(view.id))
                 .await
                 .ok()

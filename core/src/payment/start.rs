@@ -13,7 +13,7 @@ use crate::{
     application::Actor,
     gateway::alipay::{self, AlipayClient, Channel},
     ids::{ApplicationId, UserId},
-    jobs::{ChargeCard, PollAlipay, enqueue, enqueue_after},
+    jobs::{ChargeCard, PollAlipay, enqueue_after, enqueue_then_wake},
     money::Currency,
 };
 
@@ -43,7 +43,8 @@ impl From<sqlx::Error> for StartAlipayError {
 }
 
 /// A card payment of one application or a group (`applications`) with a Stripe payment method
-/// (a `pm_...` id made in the browser): created, and its one charge enqueued.
+/// (a `pm_...` id made in the browser): created, and its one charge enqueued. Once the
+/// transaction has committed, the caller wakes the charge queue: `jobs::wake(ChargeCard::QUEUE)`.
 pub async fn card(
     tx: &mut PgConnection,
     applicant: UserId,
@@ -64,7 +65,8 @@ pub async fn card(
         },
     )
     .await?;
-    enqueue(
+    // Its workers are woken once the caller has committed (`jobs::wake(ChargeCard::QUEUE)`).
+    enqueue_then_wake(
         tx,
         &ChargeCard {
             payment_id: payment.id,

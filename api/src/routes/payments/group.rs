@@ -186,7 +186,7 @@ impl GroupPaymentsApi {
         )
         .await?;
         if let Ok(provider) = view.provider.parse() {
-            evisa_core::metrics::payment_created(provider);
+            super::accepted(provider);
         }
         tracing::info!(payment_id = %view.id, applications = view.allocations.len(), "group payment accepted");
         Ok(PaymentAccepted::Accepted(Json(view)))

@@ -133,6 +133,15 @@ pub(crate) async fn admit_attempt(
 
 /// Starts a payment of one application or a group by `method` in the caller's transaction,
 /// through `payment::start`: the one path of the API and the checkout page alike.
+/// After the transaction that started a payment has committed: counted, and for a card, the
+/// charge queue's workers woken (its job was added without waking them, see `start::card`).
+pub(crate) fn accepted(provider: Provider) {
+    evisa_core::metrics::payment_created(provider);
+    if provider == Provider::Stripe {
+        evisa_core::jobs::wake(<evisa_core::jobs::ChargeCard as evisa_core::jobs::Job>::QUEUE);
+    }
+}
+
 pub(crate) async fn start_payment(
     state: &AppState,
     tx: &mut sqlx::PgConnection,
@@ -308,7 +317,7 @@ impl PaymentsApi {
         )
         .await?;
         if let Ok(provider) = view.provider.parse::<Provider>() {
-            evisa_core::metrics::payment_created(provider);
+            accepted(provider);
         }
         tracing::info!(payment_id = %view.id, "payment accepted");
         Ok(PaymentAccepted::Accepted(Json(view)))
