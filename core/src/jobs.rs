@@ -6,6 +6,7 @@
 use crate::ids::PaymentId;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
+use std::time::Duration;
 
 /// A kind of background job.
 pub trait Job: Serialize {
@@ -105,20 +106,14 @@ pub async fn enqueue_then_wake<J: Job>(
     max_attempts: usize,
 ) -> Result<(), sqlx::Error> {
     let args = serde_json::to_vec(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query("INSERT INTO jobs (queue, args, max_attempts) VALUES ($1, $2, $3)")
-        .bind(J::QUEUE)
-        .bind(args)
-        .bind(max_attempts.clamp(1, i32::MAX as usize) as i32)
-        .execute(conn)
-        .await?;
-    Ok(())
+    add(conn, J::QUEUE, &args, Duration::ZERO, max_attempts, false).await
 }
 
 /// Adds `job` to run after `delay`, in the caller's transaction.
 pub async fn enqueue_after<J: Job>(
     conn: &mut PgConnection,
     job: &J,
-    delay: std::time::Duration,
+    delay: Duration,
     max_attempts: usize,
 ) -> Result<(), sqlx::Error> {
     let args = serde_json::to_vec(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
@@ -132,7 +127,7 @@ pub async fn enqueue<J: Job>(
     job: &J,
     max_attempts: usize,
 ) -> Result<(), sqlx::Error> {
-    enqueue_after(conn, job, std::time::Duration::ZERO, max_attempts).await
+    enqueue_after(conn, job, Duration::ZERO, max_attempts).await
 }
 
 /// Adds a job of `queue` with its arguments already encoded (one statement, which also wakes the
@@ -141,19 +136,32 @@ pub async fn insert(
     conn: &mut PgConnection,
     queue: &str,
     args: &[u8],
-    delay: std::time::Duration,
+    delay: Duration,
     max_attempts: usize,
+) -> Result<(), sqlx::Error> {
+    add(conn, queue, args, delay, max_attempts, true).await
+}
+
+/// The job's row, and with `notify` the `NOTIFY` that wakes its workers at commit when it is due.
+async fn add(
+    conn: &mut PgConnection,
+    queue: &str,
+    args: &[u8],
+    delay: Duration,
+    max_attempts: usize,
+    notify: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "WITH added AS (INSERT INTO jobs (queue, args, run_at, max_attempts)
                         VALUES ($1, $2, now() + $3, $4) RETURNING run_at <= now() AS due)
-         SELECT pg_notify($5, $1) FROM added WHERE due",
+         SELECT pg_notify($5, $1) FROM added WHERE due AND $6",
     )
     .bind(queue)
     .bind(args)
     .bind(delay)
     .bind(max_attempts.clamp(1, i32::MAX as usize) as i32)
     .bind(WAKE_CHANNEL)
+    .bind(notify)
     .execute(conn)
     .await?;
     Ok(())

@@ -72,7 +72,7 @@ impl<V> Bounded<V> {
 pub(super) struct KeyRecord {
     /// `POST /v1/refunds`, say.
     pub endpoint: String,
-    /// The request's parameters, sorted, as one form-encoded line.
+    /// The request's parameters, sorted, as one line (each key and value prefixed by its length).
     pub params: Box<str>,
     /// The status and body as JSON; `None` while the first request is still running.
     pub answer: Option<(u16, Box<str>)>,

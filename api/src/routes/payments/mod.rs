@@ -131,8 +131,6 @@ pub(crate) async fn admit_attempt(
     .await
 }
 
-/// Starts a payment of one application or a group by `method` in the caller's transaction,
-/// through `payment::start`: the one path of the API and the checkout page alike.
 /// After the transaction that started a payment has committed: counted, and for a card, the
 /// charge queue's workers woken (its job was added without waking them, see `start::card`).
 pub(crate) fn accepted(provider: Provider) {
@@ -142,6 +140,8 @@ pub(crate) fn accepted(provider: Provider) {
     }
 }
 
+/// Starts a payment of one application or a group by `method` in the caller's transaction,
+/// through `payment::start`: the one path of the API and the checkout page alike.
 pub(crate) async fn start_payment(
     state: &AppState,
     tx: &mut sqlx::PgConnection,
