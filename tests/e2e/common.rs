@@ -196,6 +196,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         public_url: sandbox_url.clone(),
         webhook_retry_base: std::time::Duration::from_millis(100),
         webhook_max_attempts: 5,
+        webhook_latency: std::time::Duration::from_millis(20),
         enabled_events: vec!["*".into()],
     });
     // Alipay's notify retry "minute" is 20 ms here.

@@ -94,8 +94,9 @@ impl StripeSandbox {
                     .expect("sandbox state")
                     .faults
                     .webhook_delay_ms;
-                if attempt == 0 && delay > 0 {
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                let delay = Duration::from_millis(delay) + sandbox.config.webhook_latency;
+                if attempt == 0 && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
                 let Some(url) = sandbox.config.webhook_url.clone() else {
                     return;

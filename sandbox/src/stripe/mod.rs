@@ -44,6 +44,10 @@ pub struct StripeSandboxConfig {
     /// First webhook retry delay; doubles on each attempt (Stripe waits hours; tests want ms).
     pub webhook_retry_base: Duration,
     pub webhook_max_attempts: u32,
+    /// How long after an event its first delivery leaves. Stripe sends webhooks asynchronously,
+    /// so the answer to the request that caused an event usually arrives before the event does;
+    /// with no latency the sandbox would deliver most webhooks before its own answers.
+    pub webhook_latency: Duration,
     /// The event types the webhook endpoint subscribes to, as a Stripe webhook endpoint's
     /// `enabled_events`: `["*"]` for every type. Events of other types are still created (and
     /// listed by `GET /v1/events`), only not delivered.

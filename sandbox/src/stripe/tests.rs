@@ -13,6 +13,7 @@ fn sandbox(webhook_url: Option<String>) -> StripeSandbox {
         public_url: "http://sandbox.invalid".into(),
         webhook_retry_base: Duration::from_millis(20),
         webhook_max_attempts: 5,
+        webhook_latency: Duration::ZERO,
         enabled_events: vec!["*".into()],
     })
 }
