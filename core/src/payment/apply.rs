@@ -16,7 +16,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::{
     NextAction, Payment, PaymentEvent, PaymentRefusal, PaymentStatus,
-    store::{self, announcement},
+    store::{self, MoveFacts},
 };
 use crate::{
     application::{Actor, ApplicationEvent, ApplicationStatus, store::record_paid},
@@ -178,39 +178,43 @@ pub async fn apply_in(
 /// is asked, so that a crash mid-call leaves a payment we know may have been charged). Returns
 /// the payment as it now is, for the caller to charge when it is `processing`; `None` when there
 /// is no such payment.
+///
+/// One statement, its own transaction: the move is a compare-and-set on `created` (waiting for
+/// any transaction holding the payment), and takes no lock on the applications, which it leaves
+/// as they are.
 pub async fn start_charge(
     pool: &PgPool,
     id: PaymentId,
     cause: &str,
 ) -> Result<Option<Payment>, ApplyError> {
-    let mut tx = pool.begin().await?;
-    let locked = match lock(&mut tx, id).await {
-        Ok(l) => l,
-        Err(ApplyError::NotFound) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut payment = locked.payment.clone();
-    if payment.status == PaymentStatus::Created {
-        let applied = apply_locked(
-            &mut tx,
-            &locked,
-            PaymentEvent::ChargeStarted,
-            &GatewayFacts::default(),
+    let event = PaymentEvent::ChargeStarted;
+    let from = PaymentStatus::Created;
+    if let Ok(to) = from.next(event) {
+        let moved = store::move_status(
+            pool,
+            id,
+            event.as_str(),
+            from,
+            to,
+            &MoveFacts::default(),
             Actor::System,
             cause,
         )
         .await?;
-        tx.commit().await?;
-        announce(&applied);
-        if let Applied::Moved { to, .. } = applied {
-            payment.status = to;
+        if let Some((payment, announcement)) = moved {
+            announce(&Applied::Moved {
+                from,
+                to,
+                application_paid: false,
+                provider: payment.provider,
+                created_at: payment.created_at,
+                announcement,
+            });
+            return Ok(Some(payment));
         }
-    } else {
-        // Nothing to write: release the locks before returning, rather than whenever the pool
-        // gets round to a dropped transaction's queued ROLLBACK.
-        tx.rollback().await?;
     }
-    Ok(Some(payment))
+    // Not `created` (a previous run started it, or it ended), or no such payment.
+    Ok(store::get(pool, id).await?)
 }
 
 pub(crate) async fn apply_locked(
@@ -293,30 +297,30 @@ pub(crate) async fn apply_locked(
     }
 
     let next_action = (to == PaymentStatus::RequiresAction)
-        .then(|| facts.next_action.clone())
+        .then_some(facts.next_action.as_ref())
         .flatten();
     let failed = to == PaymentStatus::Failed;
-    // The new row, as event streams will be told of it once this commits.
-    let announcement: String = sqlx::query_scalar(concat!(
-        "UPDATE payments p SET status = $2, gateway_reference = coalesce($3, gateway_reference),
-             next_action = $4, failure_code = $5, failure_message = $6,
-             card_brand = coalesce($7, card_brand), card_last4 = coalesce($8, card_last4),
-             updated_at = now()
-         WHERE id = $1
-         RETURNING ",
-        announcement!()
-    ))
-    .bind(id)
-    .bind(to.as_str())
-    .bind(&facts.reference)
-    .bind(next_action.map(sqlx::types::Json))
-    .bind(failed.then(|| facts.failure_code.clone()).flatten())
-    .bind(failed.then(|| facts.failure_message.clone()).flatten())
-    .bind(brand)
-    .bind(last4)
-    .fetch_one(&mut *tx)
+    let moved = store::move_status(
+        &mut *tx,
+        id,
+        event.as_str(),
+        from,
+        to,
+        &MoveFacts {
+            reference: facts.reference.as_deref(),
+            next_action,
+            failure_code: facts.failure_code.as_deref().filter(|_| failed),
+            failure_message: facts.failure_message.as_deref().filter(|_| failed),
+            card_brand: brand,
+            card_last4: last4,
+        },
+        actor,
+        cause,
+    )
     .await?;
-    store::record_event(tx, id, event.as_str(), Some(from), to, actor, Some(cause)).await?;
+    // Under the payment's lock it is still `from`; the new row is what event streams will be
+    // told of once this commits.
+    let (_, announcement) = moved.ok_or(sqlx::Error::RowNotFound)?;
     if failed {
         notify::record(tx, notify::EventType::PaymentFailed, id.as_uuid()).await?;
     }

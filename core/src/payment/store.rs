@@ -272,15 +272,7 @@ pub async fn get<'e>(
     db: impl sqlx::PgExecutor<'e>,
     id: PaymentId,
 ) -> Result<Option<Payment>, sqlx::Error> {
-    let row: Option<PaymentRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        payment_columns!(),
-        " FROM payments p WHERE p.id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
-    row.map(PaymentRow::into_payment).transpose()
+    by_id(db, id, false).await
 }
 
 /// A payment by id, locked for the rest of the caller's transaction.
@@ -288,15 +280,103 @@ pub async fn get_for_update(
     conn: &mut PgConnection,
     id: PaymentId,
 ) -> Result<Option<Payment>, sqlx::Error> {
-    let row: Option<PaymentRow> = sqlx::query_as(concat!(
+    by_id(conn, id, true).await
+}
+
+async fn by_id<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: PaymentId,
+    lock: bool,
+) -> Result<Option<Payment>, sqlx::Error> {
+    const READ: &str = concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments p WHERE p.id = $1"
+    );
+    const LOCK: &str = concat!(
         "SELECT ",
         payment_columns!(),
         " FROM payments p WHERE p.id = $1 FOR UPDATE OF p"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
+    );
+    let row: Option<PaymentRow> = sqlx::query_as(if lock { LOCK } else { READ })
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
     row.map(PaymentRow::into_payment).transpose()
+}
+
+/// What a move writes besides the status: the gateway's facts, each kept where it is `None`
+/// (`next_action` and the failure are replaced: a move clears what no longer holds).
+#[derive(Default)]
+pub(crate) struct MoveFacts<'a> {
+    pub reference: Option<&'a str>,
+    pub next_action: Option<&'a NextAction>,
+    pub failure_code: Option<&'a str>,
+    pub failure_message: Option<&'a str>,
+    pub card_brand: Option<&'a str>,
+    pub card_last4: Option<&'a str>,
+}
+
+/// A payment as a move left it, with its announcement for event streams.
+#[derive(sqlx::FromRow)]
+struct MovedRow {
+    #[sqlx(flatten)]
+    payment: PaymentRow,
+    announcement: String,
+}
+
+/// Moves a payment from `from` to `to` and appends `event` to its history, in one statement:
+/// nothing when the payment is no longer `from` (`None`). Under the caller's lock of the payment
+/// it always moves; through the pool (its own transaction) it is a compare-and-set that waits for
+/// any transaction holding the row. Returns the payment as it now is and its announcement.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn move_status<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: PaymentId,
+    event: &str,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    facts: &MoveFacts<'_>,
+    actor: Actor,
+    cause: &str,
+) -> Result<Option<(Payment, String)>, sqlx::Error> {
+    // $1 to $7 are the history event's (see `chained_event!`); the move reuses $1, $3 and $4.
+    const SQL: &str = concat!(
+        "WITH moved AS (
+           UPDATE payments p SET status = $4, gateway_reference = coalesce($8, gateway_reference),
+                  next_action = $9, failure_code = $10, failure_message = $11,
+                  card_brand = coalesce($12, card_brand), card_last4 = coalesce($13, card_last4),
+                  updated_at = now()
+            WHERE p.id = $1 AND p.status = $3
+           RETURNING ",
+        payment_columns!(),
+        ", ",
+        announcement!(),
+        " AS announcement),
+         logged AS (",
+        chained_event!("payment_events", "payment_id"),
+        " WHERE EXISTS (SELECT FROM moved))
+         SELECT * FROM moved"
+    );
+    let (kind, actor_id) = actor.parts();
+    let row: Option<MovedRow> = sqlx::query_as(SQL)
+        .bind(id)
+        .bind(event)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(kind)
+        .bind(actor_id)
+        .bind(cause)
+        .bind(facts.reference)
+        .bind(facts.next_action.map(sqlx::types::Json))
+        .bind(facts.failure_code)
+        .bind(facts.failure_message)
+        .bind(facts.card_brand)
+        .bind(facts.card_last4)
+        .fetch_optional(db)
+        .await?;
+    row.map(|r| Ok((r.payment.into_payment()?, r.announcement)))
+        .transpose()
 }
 
 /// The applicant's own payment.
