@@ -2,7 +2,7 @@
 //! the request's transaction, replay a saved answer, or save the new one.
 
 use evisa_core::{
-    idempotency::{self, Begin, IdempotencyError, IdempotencyKey},
+    idempotency::{self, Begin, IdempotencyError, IdempotencyKey, Saved},
     ids::UserId,
 };
 use poem_openapi::types::{ParseFromJSON, ToJSON};
@@ -24,24 +24,37 @@ pub async fn once<T: ToJSON + ParseFromJSON>(
     work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
     let mut tx = db.begin().await?;
-    let claim = match claim(&mut tx, user, key, path, body).await? {
+    let claimed = match claim(&mut tx, user, key, path, body).await? {
         Outcome::Replay(saved) => return replay(saved),
-        Outcome::Proceed(claim) => claim,
+        Outcome::Proceed(claimed) => claimed,
     };
     let view = work(&mut tx).await?;
-    remember(
-        &mut tx,
-        user,
-        claim,
-        status,
-        &view.to_json().unwrap_or_default(),
-    )
-    .await?;
+    if let Some(c) = claimed {
+        let answer = view.to_json().unwrap_or_default();
+        if idempotency::save(&mut tx, user, &c.key, &c.hash, status, &answer).await? == Saved::Raced
+        {
+            // The same key's first request committed while this one looked: its answer stands
+            // and this one's work is undone.
+            tx.rollback().await?;
+            let mut tx = db.begin().await?;
+            return match claim(&mut tx, user, key, path, body).await? {
+                Outcome::Replay(saved) => replay(saved),
+                Outcome::Proceed(_) => Err(in_flight()),
+            };
+        }
+    }
     tx.commit().await?;
     Ok(view)
 }
 
-/// A claimed key: the work may proceed and its answer must be [`remember`]ed.
+fn in_flight() -> ApiError {
+    ApiError::conflict(
+        "idempotency-in-flight",
+        "a request with this Idempotency-Key is still being processed; retry shortly",
+    )
+}
+
+/// A claimed key: the work may proceed and its answer must be saved with it.
 struct Claim {
     key: IdempotencyKey,
     hash: Vec<u8>,
@@ -72,10 +85,7 @@ async fn claim(
     match idempotency::begin(conn, user, &key, &hash).await {
         Ok(Begin::New) => Ok(Outcome::Proceed(Some(Claim { key, hash }))),
         Ok(Begin::Replay { body, .. }) => Ok(Outcome::Replay(body)),
-        Err(IdempotencyError::InFlight) => Err(ApiError::conflict(
-            "idempotency-in-flight",
-            "a request with this Idempotency-Key is still being processed; retry shortly",
-        )),
+        Err(IdempotencyError::InFlight) => Err(in_flight()),
         // A conflict with an earlier request, like a key still in flight: 409, not 422, since the
         // request itself is valid and would succeed under a fresh key.
         Err(IdempotencyError::Mismatch) => Err(ApiError::conflict_with(
@@ -94,18 +104,4 @@ async fn claim(
 /// The saved answer of a replayed request, as the operation's view type.
 fn replay<T: ParseFromJSON>(saved: serde_json::Value) -> Result<T, ApiError> {
     T::parse_from_json(Some(saved)).map_err(|e| ApiError::internal(e.into_message()))
-}
-
-/// Saves the answer of a claimed request in the same transaction as its work.
-async fn remember(
-    conn: &mut PgConnection,
-    user: UserId,
-    claim: Option<Claim>,
-    status: u16,
-    body: &serde_json::Value,
-) -> Result<(), ApiError> {
-    if let Some(c) = claim {
-        idempotency::save(conn, user, &c.key, &c.hash, status, body).await?;
-    }
-    Ok(())
 }

@@ -82,39 +82,60 @@ pub fn lock_id(user: UserId, key: &IdempotencyKey) -> i64 {
 
 /// Claims the key for this transaction, or says why not. Call first in the transaction that does
 /// the work.
+///
+/// One statement takes the lock and reads any saved answer. Its snapshot is taken before the
+/// lock, so a first request that commits in between is not seen here although its lock is gone:
+/// [`save`] then finds that answer and says [`Saved::Raced`], and the caller rolls back and asks
+/// again (and replays it).
 pub async fn begin(
     conn: &mut PgConnection,
     user: UserId,
     key: &IdempotencyKey,
     hash: &[u8],
 ) -> Result<Begin, IdempotencyError> {
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(lock_id(user, key))
-        .fetch_one(&mut *conn)
-        .await?;
-    if !locked {
-        return Err(IdempotencyError::InFlight);
-    }
-    let saved: Option<(Vec<u8>, i16, serde_json::Value)> = sqlx::query_as(
-        "SELECT request_hash, response_status, response_body FROM idempotency_keys
-          WHERE user_id = $1 AND key = $2 AND created_at > now() - make_interval(hours => $3)",
+    type Row = (
+        bool,
+        Option<Vec<u8>>,
+        Option<i16>,
+        Option<serde_json::Value>,
+    );
+    let (locked, saved_hash, status, body): Row = sqlx::query_as(
+        "SELECT pg_try_advisory_xact_lock($1), k.request_hash, k.response_status, k.response_body
+           FROM (SELECT) one
+           LEFT JOIN idempotency_keys k
+             ON k.user_id = $2 AND k.key = $3
+            AND k.created_at > now() - make_interval(hours => $4)",
     )
+    .bind(lock_id(user, key))
     .bind(user)
     .bind(key.as_str())
     .bind(RETENTION_HOURS as i32)
-    .fetch_optional(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    match saved {
-        None => Ok(Begin::New),
-        Some((saved_hash, status, body)) if saved_hash == hash => Ok(Begin::Replay {
+    if !locked {
+        return Err(IdempotencyError::InFlight);
+    }
+    match (saved_hash, status, body) {
+        (Some(saved_hash), Some(status), Some(body)) if saved_hash == hash => Ok(Begin::Replay {
             status: status as u16,
             body,
         }),
-        Some(_) => Err(IdempotencyError::Mismatch),
+        (Some(_), _, _) => Err(IdempotencyError::Mismatch),
+        _ => Ok(Begin::New),
     }
 }
 
-/// Records the answer to a [`Begin::New`] request, in the transaction that did the work.
+/// What [`save`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Saved {
+    Saved,
+    /// A request with the same key committed its answer after [`begin`] looked: roll back this
+    /// one's work and begin again.
+    Raced,
+}
+
+/// Records the answer to a [`Begin::New`] request, in the transaction that did the work. An
+/// answer of the same key past its retention is replaced; a live one is never overwritten.
 pub async fn save(
     conn: &mut PgConnection,
     user: UserId,
@@ -122,22 +143,29 @@ pub async fn save(
     hash: &[u8],
     status: u16,
     body: &serde_json::Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<Saved, sqlx::Error> {
+    let saved = sqlx::query(
         "INSERT INTO idempotency_keys (user_id, key, request_hash, response_status, response_body)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
              response_status = excluded.response_status, response_body = excluded.response_body,
-             created_at = now()",
+             created_at = now()
+          WHERE idempotency_keys.created_at <= now() - make_interval(hours => $6)",
     )
     .bind(user)
     .bind(key.as_str())
     .bind(hash)
     .bind(status as i16)
     .bind(body)
+    .bind(RETENTION_HOURS as i32)
     .execute(conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(if saved == 1 {
+        Saved::Saved
+    } else {
+        Saved::Raced
+    })
 }
 
 /// Forgets answers older than the retention period; returns how many.
