@@ -101,17 +101,22 @@ echo "== card payments, closed loop (32 payers) for ${SECONDS_PER_RUN} s"
 psql "$PG/$bench_db" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null 2>&1 || true
 closed=$(pay --rate 0 --concurrency 32)
 echo "$closed"
-# Where Postgres spent its time in the closed loop, for whoever wants to go further.
-top=/tmp/evisa-bench-statements-$run.txt
-if psql "$PG/$bench_db" -qAt -F ' | ' -c "SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
-      round(mean_exec_time::numeric, 3) AS mean_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 160)
-      FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25" >"$top" 2>/dev/null; then
-  echo "(statements by total time in the closed loop: $top)"
-fi
+# Where Postgres spent its time (`$1`: which run), for whoever wants to go further.
+statements() {
+  local top=/tmp/evisa-bench-statements-$run-$1.txt
+  if psql "$PG/$bench_db" -qAt -F ' | ' -c "SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
+        round(mean_exec_time::numeric, 3) AS mean_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 160)
+        FROM pg_stat_statements ORDER BY calls DESC, total_exec_time DESC LIMIT 40" >"$top" 2>/dev/null; then
+    echo "(statements of the $1 run, most called first, preparation included: $top)"
+  fi
+  psql "$PG/$bench_db" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null 2>&1 || true
+}
+statements closed-loop
 capacity=$(echo "$closed" | sed -n 's/.*= \([0-9.]*\) succeeded\/s.*/\1/p')
 echo "== card payments, offered 100/s for ${SECONDS_PER_RUN} s"
 offered=$(pay --rate 100)
 echo "$offered"
+statements offered-100
 half=$(python3 -c "print(max(1, int(float('${capacity:-2}') / 2)))")
 echo "== card payments, offered half the capacity ($half/s) for ${SECONDS_PER_RUN} s"
 pay --rate "$half"

@@ -439,7 +439,8 @@ fn stripe_gateway(config: &Config) -> anyhow::Result<StripeGateway> {
         key,
         config.stripe.api_base.as_ref(),
         config.payments.gateway_timeout,
-    )?)
+    )?
+    .with_calls_in_flight(config.jobs.gateway_calls))
 }
 
 /// Serves the gateway sandbox (Stripe and Alipay) on `EVISA_SANDBOX_ADDR`, delivering webhooks and
@@ -473,6 +474,7 @@ async fn start_sandbox(config: &Config, shutdown: Shutdown) -> anyhow::Result<St
         public_url: public_url.clone(),
         webhook_retry_base: Duration::from_secs(1),
         webhook_max_attempts: 8,
+        webhook_latency: Duration::from_millis(100),
         // As an operator subscribes a real endpoint: only to the types the service acts on.
         enabled_events: evisa_core::gateway::stripe_event::ACTED_ON
             .iter()

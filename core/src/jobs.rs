@@ -90,8 +90,9 @@ pub fn wake(queue: &str) {
     crate::signals::publish(crate::signals::Topic::JobAdded, queue);
 }
 
-/// Wakes this process's workers of `queue` (woken here, or relayed from another process).
-pub(crate) fn deliver_wake(queue: &str) {
+/// Wakes this process's workers of `queue` (woken here, or relayed from another process or
+/// from Postgres).
+pub fn deliver_wake(queue: &str) {
     // No workers here is fine.
     let _ = WOKEN.send(queue.into());
 }

@@ -27,29 +27,42 @@ pub async fn run(b: JobBench, config: Config) -> anyhow::Result<()> {
         ms(pickups.len() * 99 / 100),
         ms(pickups.len() - 1)
     );
-    settle(&pool).await;
-    let took = evisa_worker::bench::drain(&pool, &config, b.jobs).await?;
-    let empty = b.jobs as f64 / took.as_secs_f64();
+    let empty = drains(&pool, &config, b.jobs).await?;
     println!(
-        "no-op jobs, empty history: {} in {:.2} s = {empty:.0} jobs/s",
+        "no-op jobs, empty history: {} in {:.2} s = {:.0} jobs/s (median of {DRAINS} drains)",
         b.jobs,
-        took.as_secs_f64()
+        b.jobs as f64 / empty,
+        empty
     );
     evisa_worker::bench::add_history(&pool, b.history).await?;
-    settle(&pool).await;
-    let took = evisa_worker::bench::drain(&pool, &config, b.jobs).await?;
-    let long = b.jobs as f64 / took.as_secs_f64();
+    let long = drains(&pool, &config, b.jobs).await?;
     println!(
-        "no-op jobs, {} finished jobs in the history: {} in {:.2} s = {long:.0} jobs/s ({:+.1}%)",
+        "no-op jobs, {} finished jobs in the history: {} in {:.2} s = {long:.0} jobs/s ({:+.1}%, median of {DRAINS} drains)",
         b.history,
         b.jobs,
-        took.as_secs_f64(),
+        b.jobs as f64 / long,
         (long / empty - 1.0) * 100.0
     );
     Ok(())
 }
 
-/// Both drains start alike: the dead rows of the jobs before vacuumed and the writes before
+/// Drains per measurement: one drain of 20,000 jobs takes well under a second here, so the
+/// median of a few is what is printed.
+const DRAINS: usize = 3;
+
+/// The median rate, in jobs/s, of [`DRAINS`] drains of `jobs` no-op jobs, each started alike.
+async fn drains(pool: &sqlx::PgPool, config: &Config, jobs: usize) -> anyhow::Result<f64> {
+    let mut rates = Vec::new();
+    for _ in 0..DRAINS {
+        settle(pool).await;
+        let took = evisa_worker::bench::drain(pool, config, jobs).await?;
+        rates.push(jobs as f64 / took.as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[DRAINS / 2])
+}
+
+/// Every drain starts alike: the dead rows of the jobs before vacuumed and the writes before
 /// checkpointed, as autovacuum and the checkpointer would have done by then on a running
 /// system. Without it the second drain meets the first one's 20,000 dead rows in `jobs` and the
 /// million history rows' checkpoint, and measures those rather than the history's size.

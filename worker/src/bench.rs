@@ -62,20 +62,11 @@ pub async fn drain(db: &PgPool, config: &Config, count: usize) -> anyhow::Result
     let done = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let backend = queue::<Noop>(db, config);
-    let concurrency = config.jobs.concurrency;
-    let counter = done.clone();
     let name = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let wakeups = crate::queue::relay_notifications(db.clone());
     let started = Instant::now();
     let monitor = tokio::spawn(
-        Monitor::new()
-            .register(move |restarts| {
-                WorkerBuilder::new(format!("{name}-{restarts}"))
-                    .backend(backend.clone())
-                    .data(counter.clone())
-                    .concurrency(concurrency)
-                    .parallelize(tokio::spawn)
-                    .build(noop)
-            })
+        crate::register_worker!(Monitor::new(), &config.jobs, name, backend, done, noop)
             .shutdown_timeout(Duration::from_secs(10))
             .run_with_signal(async move {
                 let mut stop = stop_rx;
@@ -94,6 +85,7 @@ pub async fn drain(db: &PgPool, config: &Config, count: usize) -> anyhow::Result
     let elapsed = started.elapsed();
     let _ = stop_tx.send(true);
     let _ = monitor.await;
+    wakeups.abort();
     if done.load(Ordering::Relaxed) < count {
         anyhow::bail!(
             "only {} of {count} jobs ran within 10 minutes",
@@ -126,6 +118,7 @@ pub async fn pickup(db: &PgPool, config: &Config, count: usize) -> anyhow::Resul
     let backend = queue::<Noop>(db, config);
     let counter = done.clone();
     let name = format!("pickup-{}", uuid::Uuid::now_v7().simple());
+    let wakeups = crate::queue::relay_notifications(db.clone());
     let monitor = tokio::spawn(
         Monitor::new()
             .register(move |restarts| {
@@ -162,5 +155,6 @@ pub async fn pickup(db: &PgPool, config: &Config, count: usize) -> anyhow::Resul
     }
     let _ = stop_tx.send(true);
     let _ = monitor.await;
+    wakeups.abort();
     Ok(took)
 }

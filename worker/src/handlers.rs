@@ -11,11 +11,11 @@ use evisa_core::{
         alipay::{self, NotifyMeaning, TradeState, VerifiedNotify},
     },
     inbox,
-    payment::{self, GatewayFacts, PaymentEvent, PaymentStatus, apply::ApplyError, store},
+    payment::{self, GatewayFacts, PaymentEvent, PaymentStatus, store},
     refund,
 };
 
-use crate::{ChargeCard, PollAlipay, ProcessGatewayEvent, RefundPayment, WorkerContext};
+use crate::{ChargeCard, Outcome, PollAlipay, ProcessGatewayEvent, RefundPayment, WorkerContext};
 
 /// Charges a card payment: created → processing → the gateway's answer.
 pub async fn charge_card(
@@ -36,26 +36,8 @@ pub async fn charge_card(
     }
     match ctx.stripe.charge(&payment).await {
         Ok(report) => {
-            match ctx
-                .apply(
-                    &payment,
-                    report.event,
-                    &report.facts,
-                    Actor::Gateway,
-                    &cause,
-                )
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(
-                    e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. }),
-                ) => {
-                    // Never applied, never retried: a person must look.
-                    tracing::error!(payment_id = %payment.id, error = %e, "gateway answer does not match the payment");
-                    Ok(())
-                }
-                Err(e) => Err(e.into()),
-            }
+            ctx.apply_report(&payment, &report, &cause).await?;
+            Ok(())
         }
         Err(GatewayError::Transient(reason)) => {
             tracing::warn!(payment_id = %payment.id, %reason, attempt = attempt.current(), "gateway unavailable");
@@ -132,21 +114,10 @@ pub async fn process_gateway_event(
     let outcome = match (payment, report) {
         (None, _) => ("ignored", Some("no payment of ours".to_string())),
         (Some(_), None) => ("ignored", Some(format!("{kind}: nothing to apply"))),
-        (Some(p), Some(report)) => {
-            match ctx
-                .apply(&p, report.event, &report.facts, Actor::Gateway, &cause)
-                .await
-            {
-                Ok(_) => ("processed", None),
-                Err(
-                    e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. }),
-                ) => {
-                    tracing::error!(event_id, payment_id = %p.id, error = %e, "gateway callback quarantined");
-                    ("quarantined", Some(e.to_string()))
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        (Some(p), Some(report)) => match ctx.apply_report(&p, &report, &cause).await? {
+            Outcome::Applied(_) => ("processed", None),
+            Outcome::Mismatch(note) => ("quarantined", Some(note)),
+        },
     };
     inbox::finish(&ctx.db, job.inbox_id, outcome.0, outcome.1.as_deref()).await?;
     Ok(())
@@ -236,23 +207,8 @@ pub async fn poll_alipay(
         }
     };
     if let Some(report) = state.as_ref().and_then(|s| s.report(at_deadline)) {
-        match ctx
-            .apply(
-                &payment,
-                report.event,
-                &report.facts,
-                Actor::Gateway,
-                &cause,
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. })) => {
-                tracing::error!(payment_id = %payment.id, error = %e, "Alipay trade does not match the payment");
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        }
+        ctx.apply_report(&payment, &report, &cause).await?;
+        return Ok(());
     }
     // Not final yet: ask again later, and no later than the deadline.
     let until_deadline = (payment.expires_at - now).to_std().unwrap_or_default();

@@ -24,7 +24,7 @@ use apalis::prelude::*;
 use evisa_core::{
     application::Actor,
     config::{AuditSettings, Config, LimitSettings},
-    gateway::{alipay::AlipayClient, stripe::StripeGateway},
+    gateway::{Report, alipay::AlipayClient, stripe::StripeGateway},
     payment::{
         self, Applied, GatewayFacts, Payment, PaymentEvent, PaymentStatus, apply::ApplyError,
     },
@@ -92,6 +92,37 @@ impl WorkerContext {
     }
 }
 
+/// What became of a gateway's report the worker applied.
+pub enum Outcome {
+    Applied(Applied),
+    /// The report's amount or gateway object is not the payment's: never applied and never
+    /// retried, a person must look (the note says what differs).
+    Mismatch(String),
+}
+
+impl WorkerContext {
+    /// Applies a gateway's report ([`WorkerContext::apply`]), telling a report about another
+    /// amount or gateway object apart from a failure worth retrying.
+    pub async fn apply_report(
+        &self,
+        payment: &Payment,
+        report: &Report,
+        cause: &str,
+    ) -> Result<Outcome, ApplyError> {
+        match self
+            .apply(payment, report.event, &report.facts, Actor::Gateway, cause)
+            .await
+        {
+            Ok(applied) => Ok(Outcome::Applied(applied)),
+            Err(e @ (ApplyError::AmountMismatch { .. } | ApplyError::ReferenceMismatch { .. })) => {
+                tracing::error!(payment_id = %payment.id, cause, error = %e, "gateway report does not match the payment; not applied");
+                Ok(Outcome::Mismatch(e.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 async fn connect_limiter(config: &Config) -> Option<RateLimiter> {
     match tokio::time::timeout(
         Duration::from_secs(5),
@@ -128,6 +159,26 @@ fn queue_config(queue: &'static str, config: &Config) -> QueueConfig {
         heartbeat: (jobs.orphan_timeout / 3).max(Duration::from_secs(1)),
         orphan_after: jobs.orphan_timeout,
     }
+}
+
+/// Registers on `$monitor` the worker of one queue as `evisa work` runs it: named `$name`,
+/// `EVISA_WORKER_CONCURRENCY` jobs at once, each running `$handler` with `$data`. (One worker
+/// per queue: more, claiming from the same queue, only got in each other's way.)
+#[macro_export]
+macro_rules! register_worker {
+    ($monitor:expr, $jobs:expr, $name:expr, $backend:expr, $data:expr, $handler:expr) => {{
+        let jobs: &evisa_core::config::JobSettings = $jobs;
+        let concurrency = jobs.concurrency;
+        let (name, backend, data) = ($name, $backend.clone(), $data.clone());
+        $monitor.register(move |restarts| {
+            apalis::prelude::WorkerBuilder::new(format!("{name}-{restarts}"))
+                .backend(backend.clone())
+                .data(data.clone())
+                .concurrency(concurrency)
+                .parallelize(tokio::spawn)
+                .build($handler)
+        })
+    }};
 }
 
 /// One queue's storage as `evisa work` runs it.
@@ -168,27 +219,12 @@ pub async fn run(
     });
     // Unique per process: apalis tracks liveness by worker name.
     let instance = uuid::Uuid::now_v7().simple().to_string();
-    let concurrency = config.jobs.concurrency;
 
     let charge = queue::<ChargeCard>(&db, config);
     let events = queue::<ProcessGatewayEvent>(&db, config);
     let polls = queue::<PollAlipay>(&db, config);
     let refunds = queue::<RefundPayment>(&db, config);
     let reports = queue::<ReconcileReport>(&db, config);
-    let (ctx1, ctx2, ctx3, ctx4, ctx5) = (
-        ctx.clone(),
-        ctx.clone(),
-        ctx.clone(),
-        ctx.clone(),
-        ctx.clone(),
-    );
-    let (name1, name2, name3, name4, name5) = (
-        format!("charge-{instance}"),
-        format!("events-{instance}"),
-        format!("poll-{instance}"),
-        format!("refund-{instance}"),
-        format!("reconcile-{instance}"),
-    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -200,40 +236,44 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let relay = tokio::spawn(notify::run(config_arc, db.clone(), render, stop_rx.clone()));
+    let wakeups = queue::relay_notifications(db.clone());
     let mut stop = stop_rx.clone();
-    let result = Monitor::new()
-        .register(move |restarts| {
-            WorkerBuilder::new(format!("{name1}-{restarts}"))
-                .backend(charge.clone())
-                .data(ctx1.clone())
-                .concurrency(concurrency)
-                .parallelize(tokio::spawn)
-                .build(observed::charge_card)
-        })
-        .register(move |restarts| {
-            WorkerBuilder::new(format!("{name2}-{restarts}"))
-                .backend(events.clone())
-                .data(ctx2.clone())
-                .concurrency(concurrency)
-                .parallelize(tokio::spawn)
-                .build(observed::process_gateway_event)
-        })
-        .register(move |restarts| {
-            WorkerBuilder::new(format!("{name3}-{restarts}"))
-                .backend(polls.clone())
-                .data(ctx3.clone())
-                .concurrency(concurrency)
-                .parallelize(tokio::spawn)
-                .build(observed::poll_alipay)
-        })
-        .register(move |restarts| {
-            WorkerBuilder::new(format!("{name4}-{restarts}"))
-                .backend(refunds.clone())
-                .data(ctx4.clone())
-                .concurrency(concurrency)
-                .parallelize(tokio::spawn)
-                .build(observed::refund_payment)
-        })
+    let jobs = &config.jobs;
+    let monitor = Monitor::new();
+    let monitor = register_worker!(
+        monitor,
+        jobs,
+        format!("charge-{instance}"),
+        charge,
+        ctx,
+        observed::charge_card
+    );
+    let monitor = register_worker!(
+        monitor,
+        jobs,
+        format!("events-{instance}"),
+        events,
+        ctx,
+        observed::process_gateway_event
+    );
+    let monitor = register_worker!(
+        monitor,
+        jobs,
+        format!("poll-{instance}"),
+        polls,
+        ctx,
+        observed::poll_alipay
+    );
+    let monitor = register_worker!(
+        monitor,
+        jobs,
+        format!("refund-{instance}"),
+        refunds,
+        ctx,
+        observed::refund_payment
+    );
+    let (name5, ctx5) = (format!("reconcile-{instance}"), ctx.clone());
+    let result = monitor
         .register(move |restarts| {
             WorkerBuilder::new(format!("{name5}-{restarts}"))
                 .backend(reports.clone())
@@ -264,6 +304,7 @@ pub async fn run(
     }
     // The relay stops after the deliveries in flight (each bounded by its 10 s timeout).
     let _ = tokio::time::timeout(Duration::from_secs(15), relay).await;
+    wakeups.abort();
     result.map_err(|e| anyhow::anyhow!("workers stopped: {e}"))?;
     if !asked_to_stop {
         anyhow::bail!("the workers ended without being asked to stop");

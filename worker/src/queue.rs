@@ -259,44 +259,59 @@ impl Persistence for Store {
     }
 }
 
-/// When a queue's workers look for jobs: as soon as one is added (LISTEN `evisa_jobs`), and at
-/// every poll interval (delayed jobs, retries, lost notifications).
+/// Hands Postgres's job wake-ups (`NOTIFY evisa_jobs`, payload: the queue) to this process's
+/// workers, through the same channel as the wake-ups sent after commit (`jobs::wake`): one
+/// LISTEN connection for every worker of the process. Runs until aborted, listening again
+/// whenever its connection is lost (polls cover the gap).
+pub fn relay_notifications(db: PgPool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Ok(mut listener) = sqlx::postgres::PgListener::connect_with(&db).await
+                && listener.listen(WAKE_CHANNEL).await.is_ok()
+            {
+                while let Ok(n) = listener.recv().await {
+                    evisa_core::jobs::deliver_wake(n.payload());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+/// When a queue's workers look for jobs: as soon as one is added (told after commit by
+/// `jobs::wake`, or by Postgres through [`relay_notifications`]), and at every poll interval
+/// (delayed jobs, retries, lost wake-ups).
 ///
 /// Each wake-up also re-schedules the worker's task, so that the next look registers for the
 /// next wake-up: a stream that yields without that would leave a worker with free slots and
 /// waiting jobs asleep until a running job ends.
 pub struct Wakeups {
-    db: PgPool,
     queue: &'static str,
     tick: tokio::time::Interval,
     // A Mutex only to make it Sync (workers are shared across threads); never contended.
-    listener: Option<std::sync::Mutex<BoxStream<'static, Result<(), ()>>>>,
-    /// Wake-ups sent after commit (`jobs::wake`), from this process or relayed from others.
     woken: std::sync::Mutex<BoxStream<'static, ()>>,
 }
 
-/// A worker restarted by the monitor gets its own listener and ticks (and must: without `Clone`,
+/// A worker restarted by the monitor gets its own wake-ups and ticks (and must: without `Clone`,
 /// `queue.clone()` would resolve through `Deref` to the bare queue, which nothing wakes).
 impl Clone for Wakeups {
     fn clone(&self) -> Self {
-        Self::new(self.db.clone(), self.queue, self.tick.period())
+        Self::new(self.queue, self.tick.period())
     }
 }
 
 impl Wakeups {
-    fn new(db: PgPool, queue: &'static str, every: Duration) -> Self {
+    fn new(queue: &'static str, every: Duration) -> Self {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
-            db,
             queue,
             tick,
-            listener: None,
             woken: std::sync::Mutex::new(Self::woken(queue)),
         }
     }
 
-    /// This queue's wake-ups from `jobs::wake`; a receiver that fell behind wakes too.
+    /// This queue's wake-ups; a receiver that fell behind wakes too.
     fn woken(queue: &'static str) -> BoxStream<'static, ()> {
         futures_util::stream::unfold(evisa_core::jobs::woken(), move |mut rx| async move {
             loop {
@@ -312,24 +327,6 @@ impl Wakeups {
         })
         .boxed()
     }
-
-    fn listen(db: PgPool, queue: &'static str) -> BoxStream<'static, Result<(), ()>> {
-        futures_util::stream::once(async move {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&db).await.ok()?;
-            listener.listen(WAKE_CHANNEL).await.ok()?;
-            Some(listener.into_stream())
-        })
-        .filter_map(futures_util::future::ready)
-        .flatten()
-        .filter_map(move |n| {
-            futures_util::future::ready(match n {
-                Ok(n) if n.payload() == queue => Some(Ok(())),
-                Ok(_) => None,
-                Err(_) => Some(Err(())),
-            })
-        })
-        .boxed()
-    }
 }
 
 impl Stream for Wakeups {
@@ -338,20 +335,6 @@ impl Stream for Wakeups {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
         let this = &mut *self;
         let mut woken = this.tick.poll_tick(cx).is_ready();
-        let (db, queue) = (this.db.clone(), this.queue);
-        let listener = this
-            .listener
-            .get_or_insert_with(|| std::sync::Mutex::new(Self::listen(db, queue)));
-        match listener
-            .get_mut()
-            .expect("never poisoned: polled by one task at a time")
-            .poll_next_unpin(cx)
-        {
-            Poll::Ready(Some(Ok(()))) => woken = true,
-            // Lost or failed: listen again at the next tick (polling covers the gap).
-            Poll::Ready(Some(Err(()))) | Poll::Ready(None) => this.listener = None,
-            Poll::Pending => {}
-        }
         let local = this
             .woken
             .get_mut()
@@ -400,13 +383,9 @@ impl<Args> JobQueue<Args> {
         }
     }
 
-    /// Woken by LISTEN/NOTIFY when a job is added, and polled every `interval` besides.
+    /// Woken when a job is added (see [`Wakeups`]), and polled every `interval` besides.
     pub fn woken_and_polled(self, interval: Duration) -> PollWith<Self, StreamStrategy<Wakeups>> {
-        let wakeups = Wakeups::new(
-            self.persistence.db.clone(),
-            self.persistence.config.queue,
-            interval,
-        );
+        let wakeups = Wakeups::new(self.persistence.config.queue, interval);
         PollWith::new(self, StreamStrategy::new(wakeups))
     }
 }

@@ -173,9 +173,11 @@ pub struct JobSettings {
     pub concurrency: usize,
     /// Jobs a worker claims per fetch: fetching and acknowledging in batches is what lets the
     /// queue go near Postgres's commit rate. Above the concurrency, claimed jobs wait behind the
-    /// running ones and a wake-up that comes while they wait is not kept, so a job added then
-    /// waits for the next poll: the default stays at the default concurrency.
+    /// running ones: the default is the default concurrency.
     pub batch_size: usize,
+    /// Calls to each gateway in flight at once per process (`EVISA_GATEWAY_CALLS`): jobs beyond
+    /// it wait their turn, so that a large concurrency never becomes a burst at the gateway.
+    pub gateway_calls: usize,
     /// A killed worker's jobs are taken over after this long without its heartbeat.
     pub orphan_timeout: Duration,
     /// Fallback poll interval (new jobs also wake workers through LISTEN/NOTIFY).
@@ -386,16 +388,24 @@ impl Config {
             }),
         };
         let jobs = JobSettings {
-            concurrency: r.parsed("EVISA_WORKER_CONCURRENCY", 8, |v| {
+            concurrency: r.parsed("EVISA_WORKER_CONCURRENCY", 1000, |v| {
                 match v.parse::<usize>() {
-                    Ok(n) if (1..=256).contains(&n) => Ok(n),
-                    _ => Err("must be a number from 1 to 256".into()),
+                    Ok(n) if (1..=1000).contains(&n) => Ok(n),
+                    _ => Err("must be a number from 1 to 1000".into()),
                 }
             }),
-            batch_size: r.parsed("EVISA_JOB_BATCH", 8, |v| match v.parse::<usize>() {
+            batch_size: r.parsed("EVISA_JOB_BATCH", 1000, |v| match v.parse::<usize>() {
                 Ok(n) if (1..=1000).contains(&n) => Ok(n),
                 _ => Err("must be a number from 1 to 1000".into()),
             }),
+            gateway_calls: r.parsed(
+                "EVISA_GATEWAY_CALLS",
+                crate::gateway::DEFAULT_CALLS_IN_FLIGHT,
+                |v| match v.parse::<usize>() {
+                    Ok(n) if (1..=256).contains(&n) => Ok(n),
+                    _ => Err("must be a number from 1 to 256".into()),
+                },
+            ),
             orphan_timeout: seconds(&mut r, "EVISA_JOB_ORPHAN_TIMEOUT_SECONDS", 30, 3, 3_600),
             poll_interval: r.parsed("EVISA_JOB_POLL_MS", Duration::from_millis(500), |v| match v
                 .parse::<u64>()

@@ -5,7 +5,48 @@ pub mod stripe;
 pub mod stripe_event;
 pub mod stripe_webhook;
 
+use std::{future::Future, sync::Arc};
+
+use tokio::sync::Semaphore;
+
 use crate::payment::{GatewayFacts, PaymentEvent};
+
+/// Calls a gateway client makes at once unless told otherwise (`EVISA_GATEWAY_CALLS`).
+pub const DEFAULT_CALLS_IN_FLIGHT: usize = 16;
+
+/// How many calls one gateway client has in flight at once; the rest wait their turn. Jobs run
+/// many at a time (a batch is claimed per fetch), and this is what keeps that from becoming a
+/// burst at the gateway.
+#[derive(Clone, Debug)]
+pub struct CallSlots(Arc<Semaphore>);
+
+impl CallSlots {
+    pub fn new(calls: usize) -> Self {
+        Self(Arc::new(Semaphore::new(calls.max(1))))
+    }
+
+    /// Makes one call once a slot is free, and meters it (the wait is not counted in the call's
+    /// duration).
+    pub(crate) async fn call<T>(
+        &self,
+        gateway: &'static str,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, GatewayError>>,
+    ) -> Result<T, GatewayError> {
+        let _slot = self
+            .0
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        crate::metrics::gateway_call(gateway, operation, call).await
+    }
+}
+
+impl Default for CallSlots {
+    fn default() -> Self {
+        Self::new(DEFAULT_CALLS_IN_FLIGHT)
+    }
+}
 
 /// What a gateway said about a payment, as an event for [`crate::payment::apply`].
 #[derive(Debug, Clone)]

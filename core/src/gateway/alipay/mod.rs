@@ -35,6 +35,7 @@ pub struct AlipayClient {
     alipay_key: RsaPublicKey,
     notify_url: String,
     http: reqwest::Client,
+    slots: super::CallSlots,
 }
 
 /// The result object of a call, after its signature was checked.
@@ -61,6 +62,15 @@ impl AlipayClient {
                 .timeout(timeout)
                 .build()
                 .expect("an HTTP client can be built"),
+            slots: super::CallSlots::default(),
+        }
+    }
+
+    /// At most `calls` calls to Alipay in flight at once through this client (and its clones).
+    pub fn with_calls_in_flight(self, calls: usize) -> Self {
+        Self {
+            slots: super::CallSlots::new(calls),
+            ..self
         }
     }
 
@@ -117,7 +127,9 @@ impl AlipayClient {
 
     /// Calls `method` and returns its `..._response` object once its signature verified.
     async fn call(&self, method: &'static str, biz: serde_json::Value) -> CallResult {
-        crate::metrics::gateway_call("alipay", method, self.call_unmetered(method, biz)).await
+        self.slots
+            .call("alipay", method, self.call_unmetered(method, biz))
+            .await
     }
 
     async fn call_unmetered(&self, method: &str, biz: serde_json::Value) -> CallResult {
@@ -248,19 +260,22 @@ impl AlipayClient {
 /// The Alipay client for `config`, when Alipay is configured (all of its settings are set).
 pub fn client_for(config: &crate::config::Config) -> Option<AlipayClient> {
     let a = &config.alipay;
-    Some(AlipayClient::new(
-        a.app_id.as_deref()?,
-        a.seller_id.as_deref()?,
-        a.gateway_url.clone()?,
-        a.app_private_key.clone()?,
-        a.public_key.clone()?,
-        config
-            .public_base_url
-            .join("v1/webhooks/alipay")
-            .ok()?
-            .to_string(),
-        config.payments.gateway_timeout,
-    ))
+    Some(
+        AlipayClient::new(
+            a.app_id.as_deref()?,
+            a.seller_id.as_deref()?,
+            a.gateway_url.clone()?,
+            a.app_private_key.clone()?,
+            a.public_key.clone()?,
+            config
+                .public_base_url
+                .join("v1/webhooks/alipay")
+                .ok()?
+                .to_string(),
+            config.payments.gateway_timeout,
+        )
+        .with_calls_in_flight(config.jobs.gateway_calls),
+    )
 }
 
 #[cfg(test)]

@@ -165,6 +165,7 @@ fn stripe_currency(currency: Currency) -> Result<stripe_types::Currency, Gateway
 #[derive(Clone)]
 pub struct StripeGateway {
     client: stripe::Client,
+    slots: super::CallSlots,
 }
 
 impl std::fmt::Debug for StripeGateway {
@@ -239,81 +240,92 @@ impl StripeGateway {
             client: builder
                 .build()
                 .map_err(|e| GatewayError::Rejected(e.to_string()))?,
+            slots: super::CallSlots::default(),
         })
+    }
+
+    /// At most `calls` calls to Stripe in flight at once through this client (and its clones).
+    pub fn with_calls_in_flight(self, calls: usize) -> Self {
+        Self {
+            slots: super::CallSlots::new(calls),
+            ..self
+        }
     }
 
     /// Creates and confirms the PaymentIntent of `payment` with its payment method. The key
     /// `payment:{id}:charge` makes a retry replay the first answer, never a second charge.
     pub async fn charge(&self, payment: &Payment) -> Result<Report, GatewayError> {
-        crate::metrics::gateway_call("stripe", "charge", async {
-            let Some(method) = payment.payment_method.as_deref() else {
-                return Err(GatewayError::Rejected(
-                    "payment has no payment method".into(),
-                ));
-            };
-            let metadata = HashMap::from([
-                ("payment_id".to_string(), payment.id.to_string()),
-                (
-                    "application_id".to_string(),
-                    payment.application_id.to_string(),
-                ),
-            ]);
-            let request = CreatePaymentIntent::new(
-                payment.amount.amount_minor(),
-                stripe_currency(payment.amount.currency())?,
-            )
-            .payment_method(method)
-            .confirm(true)
-            .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
-                enabled: true,
-                allow_redirects: Some(
-                    CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
-                ),
-            })
-            .metadata(metadata)
-            // The card's brand and last four come back with the answer, for the receipt: no
-            // second call to Stripe.
-            .expand(vec!["payment_method".to_string()]);
-            match request
-                .customize()
-                .request_strategy(key(format!("payment:{}:charge", payment.id)))
-                .send(&self.client)
-                .await
-            {
-                Ok(pi) => {
-                    let mut report = IntentSnapshot::from(&pi).report().ok_or_else(|| {
-                        GatewayError::Transient(format!(
-                            "intent left in status {}",
-                            pi.status.as_str()
-                        ))
-                    })?;
-                    report.facts.card = pi
-                        .payment_method
-                        .as_ref()
-                        .and_then(|pm| pm.as_object())
-                        .and_then(|pm| pm.card.as_ref())
-                        .map(|card| crate::payment::CardDetails {
-                            brand: card.brand.clone(),
-                            last4: card.last4.clone(),
-                        });
-                    Ok(report)
+        self.slots
+            .call("stripe", "charge", async {
+                let Some(method) = payment.payment_method.as_deref() else {
+                    return Err(GatewayError::Rejected(
+                        "payment has no payment method".into(),
+                    ));
+                };
+                let metadata = HashMap::from([
+                    ("payment_id".to_string(), payment.id.to_string()),
+                    (
+                        "application_id".to_string(),
+                        payment.application_id.to_string(),
+                    ),
+                ]);
+                let request = CreatePaymentIntent::new(
+                    payment.amount.amount_minor(),
+                    stripe_currency(payment.amount.currency())?,
+                )
+                .payment_method(method)
+                .confirm(true)
+                .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
+                    enabled: true,
+                    allow_redirects: Some(
+                        CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
+                    ),
+                })
+                .metadata(metadata)
+                // The card's brand and last four come back with the answer, for the receipt: no
+                // second call to Stripe.
+                .expand(vec!["payment_method".to_string()]);
+                match request
+                    .customize()
+                    .request_strategy(key(format!("payment:{}:charge", payment.id)))
+                    .send(&self.client)
+                    .await
+                {
+                    Ok(pi) => {
+                        let mut report = IntentSnapshot::from(&pi).report().ok_or_else(|| {
+                            GatewayError::Transient(format!(
+                                "intent left in status {}",
+                                pi.status.as_str()
+                            ))
+                        })?;
+                        report.facts.card = pi
+                            .payment_method
+                            .as_ref()
+                            .and_then(|pm| pm.as_object())
+                            .and_then(|pm| pm.card.as_ref())
+                            .map(|card| crate::payment::CardDetails {
+                                brand: card.brand.clone(),
+                                last4: card.last4.clone(),
+                            });
+                        Ok(report)
+                    }
+                    Err(e) => classify(e),
                 }
-                Err(e) => classify(e),
-            }
-        })
-        .await
+            })
+            .await
     }
 
     /// The current state of an intent.
     pub async fn retrieve(&self, intent: &str) -> Result<IntentSnapshot, GatewayError> {
-        crate::metrics::gateway_call("stripe", "retrieve_intent", async {
-            RetrievePaymentIntent::new(intent)
-                .send(&self.client)
-                .await
-                .map(|pi| IntentSnapshot::from(&pi))
-                .map_err(not_a_charge)
-        })
-        .await
+        self.slots
+            .call("stripe", "retrieve_intent", async {
+                RetrievePaymentIntent::new(intent)
+                    .send(&self.client)
+                    .await
+                    .map(|pi| IntentSnapshot::from(&pi))
+                    .map_err(not_a_charge)
+            })
+            .await
     }
 
     /// The intent made for `payment`, found by the metadata we gave it: what Stripe did when
@@ -323,20 +335,21 @@ impl StripeGateway {
         &self,
         payment: crate::ids::PaymentId,
     ) -> Result<Option<IntentSnapshot>, GatewayError> {
-        crate::metrics::gateway_call("stripe", "search_intents", async {
-            let found = SearchPaymentIntent::new(format!("metadata['payment_id']:'{payment}'"))
-                .limit(10)
-                .send(&self.client)
-                .await
-                .map_err(not_a_charge)?;
-            let mut intents: Vec<IntentSnapshot> =
-                found.data.iter().map(IntentSnapshot::from).collect();
-            Ok(match intents.iter().position(|i| i.status == "succeeded") {
-                Some(i) => Some(intents.swap_remove(i)),
-                None => intents.into_iter().next(),
+        self.slots
+            .call("stripe", "search_intents", async {
+                let found = SearchPaymentIntent::new(format!("metadata['payment_id']:'{payment}'"))
+                    .limit(10)
+                    .send(&self.client)
+                    .await
+                    .map_err(not_a_charge)?;
+                let mut intents: Vec<IntentSnapshot> =
+                    found.data.iter().map(IntentSnapshot::from).collect();
+                Ok(match intents.iter().position(|i| i.status == "succeeded") {
+                    Some(i) => Some(intents.swap_remove(i)),
+                    None => intents.into_iter().next(),
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// Refunds everything `payment` took on `intent` (a duplicate charge). Idempotent per payment.
@@ -345,23 +358,24 @@ impl StripeGateway {
         payment: &Payment,
         intent: &str,
     ) -> Result<String, GatewayError> {
-        crate::metrics::gateway_call("stripe", "refund_duplicate", async {
-            let metadata = HashMap::from([
-                ("payment_id".to_string(), payment.id.to_string()),
-                ("reason".to_string(), "duplicate_charge".to_string()),
-            ]);
-            CreateRefund::new()
-                .payment_intent(intent)
-                .reason(CreateRefundReason::Duplicate)
-                .metadata(metadata)
-                .customize()
-                .request_strategy(key(format!("payment:{}:refund-duplicate", payment.id)))
-                .send(&self.client)
-                .await
-                .map(|r| r.id.as_str().to_string())
-                .map_err(not_a_charge)
-        })
-        .await
+        self.slots
+            .call("stripe", "refund_duplicate", async {
+                let metadata = HashMap::from([
+                    ("payment_id".to_string(), payment.id.to_string()),
+                    ("reason".to_string(), "duplicate_charge".to_string()),
+                ]);
+                CreateRefund::new()
+                    .payment_intent(intent)
+                    .reason(CreateRefundReason::Duplicate)
+                    .metadata(metadata)
+                    .customize()
+                    .request_strategy(key(format!("payment:{}:refund-duplicate", payment.id)))
+                    .send(&self.client)
+                    .await
+                    .map(|r| r.id.as_str().to_string())
+                    .map_err(not_a_charge)
+            })
+            .await
     }
 
     /// Refunds `amount` of `intent` for our refund `refund_id` (its idempotency key). Returns the
@@ -372,58 +386,61 @@ impl StripeGateway {
         amount: Money,
         refund_id: &str,
     ) -> Result<(String, Option<bool>), GatewayError> {
-        crate::metrics::gateway_call("stripe", "refund", async {
-            let refund = CreateRefund::new()
-                .payment_intent(intent)
-                .amount(amount.amount_minor())
-                .metadata(HashMap::from([(
-                    "refund_id".to_string(),
-                    refund_id.to_string(),
-                )]))
-                .customize()
-                .request_strategy(key(format!("refund:{refund_id}")))
-                .send(&self.client)
-                .await
-                .map_err(not_a_charge)?;
-            let outcome = match refund.status.as_deref() {
-                Some("succeeded") => Some(true),
-                Some("failed") | Some("canceled") => Some(false),
-                _ => None,
-            };
-            Ok((refund.id.as_str().to_string(), outcome))
-        })
-        .await
+        self.slots
+            .call("stripe", "refund", async {
+                let refund = CreateRefund::new()
+                    .payment_intent(intent)
+                    .amount(amount.amount_minor())
+                    .metadata(HashMap::from([(
+                        "refund_id".to_string(),
+                        refund_id.to_string(),
+                    )]))
+                    .customize()
+                    .request_strategy(key(format!("refund:{refund_id}")))
+                    .send(&self.client)
+                    .await
+                    .map_err(not_a_charge)?;
+                let outcome = match refund.status.as_deref() {
+                    Some("succeeded") => Some(true),
+                    Some("failed") | Some("canceled") => Some(false),
+                    _ => None,
+                };
+                Ok((refund.id.as_str().to_string(), outcome))
+            })
+            .await
     }
 
     /// Whether a refund succeeded at Stripe (`None` while pending).
     pub async fn refund_status(&self, refund: &str) -> Result<Option<bool>, GatewayError> {
-        crate::metrics::gateway_call("stripe", "retrieve_refund", async {
-            let r = RetrieveRefund::new(refund)
-                .send(&self.client)
-                .await
-                .map_err(not_a_charge)?;
-            Ok(match r.status.as_deref() {
-                Some("succeeded") => Some(true),
-                Some("failed") | Some("canceled") => Some(false),
-                _ => None,
+        self.slots
+            .call("stripe", "retrieve_refund", async {
+                let r = RetrieveRefund::new(refund)
+                    .send(&self.client)
+                    .await
+                    .map_err(not_a_charge)?;
+                Ok(match r.status.as_deref() {
+                    Some("succeeded") => Some(true),
+                    Some("failed") | Some("canceled") => Some(false),
+                    _ => None,
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// The brand and last four digits of a card PaymentMethod, for receipts.
     pub async fn card_of(&self, payment_method: &str) -> Result<(String, String), GatewayError> {
-        crate::metrics::gateway_call("stripe", "retrieve_payment_method", async {
-            let pm = RetrievePaymentMethod::new(payment_method)
-                .send(&self.client)
-                .await
-                .map_err(not_a_charge)?;
-            let card = pm
-                .card
-                .ok_or_else(|| GatewayError::Rejected("not a card".into()))?;
-            Ok((card.brand, card.last4))
-        })
-        .await
+        self.slots
+            .call("stripe", "retrieve_payment_method", async {
+                let pm = RetrievePaymentMethod::new(payment_method)
+                    .send(&self.client)
+                    .await
+                    .map_err(not_a_charge)?;
+                let card = pm
+                    .card
+                    .ok_or_else(|| GatewayError::Rejected("not a card".into()))?;
+                Ok((card.brand, card.last4))
+            })
+            .await
     }
 
     /// Cancels an abandoned intent (idempotently).
@@ -432,17 +449,18 @@ impl StripeGateway {
         payment: &Payment,
         intent: &str,
     ) -> Result<IntentSnapshot, GatewayError> {
-        crate::metrics::gateway_call("stripe", "cancel_intent", async {
-            CancelPaymentIntent::new(intent)
-                .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned)
-                .customize()
-                .request_strategy(key(format!("payment:{}:cancel", payment.id)))
-                .send(&self.client)
-                .await
-                .map(|pi| IntentSnapshot::from(&pi))
-                .map_err(not_a_charge)
-        })
-        .await
+        self.slots
+            .call("stripe", "cancel_intent", async {
+                CancelPaymentIntent::new(intent)
+                    .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned)
+                    .customize()
+                    .request_strategy(key(format!("payment:{}:cancel", payment.id)))
+                    .send(&self.client)
+                    .await
+                    .map(|pi| IntentSnapshot::from(&pi))
+                    .map_err(not_a_charge)
+            })
+            .await
     }
 }
 
