@@ -105,3 +105,81 @@ async fn claim(
 fn replay<T: ParseFromJSON>(saved: serde_json::Value) -> Result<T, ApiError> {
     T::parse_from_json(Some(saved)).map_err(|e| ApiError::internal(e.into_message()))
 }
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters, as the spec says. Checked
+/// here byte by byte: the same rule as a `pattern` validator, whose regular expression (with its
+/// 255 bounded repetitions) poem-openapi would compile again on every request.
+#[derive(Debug, Clone)]
+pub struct KeyHeader(pub String);
+
+impl KeyHeader {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl poem_openapi::types::Type for KeyHeader {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        let mut schema = poem_openapi::registry::MetaSchema::new("string");
+        schema.min_length = Some(1);
+        schema.max_length = Some(255);
+        schema.pattern = Some("^[!-~]{1,255}$".into());
+        poem_openapi::registry::MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ParseFromParameter for KeyHeader {
+    fn parse_from_parameter(value: &str) -> poem_openapi::types::ParseResult<Self> {
+        IdempotencyKey::parse(value)
+            .map(|k| KeyHeader(k.as_str().to_string()))
+            .map_err(|e| poem_openapi::types::ParseError::custom(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::{
+        registry::MetaSchemaRef,
+        types::{ParseFromParameter, Type},
+    };
+
+    use super::KeyHeader;
+
+    #[test]
+    fn the_header_takes_what_the_pattern_says_and_the_spec_still_says_it() {
+        for good in [
+            "0190a000-0000-7000-8000-000000000001",
+            "!",
+            &"~".repeat(255),
+        ] {
+            assert_eq!(
+                KeyHeader::parse_from_parameter(good).unwrap().as_str(),
+                good
+            );
+        }
+        for bad in ["", " ", "a b", "clé", "\t", &"a".repeat(256)] {
+            assert!(KeyHeader::parse_from_parameter(bad).is_err(), "{bad:?}");
+        }
+        let MetaSchemaRef::Inline(schema) = KeyHeader::schema_ref() else {
+            panic!("an inline schema");
+        };
+        assert_eq!(schema.pattern.as_deref(), Some("^[!-~]{1,255}$"));
+        assert_eq!((schema.min_length, schema.max_length), (Some(1), Some(255)));
+    }
+}

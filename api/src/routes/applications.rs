@@ -23,7 +23,7 @@ use super::{
 use crate::{
     auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
-    idempotent,
+    idempotent::{self, KeyHeader},
     problem::{ApiError, ApiResult, FieldProblem},
     state::AppState,
 };
@@ -243,11 +243,8 @@ impl ApplicationsApi {
         req: &poem::Request,
         state: Data<&AppState>,
         /// Optional: the same key and body replay the first answer for 24 hours.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)
-        )]
-        idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<KeyHeader>>,
         body: JsonBody<ApplicationFieldsBody>,
     ) -> ApiResult<CreatedApplication> {
         let me = auth.applicant()?;
@@ -261,7 +258,7 @@ impl ApplicationsApi {
         let view = idempotent::once(
             &state.db,
             me.user_id,
-            idempotency_key.0.as_deref(),
+            idempotency_key.0.as_ref().map(KeyHeader::as_str),
             "/v1/applications",
             &body.1.clone(),
             201,

@@ -17,7 +17,7 @@ use super::{Tag, payments::field_problem};
 use crate::{
     auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
-    idempotent,
+    idempotent::{self, KeyHeader},
     problem::{ApiError, ApiResult},
     state::AppState,
 };
@@ -140,11 +140,8 @@ impl CheckoutApi {
         state: Data<&AppState>,
         id: Path<uuid::Uuid>,
         /// A unique key per checkout link (a UUID), 1 to 255 visible ASCII characters.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)
-        )]
-        idempotency_key: Header<String>,
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<KeyHeader>,
         body: JsonBody<CheckoutRequestBody>,
     ) -> ApiResult<CheckoutCreated> {
         let JsonBody(request, raw) = body;
@@ -152,7 +149,7 @@ impl CheckoutApi {
         open(
             &auth,
             &state,
-            &idempotency_key.0,
+            idempotency_key.0.as_str(),
             &path,
             &raw,
             &[ApplicationId::from_uuid(id.0)],
@@ -179,11 +176,8 @@ impl CheckoutApi {
         auth: BearerAuth,
         state: Data<&AppState>,
         /// A unique key per checkout link (a UUID), 1 to 255 visible ASCII characters.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)
-        )]
-        idempotency_key: Header<String>,
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<KeyHeader>,
         body: JsonBody<GroupCheckoutRequestBody>,
     ) -> ApiResult<CheckoutCreated> {
         let JsonBody(request, raw) = body;
@@ -202,7 +196,7 @@ impl CheckoutApi {
         open(
             &auth,
             &state,
-            &idempotency_key.0,
+            idempotency_key.0.as_str(),
             "/v1/checkout",
             &raw,
             &applications,

@@ -18,7 +18,7 @@ use super::{Tag, admin::HistoryEntryView, payments::PaymentView};
 use crate::{
     auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
-    idempotent,
+    idempotent::{self, KeyHeader},
     limits::{WhenRedisIsDown, client_ip, limit},
     problem::{ApiError, ApiResult, FieldProblem},
     state::AppState,
@@ -236,11 +236,8 @@ impl RefundsApi {
         state: Data<&AppState>,
         id: Path<uuid::Uuid>,
         /// A unique key per refund (a UUID), 1 to 255 visible ASCII characters.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)
-        )]
-        idempotency_key: Header<String>,
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<KeyHeader>,
         body: JsonBody<RefundRequestBody>,
     ) -> ApiResult<RefundAccepted> {
         let me = auth.staff()?;
@@ -256,7 +253,7 @@ impl RefundsApi {
         let view = idempotent::once(
             &state.db,
             me.user_id,
-            Some(&idempotency_key.0),
+            Some(idempotency_key.0.as_str()),
             &path,
             &raw,
             202,

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     auth::BearerAuth,
     body::{JsonBody, ServerSetFields},
-    idempotent,
+    idempotent::{self, KeyHeader},
     problem::{ApiError, ApiResult, FieldProblem, Problem},
     routes::Tag,
     state::AppState,
@@ -154,11 +154,8 @@ impl GroupPaymentsApi {
         req: &poem::Request,
         state: Data<&AppState>,
         /// A unique key per payment attempt (a UUID), 1 to 255 visible ASCII characters.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)
-        )]
-        idempotency_key: Header<String>,
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<KeyHeader>,
         body: JsonBody<GroupPaymentRequestBody>,
     ) -> ApiResult<PaymentAccepted> {
         let me = auth.applicant()?;
@@ -168,7 +165,7 @@ impl GroupPaymentsApi {
         let view = idempotent::once(
             &state.db,
             me.user_id,
-            Some(&idempotency_key.0),
+            Some(idempotency_key.0.as_str()),
             "/v1/payments",
             &raw,
             202,

@@ -21,7 +21,7 @@ use super::Tag;
 use crate::{
     auth::BearerAuth,
     body::JsonBody,
-    idempotent,
+    idempotent::{self, KeyHeader},
     limits::{WhenRedisIsDown, client_ip, limit, within},
     problem::{ApiError, ApiResult},
     state::AppState,
@@ -289,11 +289,8 @@ impl PaymentsApi {
         state: Data<&AppState>,
         id: Path<uuid::Uuid>,
         /// A unique key per payment attempt (a UUID), 1 to 255 visible ASCII characters.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)
-        )]
-        idempotency_key: Header<String>,
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<KeyHeader>,
         body: JsonBody<PaymentRequestBody>,
     ) -> ApiResult<PaymentAccepted> {
         let me = auth.applicant()?;
@@ -304,7 +301,7 @@ impl PaymentsApi {
         let view = idempotent::once(
             &state.db,
             me.user_id,
-            Some(&idempotency_key.0),
+            Some(idempotency_key.0.as_str()),
             &path,
             &raw,
             202,
