@@ -9,16 +9,7 @@ pub async fn get_for_owner(
     applicant: UserId,
     id: ApplicationId,
 ) -> Result<Application, ApplicationError> {
-    let row: Option<ApplicationRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM applications WHERE id = $1 AND applicant_id = $2"
-    ))
-    .bind(id)
-    .bind(applicant)
-    .fetch_optional(pool)
-    .await?;
-    row.ok_or(ApplicationError::NotFound)?.open(keys)
+    one(pool, keys, id, Some(applicant)).await
 }
 
 /// Any application (officers).
@@ -27,12 +18,23 @@ pub async fn get(
     keys: &DataKeys,
     id: ApplicationId,
 ) -> Result<Application, ApplicationError> {
+    one(pool, keys, id, None).await
+}
+
+/// The application `id`, if `owner` (when given) is its applicant.
+async fn one(
+    pool: &PgPool,
+    keys: &DataKeys,
+    id: ApplicationId,
+    owner: Option<UserId>,
+) -> Result<Application, ApplicationError> {
     let row: Option<ApplicationRow> = sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
-        " FROM applications WHERE id = $1"
+        " FROM applications WHERE id = $1 AND ($2::uuid IS NULL OR applicant_id = $2)"
     ))
     .bind(id)
+    .bind(owner)
     .fetch_optional(pool)
     .await?;
     row.ok_or(ApplicationError::NotFound)?.open(keys)
