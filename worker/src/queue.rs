@@ -19,6 +19,10 @@
 use std::{
     marker::PhantomData,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -62,6 +66,11 @@ pub fn backoff(attempt: usize) -> Duration {
 struct Store {
     db: PgPool,
     config: QueueConfig,
+    /// Whether a fetch may find something: set by every wake-up and poll tick ([`Wakeups`]) and
+    /// by a fetch that came back full, taken by the next fetch. apalis asks for the next jobs
+    /// whenever anything wakes the worker (a job ending, an acknowledgement); without news
+    /// there is nothing to claim, and the fetch answers empty without asking Postgres.
+    news: Arc<AtomicBool>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -135,6 +144,10 @@ impl Persistence for Store {
         &mut self,
         worker: &WorkerContext,
     ) -> Result<Vec<Task<Vec<u8>>>, sqlx::Error> {
+        // Taken before the query: a wake-up that comes while it runs is kept for the next one.
+        if !self.news.swap(false, Ordering::AcqRel) {
+            return Ok(Vec::new());
+        }
         let rows: Vec<JobRow> = sqlx::query_as(
             "UPDATE jobs SET locked_by = $1, locked_at = now()
               WHERE id IN (SELECT id FROM jobs
@@ -148,7 +161,12 @@ impl Persistence for Store {
         .bind(self.config.queue)
         .bind(self.config.batch_size as i64)
         .fetch_all(&self.db)
-        .await?;
+        .await
+        .inspect_err(|_| self.news.store(true, Ordering::Release))?;
+        if rows.len() >= self.config.batch_size {
+            // A full batch: more may be waiting.
+            self.news.store(true, Ordering::Release);
+        }
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -287,6 +305,8 @@ pub fn relay_notifications(db: PgPool) -> tokio::task::JoinHandle<()> {
 /// waiting jobs asleep until a running job ends.
 pub struct Wakeups {
     queue: &'static str,
+    /// The queue storage's "a fetch may find something" (see `Store::news`).
+    news: Arc<AtomicBool>,
     tick: tokio::time::Interval,
     // A Mutex only to make it Sync (workers are shared across threads); never contended.
     woken: std::sync::Mutex<BoxStream<'static, ()>>,
@@ -296,16 +316,17 @@ pub struct Wakeups {
 /// `queue.clone()` would resolve through `Deref` to the bare queue, which nothing wakes).
 impl Clone for Wakeups {
     fn clone(&self) -> Self {
-        Self::new(self.queue, self.tick.period())
+        Self::new(self.queue, self.news.clone(), self.tick.period())
     }
 }
 
 impl Wakeups {
-    fn new(queue: &'static str, every: Duration) -> Self {
+    fn new(queue: &'static str, news: Arc<AtomicBool>, every: Duration) -> Self {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
             queue,
+            news,
             tick,
             woken: std::sync::Mutex::new(Self::woken(queue)),
         }
@@ -344,6 +365,7 @@ impl Stream for Wakeups {
             woken = true;
         }
         if woken {
+            this.news.store(true, Ordering::Release);
             cx.waker().wake_by_ref();
             Poll::Ready(Some(()))
         } else {
@@ -377,6 +399,7 @@ impl<Args> JobQueue<Args> {
             persistence: Persisted::new(Store {
                 db: db.clone(),
                 config,
+                news: Arc::new(AtomicBool::new(true)),
             }),
             codec: JsonCodec::default(),
             _args: PhantomData,
@@ -385,7 +408,11 @@ impl<Args> JobQueue<Args> {
 
     /// Woken when a job is added (see [`Wakeups`]), and polled every `interval` besides.
     pub fn woken_and_polled(self, interval: Duration) -> PollWith<Self, StreamStrategy<Wakeups>> {
-        let wakeups = Wakeups::new(self.persistence.config.queue, interval);
+        let wakeups = Wakeups::new(
+            self.persistence.config.queue,
+            self.persistence.news.clone(),
+            interval,
+        );
         PollWith::new(self, StreamStrategy::new(wakeups))
     }
 }
