@@ -160,7 +160,7 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         .build()?;
     let base = b.base.trim_end_matches('/').to_string();
     let planned = if b.rate == 0 {
-        (b.concurrency as u64 * b.seconds * 15) as usize
+        (b.concurrency as u64 * b.seconds * 40) as usize
     } else {
         (u64::from(b.rate) * b.seconds) as usize
     };
