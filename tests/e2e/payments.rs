@@ -1018,3 +1018,67 @@ async fn a_key_whose_first_request_is_still_running_is_409() {
         202
     );
 }
+
+#[tokio::test]
+async fn an_answer_saved_while_a_second_request_looked_is_never_overwritten() {
+    use evisa_core::idempotency::{Begin, IdempotencyKey, Saved, begin, save};
+    let app = spawn_app().await;
+    let (_token, application) = app.submitted_application().await;
+    let user: uuid::Uuid =
+        sqlx::query_scalar("SELECT applicant_id FROM applications WHERE id = $1::uuid")
+            .bind(&application)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let user = evisa_core::ids::UserId::from_uuid(user);
+    let k = IdempotencyKey::parse(&key()).unwrap();
+    // The second request's claim found nothing saved and the lock free...
+    let mut second = app.db.begin().await.unwrap();
+    assert_eq!(
+        begin(&mut second, user, &k, b"h").await.unwrap(),
+        Begin::New
+    );
+    // ...because the first request committed its answer just after that look's snapshot (the
+    // window between one statement's snapshot and its lock).
+    let mut first = app.db.begin().await.unwrap();
+    let first_answer = json!({"first": true});
+    assert_eq!(
+        save(&mut first, user, &k, b"h", 202, &first_answer)
+            .await
+            .unwrap(),
+        Saved::Saved
+    );
+    first.commit().await.unwrap();
+    // The second one's save finds it and leaves it be: its work is rolled back.
+    assert_eq!(
+        save(&mut second, user, &k, b"h", 202, &json!({"second": true}))
+            .await
+            .unwrap(),
+        Saved::Raced
+    );
+    second.rollback().await.unwrap();
+    let mut again = app.db.begin().await.unwrap();
+    assert_eq!(
+        begin(&mut again, user, &k, b"h").await.unwrap(),
+        Begin::Replay {
+            status: 202,
+            body: first_answer
+        }
+    );
+    again.rollback().await.unwrap();
+
+    // An answer past its 24 hours is replaced.
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let mut later = app.db.begin().await.unwrap();
+    assert_eq!(begin(&mut later, user, &k, b"h").await.unwrap(), Begin::New);
+    assert_eq!(
+        save(&mut later, user, &k, b"h", 202, &json!({"later": true}))
+            .await
+            .unwrap(),
+        Saved::Saved
+    );
+    later.commit().await.unwrap();
+}
