@@ -15,6 +15,10 @@
 //!   payload: the queue), or — a card's charge, added in the payment's first transaction —
 //!   through `jobs::wake` once that transaction has committed (in this process, and in others
 //!   through Redis); a poll at the configured interval covers delayed jobs and lost wake-ups.
+//!   One LISTEN connection per process hands the notifications to every worker
+//!   ([`relay_notifications`]).
+//! - A fetch asks Postgres only when there may be news (a wake-up, a poll tick, or a full batch
+//!   before it): apalis asks for jobs whenever anything wakes a worker.
 
 use std::{
     marker::PhantomData,
