@@ -985,20 +985,26 @@ async fn duplicated_delayed_and_reordered_sandbox_webhooks_converge() {
     );
 }
 
+/// The applicant who owns `application`.
+async fn applicant_of(app: &TestApp, application: &str) -> evisa_core::ids::UserId {
+    let user: uuid::Uuid =
+        sqlx::query_scalar("SELECT applicant_id FROM applications WHERE id = $1::uuid")
+            .bind(application)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    evisa_core::ids::UserId::from_uuid(user)
+}
+
 #[tokio::test]
 async fn a_key_whose_first_request_is_still_running_is_409() {
     let app = spawn_app().await;
     let (token, application) = app.submitted_application().await;
-    let user: uuid::Uuid =
-        sqlx::query_scalar("SELECT applicant_id FROM applications WHERE id = $1::uuid")
-            .bind(&application)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let user = applicant_of(&app, &application).await;
     let k = key();
     // Hold the key's lock as a first request in progress would.
     let lock = evisa_core::idempotency::lock_id(
-        evisa_core::ids::UserId::from_uuid(user),
+        user,
         &evisa_core::idempotency::IdempotencyKey::parse(&k).unwrap(),
     );
     let mut first = app.db.begin().await.unwrap();
@@ -1024,13 +1030,7 @@ async fn an_answer_saved_while_a_second_request_looked_is_never_overwritten() {
     use evisa_core::idempotency::{Begin, IdempotencyKey, Saved, begin, save};
     let app = spawn_app().await;
     let (_token, application) = app.submitted_application().await;
-    let user: uuid::Uuid =
-        sqlx::query_scalar("SELECT applicant_id FROM applications WHERE id = $1::uuid")
-            .bind(&application)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    let user = evisa_core::ids::UserId::from_uuid(user);
+    let user = applicant_of(&app, &application).await;
     let k = IdempotencyKey::parse(&key()).unwrap();
     // The second request's claim found nothing saved and the lock free...
     let mut second = app.db.begin().await.unwrap();

@@ -54,6 +54,14 @@ pub struct WorkerContext {
     pub alipay_poll_first: Duration,
 }
 
+/// What became of a gateway's report the worker applied.
+pub enum Outcome {
+    Applied(Applied),
+    /// The report's amount or gateway object is not the payment's: never applied and never
+    /// retried, a person must look (the note says what differs).
+    Mismatch(String),
+}
+
 impl WorkerContext {
     /// Applies a gateway's report to a payment ([`payment::apply`]). A payment that this made
     /// `failed` counts against its application's and applicant's attempt limits, which the API
@@ -90,17 +98,7 @@ impl WorkerContext {
         }
         Ok(applied)
     }
-}
 
-/// What became of a gateway's report the worker applied.
-pub enum Outcome {
-    Applied(Applied),
-    /// The report's amount or gateway object is not the payment's: never applied and never
-    /// retried, a person must look (the note says what differs).
-    Mismatch(String),
-}
-
-impl WorkerContext {
     /// Applies a gateway's report ([`WorkerContext::apply`]), telling a report about another
     /// amount or gateway object apart from a failure worth retrying.
     pub async fn apply_report(
