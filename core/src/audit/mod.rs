@@ -24,9 +24,9 @@ macro_rules! chained_event {
              OVERRIDING SYSTEM VALUE
              SELECT n.id, $1, $2, $3, $4, $5, $6, $7, n.at, n.prev,
                     audit_hash(n.prev, n.id, $1, $2, $3, $4, $5, $6, $7, n.at)
-               FROM (SELECT nextval(pg_get_serial_sequence('",
+               FROM (SELECT nextval('",
             $table,
-            "', 'id')) AS id,
+            "_id_seq') AS id,
                             now() AS at,
                             (SELECT hash FROM ",
             $table,

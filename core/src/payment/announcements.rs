@@ -31,7 +31,7 @@ pub fn subscribe() -> broadcast::Receiver<Change> {
 }
 
 /// Tells followers here and elsewhere of one committed change (`text`: the payment's
-/// announcement as its statement returned it).
+/// announcement as its move built it).
 pub(crate) fn publish(text: &str) {
     deliver(text);
     signals::publish(Topic::PaymentStatus, text);

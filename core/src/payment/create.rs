@@ -220,7 +220,7 @@ pub async fn create(
              SELECT n.id, p.id, 'created', NULL, 'created', $10, $11, NULL, n.at, NULL,
                     audit_hash(NULL::bytea, n.id, p.id, 'created', NULL::text, 'created', $10,
                                $11, NULL::text, n.at)
-               FROM p, (SELECT nextval(pg_get_serial_sequence('payment_events', 'id')) AS id,
+               FROM p, (SELECT nextval('payment_events_id_seq') AS id,
                                now() AS at) n)
          SELECT ",
         payment_columns!("al"),

@@ -103,33 +103,7 @@ macro_rules! allocations_of {
 }
 pub(crate) use {allocations_of, payment_columns};
 
-/// The announcement of the payment row `p` (SQL, text): the whole row as JSON with its
-/// allocations, so that event streams need not read it again, or only its id and status when it
-/// is large (see [`super::announcements`]).
-macro_rules! announcement {
-    () => {
-        $crate::payment::store::announcement!("payment_allocations al WHERE al.payment_id = p.id")
-    };
-    ($allocations:literal) => {
-        concat!(
-            "CASE WHEN octet_length(",
-            $crate::payment::store::announcement!(@whole $allocations),
-            "::text) < 7000 THEN ",
-            $crate::payment::store::announcement!(@whole $allocations),
-            "::text ELSE json_build_object('id', p.id, 'status', p.status)::text END"
-        )
-    };
-    (@whole $allocations:literal) => {
-        concat!(
-            "(row_to_json(p)::jsonb || jsonb_build_object('allocations', ",
-            $crate::payment::store::allocations_of!($allocations),
-            "))"
-        )
-    };
-}
-pub(crate) use announcement;
-
-#[derive(sqlx::FromRow, serde::Deserialize)]
+#[derive(sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PaymentRow {
     id: PaymentId,
     application_id: ApplicationId,
@@ -154,7 +128,7 @@ pub(crate) struct PaymentRow {
     allocations: Option<sqlx::types::Json<Vec<AllocationRow>>>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct AllocationRow {
     application_id: ApplicationId,
     amount_minor: i64,
@@ -317,12 +291,18 @@ pub(crate) struct MoveFacts<'a> {
     pub card_last4: Option<&'a str>,
 }
 
-/// A payment as a move left it, with its announcement for event streams.
-#[derive(sqlx::FromRow)]
-struct MovedRow {
-    #[sqlx(flatten)]
-    payment: PaymentRow,
-    announcement: String,
+/// Announcements at least this long carry only the payment's id and status (followers read the
+/// rest): each is one Redis message to every other process.
+const WHOLE_ANNOUNCEMENT_BELOW: usize = 7000;
+
+/// The announcement of a payment row for event streams ([`Announced::parse`] reads it back): the
+/// row as JSON, or only its id and status when that is large. Built here rather than in the
+/// move's SQL, where `row_to_json` and the allocations' `json_agg` cost Postgres's CPU.
+fn announcement_of(row: &PaymentRow) -> String {
+    match serde_json::to_string(row) {
+        Ok(whole) if whole.len() < WHOLE_ANNOUNCEMENT_BELOW => whole,
+        _ => serde_json::json!({"id": row.id, "status": row.status}).to_string(),
+    }
 }
 
 /// Moves a payment from `from` to `to` and appends `event` to its history, in one statement:
@@ -350,16 +330,14 @@ pub(crate) async fn move_status<'e>(
             WHERE p.id = $1 AND p.status = $3
            RETURNING ",
         payment_columns!(),
-        ", ",
-        announcement!(),
-        " AS announcement),
+        "),
          logged AS (",
         chained_event!("payment_events", "payment_id"),
         " WHERE EXISTS (SELECT FROM moved))
          SELECT * FROM moved"
     );
     let (kind, actor_id) = actor.parts();
-    let row: Option<MovedRow> = sqlx::query_as(SQL)
+    let row: Option<PaymentRow> = sqlx::query_as(SQL)
         .bind(id)
         .bind(event)
         .bind(from.as_str())
@@ -375,8 +353,11 @@ pub(crate) async fn move_status<'e>(
         .bind(facts.card_last4)
         .fetch_optional(db)
         .await?;
-    row.map(|r| Ok((r.payment.into_payment()?, r.announcement)))
-        .transpose()
+    row.map(|row| {
+        let announcement = announcement_of(&row);
+        Ok((row.into_payment()?, announcement))
+    })
+    .transpose()
 }
 
 /// The applicant's own payment.
