@@ -93,7 +93,7 @@ pub(crate) struct Locked {
 }
 
 /// One of a locked payment's applications.
-#[derive(sqlx::FromRow)]
+#[derive(serde::Deserialize)]
 pub(crate) struct LockedApplication {
     pub id: ApplicationId,
     status: String,
@@ -108,23 +108,41 @@ impl LockedApplication {
     }
 }
 
+/// A payment row with its applications, as [`lock`] reads them.
+#[derive(sqlx::FromRow)]
+struct LockedRow {
+    #[sqlx(flatten)]
+    payment: store::PaymentRow,
+    applications: sqlx::types::Json<Vec<LockedApplication>>,
+}
+
 /// Locks the payment's applications in id order, then the payment (the lock order everywhere),
 /// and reads them as they are after any transaction this waited for.
+///
+/// One statement: `apps` locks the applications; the payment's condition counts them (an
+/// InitPlan, run to the end before the payment is scanned), so every application is locked
+/// before the payment's row is.
 pub(crate) async fn lock(tx: &mut PgConnection, id: PaymentId) -> Result<Locked, ApplyError> {
-    let applications: Vec<LockedApplication> = sqlx::query_as(
-        "SELECT a.id, a.status, a.paid_at IS NOT NULL AS paid FROM applications a
-          WHERE a.id IN (SELECT application_id FROM payment_allocations WHERE payment_id = $1)
-          ORDER BY a.id FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let payment = store::get_for_update(&mut *tx, id)
+    const SQL: &str = concat!(
+        "WITH apps AS MATERIALIZED (
+           SELECT a.id, a.status, a.paid_at IS NOT NULL AS paid FROM applications a
+            WHERE a.id IN (SELECT application_id FROM payment_allocations WHERE payment_id = $1)
+            ORDER BY a.id FOR UPDATE)
+         SELECT ",
+        store::payment_columns!(),
+        ", (SELECT json_agg(apps ORDER BY apps.id) FROM apps) AS applications
+           FROM payments p WHERE p.id = $1 AND (SELECT count(*) FROM apps) > 0
+            FOR UPDATE OF p"
+    );
+    let row: LockedRow = sqlx::query_as(SQL)
+        .bind(id)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(ApplyError::NotFound)?;
+    let applications = row.applications.0;
     Ok(Locked {
         application_paid: applications.iter().any(|a| a.paid),
-        payment,
+        payment: row.payment.into_payment()?,
         applications,
     })
 }
