@@ -63,6 +63,49 @@ pub enum ObjectKind {
 crate::visa::string_enum!(ObjectKind, "notification object kind",
     Application => "application", Payment => "payment", Refund => "refund");
 
+/// SQL: the CTEs (`notified`, `notified_to`) that record a notification and one delivery per
+/// endpoint subscribed now, for another statement to carry before its own work, so that a change
+/// and its outbox row are one statement. The arguments name the parameters (`"$8"`, …) that hold
+/// the event's id, type and object kind ([`Outbox::values`]) and its object's id.
+macro_rules! recorded {
+    ($id:literal, $kind:literal, $object_kind:literal, $object_id:literal) => {
+        concat!(
+            "notified AS (
+               INSERT INTO notification_events (id, type, object_kind, object_id)
+               VALUES (",
+            $id,
+            ", ",
+            $kind,
+            ", ",
+            $object_kind,
+            ", ",
+            $object_id,
+            ") RETURNING id),
+             notified_to AS (
+               INSERT INTO notification_deliveries (id, event_id, endpoint_id)
+               SELECT gen_random_uuid(), e.id, n.id
+                 FROM notified e, notification_endpoints n
+                WHERE n.deleted_at IS NULL AND (n.events = '{}' OR ",
+            $kind,
+            " = ANY (n.events)))"
+        )
+    };
+}
+pub(crate) use recorded;
+
+/// The values a [`recorded!`] fragment binds: a new event id, the type and its object's kind.
+pub(crate) struct Outbox;
+
+impl Outbox {
+    pub(crate) fn values(kind: EventType) -> (uuid::Uuid, &'static str, &'static str) {
+        (
+            uuid::Uuid::now_v7(),
+            kind.as_str(),
+            kind.object_kind().as_str(),
+        )
+    }
+}
+
 /// Records that `kind` happened to `object_id`, with a delivery for every endpoint subscribed
 /// now, in the caller's transaction. One statement, so a change with no endpoints costs one insert.
 pub async fn record(
@@ -70,19 +113,15 @@ pub async fn record(
     kind: EventType,
     object_id: uuid::Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH e AS (
-            INSERT INTO notification_events (id, type, object_kind, object_id)
-            VALUES ($1, $2, $3, $4) RETURNING id
-         )
-         INSERT INTO notification_deliveries (id, event_id, endpoint_id)
-         SELECT gen_random_uuid(), e.id, n.id
-           FROM e, notification_endpoints n
-          WHERE n.deleted_at IS NULL AND (n.events = '{}' OR $2 = ANY (n.events))",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .bind(kind.as_str())
-    .bind(kind.object_kind().as_str())
+    let (id, kind, object_kind) = Outbox::values(kind);
+    sqlx::query(concat!(
+        "WITH ",
+        recorded!("$1", "$2", "$3", "$4"),
+        " SELECT"
+    ))
+    .bind(id)
+    .bind(kind)
+    .bind(object_kind)
     .bind(object_id)
     .execute(conn)
     .await?;

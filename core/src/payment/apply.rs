@@ -351,13 +351,8 @@ pub(crate) async fn apply_locked(
             let app_from = application.status()?;
             match app_from.next(ApplicationEvent::PaymentSucceeded) {
                 Ok(app_to) => {
+                    // With its `application.paid` notification.
                     record_paid(tx, application.id, app_from, app_to, actor, &cause).await?;
-                    notify::record(
-                        tx,
-                        notify::EventType::ApplicationPaid,
-                        application.id.as_uuid(),
-                    )
-                    .await?;
                     application_paid = true;
                 }
                 Err(refusal) => {

@@ -1,7 +1,10 @@
 //! The application's event log (`application_events`), one chained row per status change.
 
 use super::*;
-use crate::audit::chained_event;
+use crate::{
+    audit::chained_event,
+    notify::{EventType, Outbox, recorded},
+};
 
 /// Appends one status change to the event log, chained to the application's previous event.
 /// The caller holds the application's row lock, so it is the chain's only writer; a second
@@ -29,8 +32,9 @@ pub(crate) async fn record_event(
 }
 
 /// A payment paid the application: it moves `from` → `to` (decided by the caller through
-/// [`ApplicationStatus::next`]) with `paid_at`, and the change is logged, in one statement. The
-/// caller holds the application's row lock.
+/// [`ApplicationStatus::next`]) with `paid_at`, the change is logged, and `application.paid` is
+/// recorded for the portals' back offices, in one statement. The caller holds the application's
+/// row lock.
 pub(crate) async fn record_paid(
     conn: &mut PgConnection,
     id: ApplicationId,
@@ -39,9 +43,13 @@ pub(crate) async fn record_paid(
     actor: Actor,
     cause: &str,
 ) -> Result<(), sqlx::Error> {
+    // $1 to $7 are the log's (see `chained_event!`), $8 to $10 the notification's.
+    let (notification, kind, object_kind) = Outbox::values(EventType::ApplicationPaid);
     sqlx::query(concat!(
         "WITH paid AS (UPDATE applications SET status = $4, paid_at = now(), updated_at = now()
-                        WHERE id = $1) ",
+                        WHERE id = $1), ",
+        recorded!("$8", "$9", "$10", "$1"),
+        " ",
         chained_event!("application_events", "application_id")
     ))
     .bind(id)
@@ -51,6 +59,9 @@ pub(crate) async fn record_paid(
     .bind(actor.kind())
     .bind(actor.id())
     .bind(cause)
+    .bind(notification)
+    .bind(kind)
+    .bind(object_kind)
     .execute(conn)
     .await?;
     Ok(())
