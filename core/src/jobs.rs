@@ -12,6 +12,16 @@ use std::time::Duration;
 pub trait Job: Serialize {
     /// The queue (stored as `jobs.queue`).
     const QUEUE: &'static str;
+    /// Attempts before a job of this kind is dead (listed by `evisa jobs dead`), with exponential
+    /// backoff and jitter from 1 s to 5 min between them: 12 attempts span about 20 minutes.
+    /// `EVISA_JOB_MAX_ATTEMPTS` replaces it for every kind (tests use a small one).
+    const MAX_ATTEMPTS: usize;
+}
+
+/// The attempt limit a job of kind `J` is given: `EVISA_JOB_MAX_ATTEMPTS` when set, else the
+/// kind's own.
+pub fn attempts_of<J: Job>(configured: Option<usize>) -> usize {
+    configured.unwrap_or(J::MAX_ATTEMPTS)
 }
 
 /// Create and confirm the card payment's PaymentIntent, and apply the answer.
@@ -22,6 +32,9 @@ pub struct ChargeCard {
 
 impl Job for ChargeCard {
     const QUEUE: &'static str = "evisa.charge_card";
+    // Every attempt reuses the charge's idempotency key, so a retry never charges twice; a
+    // gateway away for minutes is outlasted.
+    const MAX_ATTEMPTS: usize = 12;
 }
 
 /// Apply a verified gateway callback stored in `gateway_inbox`.
@@ -32,6 +45,8 @@ pub struct ProcessGatewayEvent {
 
 impl Job for ProcessGatewayEvent {
     const QUEUE: &'static str = "evisa.gateway_event";
+    // Applying a stored callback only needs our database: retries outlast a restart or failover.
+    const MAX_ATTEMPTS: usize = 12;
 }
 
 /// Ask Alipay how a redirect payment stands; re-schedules itself with a later `run_at` until a
@@ -45,6 +60,8 @@ pub struct PollAlipay {
 
 impl Job for PollAlipay {
     const QUEUE: &'static str = "evisa.poll_alipay";
+    // Failures of one poll (Alipay unreachable); the polling schedule itself is `round`'s.
+    const MAX_ATTEMPTS: usize = 12;
 }
 
 /// Carry out a pending refund at the gateway and record its outcome.
@@ -55,6 +72,8 @@ pub struct RefundPayment {
 
 impl Job for RefundPayment {
     const QUEUE: &'static str = "evisa.refund";
+    // Like a charge: the refund's idempotency key makes every retry safe.
+    const MAX_ATTEMPTS: usize = 12;
 }
 
 /// Compare every payment since a date with its gateway and store what disagrees (an admin's
@@ -66,6 +85,8 @@ pub struct ReconcileReport {
 
 impl Job for ReconcileReport {
     const QUEUE: &'static str = "evisa.reconcile_report";
+    // Read-only at the gateways; a report that still fails is retried by its admin.
+    const MAX_ATTEMPTS: usize = 12;
 }
 
 /// The channel on which adding a job with no delay wakes its queue's workers (payload: the
@@ -104,9 +125,10 @@ pub fn deliver_wake(queue: &str) {
 pub async fn enqueue_then_wake<J: Job>(
     conn: &mut PgConnection,
     job: &J,
-    max_attempts: usize,
+    max_attempts: Option<usize>,
 ) -> Result<(), sqlx::Error> {
     let args = serde_json::to_vec(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let max_attempts = attempts_of::<J>(max_attempts);
     add(conn, J::QUEUE, &args, Duration::ZERO, max_attempts, false).await
 }
 
@@ -115,18 +137,19 @@ pub async fn enqueue_after<J: Job>(
     conn: &mut PgConnection,
     job: &J,
     delay: Duration,
-    max_attempts: usize,
+    max_attempts: Option<usize>,
 ) -> Result<(), sqlx::Error> {
     let args = serde_json::to_vec(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    insert(conn, J::QUEUE, &args, delay, max_attempts).await
+    insert(conn, J::QUEUE, &args, delay, attempts_of::<J>(max_attempts)).await
 }
 
-/// Adds `job` to its queue in the caller's transaction. `max_attempts` bounds retries; a job that
-/// exhausts them is dead until an operator retries it.
+/// Adds `job` to its queue in the caller's transaction. Its attempts are bounded by
+/// [`attempts_of`] (`max_attempts`: `EVISA_JOB_MAX_ATTEMPTS`, when set); a job that exhausts them
+/// is dead until an operator retries it.
 pub async fn enqueue<J: Job>(
     conn: &mut PgConnection,
     job: &J,
-    max_attempts: usize,
+    max_attempts: Option<usize>,
 ) -> Result<(), sqlx::Error> {
     enqueue_after(conn, job, Duration::ZERO, max_attempts).await
 }
@@ -177,4 +200,17 @@ pub async fn prune_finished(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
             .await?
             .rows_affected(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_keeps_its_own_attempt_limit_unless_one_is_configured_for_all() {
+        assert_eq!(attempts_of::<ChargeCard>(None), ChargeCard::MAX_ATTEMPTS);
+        assert_eq!(attempts_of::<ReconcileReport>(None), 12);
+        assert_eq!(attempts_of::<ChargeCard>(Some(2)), 2);
+        assert_eq!(attempts_of::<RefundPayment>(Some(2)), 2);
+    }
 }

@@ -25,6 +25,7 @@ pub struct Noop {
 
 impl Job for Noop {
     const QUEUE: &'static str = "evisa.bench_noop";
+    const MAX_ATTEMPTS: usize = 12;
 }
 
 async fn noop(_job: Noop, done: Data<Arc<AtomicUsize>>) -> Result<(), BoxDynError> {
@@ -53,7 +54,7 @@ pub async fn drain(db: &PgPool, config: &Config, count: usize) -> anyhow::Result
             "INSERT INTO jobs (queue, args, max_attempts) SELECT $1, a, $2 FROM unnest($3::bytea[]) a",
         )
         .bind(Noop::QUEUE)
-        .bind(config.jobs.max_attempts as i32)
+        .bind(evisa_core::jobs::attempts_of::<Noop>(config.jobs.max_attempts) as i32)
         .bind(&args)
         .execute(db)
         .await?;
@@ -140,7 +141,7 @@ pub async fn pickup(db: &PgPool, config: &Config, count: usize) -> anyhow::Resul
     for i in 0..count {
         let before = done.load(Ordering::Relaxed);
         let mut tx = db.begin().await?;
-        crate::enqueue(&mut tx, &Noop { n: i as u64 }, 1).await?;
+        crate::enqueue(&mut tx, &Noop { n: i as u64 }, Some(1)).await?;
         tx.commit().await?;
         let start = Instant::now();
         while done.load(Ordering::Relaxed) == before {

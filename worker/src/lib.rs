@@ -49,7 +49,8 @@ pub struct WorkerContext {
     pub stripe: StripeGateway,
     /// `None` when Alipay is not configured.
     pub alipay: Option<AlipayClient>,
-    pub max_attempts: usize,
+    /// `EVISA_JOB_MAX_ATTEMPTS`, when set (else each job kind's own).
+    pub max_attempts: Option<usize>,
     /// First poll delay of an Alipay trade (later polls back off).
     pub alipay_poll_first: Duration,
 }

@@ -12,9 +12,10 @@ use crate::{
 
 async fn observe<J: Job>(
     attempt: &Attempt,
-    max_attempts: usize,
+    configured: Option<usize>,
     run: impl Future<Output = Result<(), BoxDynError>>,
 ) -> Result<(), BoxDynError> {
+    let max_attempts = evisa_core::jobs::attempts_of::<J>(configured);
     let started = Instant::now();
     let result = run.await;
     evisa_core::metrics::job_run(

@@ -182,8 +182,9 @@ pub struct JobSettings {
     pub orphan_timeout: Duration,
     /// Fallback poll interval (new jobs also wake workers through LISTEN/NOTIFY).
     pub poll_interval: Duration,
-    /// Attempts before a job is dead (listed by `evisa jobs dead`).
-    pub max_attempts: usize,
+    /// Attempts before a job is dead (listed by `evisa jobs dead`), for every kind; `None`: each
+    /// kind's own (`jobs::Job::MAX_ATTEMPTS`).
+    pub max_attempts: Option<usize>,
 }
 
 /// One variable that is missing or malformed.
@@ -413,9 +414,11 @@ impl Config {
                 Ok(n) if (10..=60_000).contains(&n) => Ok(Duration::from_millis(n)),
                 _ => Err("must be a number of milliseconds from 10 to 60000".into()),
             }),
-            max_attempts: r.parsed("EVISA_JOB_MAX_ATTEMPTS", 12, |v| match v.parse::<usize>() {
-                Ok(n) if (1..=100).contains(&n) => Ok(n),
-                _ => Err("must be a number from 1 to 100".into()),
+            max_attempts: r.parsed("EVISA_JOB_MAX_ATTEMPTS", None, |v| {
+                match v.parse::<usize>() {
+                    Ok(n) if (1..=100).contains(&n) => Ok(Some(n)),
+                    _ => Err("must be a number from 1 to 100".into()),
+                }
             }),
         };
         let notify = notify::load(&mut r, dev);

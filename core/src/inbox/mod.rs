@@ -96,7 +96,7 @@ pub async fn ingest(
     event_id: &str,
     event_type: &str,
     payload: &serde_json::Value,
-    max_attempts: usize,
+    max_attempts: Option<usize>,
 ) -> Result<Ingested, sqlx::Error> {
     let mut tx = db.begin().await?;
     let ingested = store_in(
@@ -118,7 +118,7 @@ async fn store_in(
     event_id: &str,
     event_type: &str,
     payload: &serde_json::Value,
-    max_attempts: usize,
+    max_attempts: Option<usize>,
 ) -> Result<Ingested, sqlx::Error> {
     let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
         "INSERT INTO gateway_inbox (id, provider, event_id, event_type, payload)

@@ -38,7 +38,7 @@ pub async fn ingest_stripe(
     event_id: &str,
     event_type: &str,
     payload: &serde_json::Value,
-    max_attempts: usize,
+    max_attempts: Option<usize>,
 ) -> Result<StripeIngest, sqlx::Error> {
     let object = interpret(event_type, &payload["data"]["object"]);
     // Most events change nothing: a type we only record, or an intent's success that the

@@ -21,8 +21,8 @@ use crate::{
 pub struct Terms {
     /// How long the applicant has to pay.
     pub expires_in: chrono::Duration,
-    /// Attempts of each job the payment enqueues.
-    pub max_attempts: usize,
+    /// Attempts of each job the payment enqueues (`EVISA_JOB_MAX_ATTEMPTS`; `None`: each kind's own).
+    pub max_attempts: Option<usize>,
 }
 
 /// Why an Alipay payment could not be started.
