@@ -66,7 +66,7 @@ crate::visa::string_enum!(ObjectKind, "notification object kind",
 /// SQL: the CTEs (`notified`, `notified_to`) that record a notification and one delivery per
 /// endpoint subscribed now, for another statement to carry before its own work, so that a change
 /// and its outbox row are one statement. The arguments name the parameters (`"$8"`, …) that hold
-/// the event's id, type and object kind ([`Outbox::values`]) and its object's id.
+/// the event's id, type and object kind ([`recorded_values`]) and its object's id.
 macro_rules! recorded {
     ($id:literal, $kind:literal, $object_kind:literal, $object_id:literal) => {
         concat!(
@@ -94,16 +94,12 @@ macro_rules! recorded {
 pub(crate) use recorded;
 
 /// The values a [`recorded!`] fragment binds: a new event id, the type and its object's kind.
-pub(crate) struct Outbox;
-
-impl Outbox {
-    pub(crate) fn values(kind: EventType) -> (uuid::Uuid, &'static str, &'static str) {
-        (
-            uuid::Uuid::now_v7(),
-            kind.as_str(),
-            kind.object_kind().as_str(),
-        )
-    }
+pub(crate) fn recorded_values(kind: EventType) -> (uuid::Uuid, &'static str, &'static str) {
+    (
+        uuid::Uuid::now_v7(),
+        kind.as_str(),
+        kind.object_kind().as_str(),
+    )
 }
 
 /// Records that `kind` happened to `object_id`, with a delivery for every endpoint subscribed
@@ -113,7 +109,7 @@ pub async fn record(
     kind: EventType,
     object_id: uuid::Uuid,
 ) -> Result<(), sqlx::Error> {
-    let (id, kind, object_kind) = Outbox::values(kind);
+    let (id, kind, object_kind) = recorded_values(kind);
     sqlx::query(concat!(
         "WITH ",
         recorded!("$1", "$2", "$3", "$4"),

@@ -3,7 +3,7 @@
 use super::*;
 use crate::{
     audit::chained_event,
-    notify::{EventType, Outbox, recorded},
+    notify::{EventType, recorded, recorded_values},
 };
 
 /// Appends one status change to the event log, chained to the application's previous event.
@@ -44,7 +44,7 @@ pub(crate) async fn record_paid(
     cause: &str,
 ) -> Result<(), sqlx::Error> {
     // $1 to $7 are the log's (see `chained_event!`), $8 to $10 the notification's.
-    let (notification, kind, object_kind) = Outbox::values(EventType::ApplicationPaid);
+    let (notification, kind, object_kind) = recorded_values(EventType::ApplicationPaid);
     sqlx::query(concat!(
         "WITH paid AS (UPDATE applications SET status = $4, paid_at = now(), updated_at = now()
                         WHERE id = $1), ",
