@@ -802,6 +802,16 @@ async fn sigterm_lets_the_charge_in_flight_finish() {
         .await;
     assert_eq!(now.body["status"], "succeeded", "{}", now.body);
     assert_eq!(app.charges_for(&payment), 1);
+    // …and stored that its job is done (written in the background while it ran) before
+    // exiting: nothing is left claimed to run again.
+    let (waiting, done): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs WHERE queue = 'evisa.charge_card'),
+                (SELECT count(*) FROM jobs_done WHERE queue = 'evisa.charge_card')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((waiting, done), (0, 1));
 }
 
 #[tokio::test]

@@ -86,6 +86,7 @@ pub async fn drain(db: &PgPool, config: &Config, count: usize) -> anyhow::Result
     let elapsed = started.elapsed();
     let _ = stop_tx.send(true);
     let _ = monitor.await;
+    backend.outcomes_written().await?;
     wakeups.abort();
     if done.load(Ordering::Relaxed) < count {
         anyhow::bail!(
@@ -117,6 +118,7 @@ pub async fn pickup(db: &PgPool, config: &Config, count: usize) -> anyhow::Resul
     let done = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let backend = queue::<Noop>(db, config);
+    let written = backend.clone();
     let counter = done.clone();
     let name = format!("pickup-{}", uuid::Uuid::now_v7().simple());
     let wakeups = crate::queue::relay_notifications(db.clone());
@@ -156,6 +158,7 @@ pub async fn pickup(db: &PgPool, config: &Config, count: usize) -> anyhow::Resul
     }
     let _ = stop_tx.send(true);
     let _ = monitor.await;
+    written.outcomes_written().await?;
     wakeups.abort();
     Ok(took)
 }

@@ -272,6 +272,7 @@ pub async fn run(
         observed::refund_payment
     );
     let (name5, ctx5) = (format!("reconcile-{instance}"), ctx.clone());
+    let reports_handle = reports.clone();
     let result = monitor
         .register(move |restarts| {
             WorkerBuilder::new(format!("{name5}-{restarts}"))
@@ -293,6 +294,17 @@ pub async fn run(
             Ok(())
         })
         .await;
+    // The outcomes of the last jobs (written in the background) are in before the process ends.
+    let written = [
+        charge.outcomes_written().await,
+        events.outcomes_written().await,
+        polls.outcomes_written().await,
+        refunds.outcomes_written().await,
+        reports_handle.outcomes_written().await,
+    ];
+    for error in written.into_iter().filter_map(Result::err) {
+        tracing::warn!(%error, "the outcomes of the last jobs could not be stored; those jobs run again once taken back");
+    }
     let asked_to_stop = *stop_rx.borrow();
     // The sweeper ends its pass in progress, if any (each gateway call is bounded by its
     // timeout); it is stopped by the signal, never aborted mid-transaction.

@@ -5,7 +5,8 @@
 //!   `UPDATE … FOR UPDATE SKIP LOCKED` on a partial index of waiting jobs only.
 //! - Finished jobs leave the table in batches (one statement for every job a worker finished
 //!   since its last flush) into `jobs_done`, an append-only history pruned by age: a long history
-//!   never slows the fetch.
+//!   never slows the fetch. A batch is written in the background while the worker fetches its
+//!   next jobs, each worker's batches in order.
 //! - A failed job waits out an exponential backoff with jitter and runs again; one that exhausts
 //!   its attempts (or is aborted) stays, `dead`, until an operator retries it.
 //! - A worker whose heartbeat stops (killed, or cut off from Postgres) loses its claimed jobs to
@@ -22,7 +23,6 @@
 
 use std::{
     marker::PhantomData,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -38,12 +38,17 @@ use apalis_core::backend::{
     finalize::Durable,
     persistence::{Persisted, Persistence, TaskEvent, TaskPersistLayer},
 };
-use futures_util::{Stream, StreamExt, stream::BoxStream};
 use rand::Rng;
 use serde_json::Value;
 use sqlx::PgPool;
 
 pub use evisa_core::jobs::WAKE_CHANNEL;
+
+mod outcomes;
+mod wakeups;
+
+use outcomes::Outcomes;
+pub use wakeups::{Wakeups, relay_notifications};
 
 /// How a queue runs.
 #[derive(Debug, Clone)]
@@ -66,6 +71,9 @@ pub fn backoff(attempt: usize) -> Duration {
     capped.mul_f64(rand::rng().random_range(0.5..1.0))
 }
 
+/// A background write of a batch of outcomes (see `Store::handle_events`).
+type OutcomesWrite = tokio::task::JoinHandle<Result<(), sqlx::Error>>;
+
 #[derive(Debug, Clone)]
 struct Store {
     db: PgPool,
@@ -75,6 +83,9 @@ struct Store {
     /// whenever anything wakes the worker (a job ending, an acknowledgement); without news
     /// there is nothing to claim, and the fetch answers empty without asking Postgres.
     news: Arc<AtomicBool>,
+    /// The write of this worker's latest batch of outcomes, which waits for the ones before (see
+    /// `handle_events`).
+    writing: Arc<tokio::sync::Mutex<Option<OutcomesWrite>>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -204,64 +215,41 @@ impl Persistence for Store {
         .rows_affected())
     }
 
+    /// Hands the batch's outcomes to a background write and returns at once: the next fetch
+    /// need not wait for it (apalis runs a worker's fetches and event batches one after the
+    /// other). Each write waits for the worker's write before it, so outcomes are stored in
+    /// order, and reports the first error among them; an error surfaces here at the next batch,
+    /// and the worker restarts as on any storage error. A job whose outcome is not stored yet
+    /// stays claimed, so no one else runs it; were the process to die first, it runs again
+    /// once taken back as an orphan, as any job cut off mid-run does.
+    /// [`JobQueue::outcomes_written`] waits for the last write when the workers stop.
     async fn handle_events(
         &mut self,
         events: Vec<TaskEvent<Value>>,
         worker: &WorkerContext,
     ) -> Result<(), sqlx::Error> {
-        let mut done = Vec::new();
-        let (mut failed, mut attempts, mut errors, mut delays, mut dead) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for event in events {
-            let TaskEvent::Complete(result) = event else {
-                continue;
-            };
-            let Some(id) = job_id(&result.task_id) else {
-                continue;
-            };
-            match (&result.status, &result.result) {
-                (Status::Done, _) | (_, Ok(_)) => done.push(id),
-                (status, Err(error)) => {
-                    failed.push(id);
-                    attempts.push(result.attempt as i32);
-                    errors.push(error.clone());
-                    delays.push(backoff(result.attempt.max(1)).as_millis() as i64);
-                    dead.push(*status == Status::Killed);
-                }
+        let outcomes = Outcomes::of(events);
+        let mut writing = self.writing.lock().await;
+        let before = match writing.take() {
+            Some(done) if done.is_finished() => {
+                done.await.map_err(|_| sqlx::Error::WorkerCrashed)??;
+                None
             }
+            before => before,
+        };
+        if outcomes.is_empty() {
+            *writing = before;
+            return Ok(());
         }
-        if !done.is_empty() {
-            // One statement for the whole batch: out of the queue, into the history.
-            sqlx::query(
-                "WITH finished AS (DELETE FROM jobs WHERE id = ANY($1) AND locked_by = $2
-                                   RETURNING id, queue, attempts, created_at)
-                 INSERT INTO jobs_done (id, queue, attempts, created_at)
-                 SELECT id, queue, attempts + 1, created_at FROM finished",
-            )
-            .bind(&done)
-            .bind(worker.name())
-            .execute(&self.db)
-            .await?;
-        }
-        if !failed.is_empty() {
-            sqlx::query(
-                "UPDATE jobs j SET attempts = f.attempt, last_error = left(f.error, 2000),
-                     locked_by = NULL, locked_at = NULL,
-                     run_at = now() + f.delay_ms * interval '1 millisecond',
-                     dead_at = CASE WHEN f.dead OR f.attempt >= j.max_attempts THEN now() END
-                   FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::bigint[], $5::bool[])
-                        AS f(id, attempt, error, delay_ms, dead)
-                  WHERE j.id = f.id AND j.locked_by = $6",
-            )
-            .bind(&failed)
-            .bind(&attempts)
-            .bind(&errors)
-            .bind(&delays)
-            .bind(&dead)
-            .bind(worker.name())
-            .execute(&self.db)
-            .await?;
-        }
+        let (db, worker) = (self.db.clone(), worker.name().to_owned());
+        *writing = Some(tokio::spawn(async move {
+            let earlier = match before {
+                Some(before) => before.await.map_err(|_| sqlx::Error::WorkerCrashed)?,
+                None => Ok(()),
+            };
+            let written = outcomes.write(&db, &worker).await;
+            earlier.and(written)
+        }));
         Ok(())
     }
 
@@ -278,103 +266,6 @@ impl Persistence for Store {
             .await?;
         }
         tx.commit().await
-    }
-}
-
-/// Hands Postgres's job wake-ups (`NOTIFY evisa_jobs`, payload: the queue) to this process's
-/// workers, through the same channel as the wake-ups sent after commit (`jobs::wake`): one
-/// LISTEN connection for every worker of the process. Runs until aborted, listening again
-/// whenever its connection is lost (polls cover the gap).
-pub fn relay_notifications(db: PgPool) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            if let Ok(mut listener) = sqlx::postgres::PgListener::connect_with(&db).await
-                && listener.listen(WAKE_CHANNEL).await.is_ok()
-            {
-                while let Ok(n) = listener.recv().await {
-                    evisa_core::jobs::deliver_wake(n.payload());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-}
-
-/// When a queue's workers look for jobs: as soon as one is added (told after commit by
-/// `jobs::wake`, or by Postgres through [`relay_notifications`]), and at every poll interval
-/// (delayed jobs, retries, lost wake-ups).
-///
-/// Each wake-up also re-schedules the worker's task, so that the next look registers for the
-/// next wake-up: a stream that yields without that would leave a worker with free slots and
-/// waiting jobs asleep until a running job ends.
-pub struct Wakeups {
-    queue: &'static str,
-    /// The queue storage's "a fetch may find something" (see `Store::news`).
-    news: Arc<AtomicBool>,
-    tick: tokio::time::Interval,
-    // A Mutex only to make it Sync (workers are shared across threads); never contended.
-    woken: std::sync::Mutex<BoxStream<'static, ()>>,
-}
-
-/// A worker restarted by the monitor gets its own wake-ups and ticks (and must: without `Clone`,
-/// `queue.clone()` would resolve through `Deref` to the bare queue, which nothing wakes).
-impl Clone for Wakeups {
-    fn clone(&self) -> Self {
-        Self::new(self.queue, self.news.clone(), self.tick.period())
-    }
-}
-
-impl Wakeups {
-    fn new(queue: &'static str, news: Arc<AtomicBool>, every: Duration) -> Self {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self {
-            queue,
-            news,
-            tick,
-            woken: std::sync::Mutex::new(Self::woken(queue)),
-        }
-    }
-
-    /// This queue's wake-ups; a receiver that fell behind wakes too.
-    fn woken(queue: &'static str) -> BoxStream<'static, ()> {
-        futures_util::stream::unfold(evisa_core::jobs::woken(), move |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(q) if &*q == queue => return Some(((), rx)),
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        return Some(((), rx));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        })
-        .boxed()
-    }
-}
-
-impl Stream for Wakeups {
-    type Item = ();
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
-        let this = &mut *self;
-        let mut woken = this.tick.poll_tick(cx).is_ready();
-        let local = this
-            .woken
-            .get_mut()
-            .expect("never poisoned: polled by one task at a time");
-        // Every wake-up waiting is taken: one look serves them all.
-        while let Poll::Ready(Some(())) = local.poll_next_unpin(cx) {
-            woken = true;
-        }
-        if woken {
-            this.news.store(true, Ordering::Release);
-            cx.waker().wake_by_ref();
-            Poll::Ready(Some(()))
-        } else {
-            Poll::Pending
-        }
     }
 }
 
@@ -404,9 +295,20 @@ impl<Args> JobQueue<Args> {
                 db: db.clone(),
                 config,
                 news: Arc::new(AtomicBool::new(true)),
+                writing: Arc::default(),
             }),
             codec: JsonCodec::default(),
             _args: PhantomData,
+        }
+    }
+
+    /// Waits until every batch of outcomes handed to the background is written (call it once
+    /// the workers have stopped): every job that finished has then left the queue.
+    pub async fn outcomes_written(&self) -> Result<(), sqlx::Error> {
+        let mut writing = self.persistence.writing.lock().await;
+        match writing.take() {
+            Some(last) => last.await.map_err(|_| sqlx::Error::WorkerCrashed)?,
+            None => Ok(()),
         }
     }
 
