@@ -71,9 +71,6 @@ pub fn backoff(attempt: usize) -> Duration {
     capped.mul_f64(rand::rng().random_range(0.5..1.0))
 }
 
-/// A background write of a batch of outcomes (see `Store::handle_events`).
-type OutcomesWrite = tokio::task::JoinHandle<Result<(), sqlx::Error>>;
-
 #[derive(Debug, Clone)]
 struct Store {
     db: PgPool,
@@ -83,9 +80,8 @@ struct Store {
     /// whenever anything wakes the worker (a job ending, an acknowledgement); without news
     /// there is nothing to claim, and the fetch answers empty without asking Postgres.
     news: Arc<AtomicBool>,
-    /// The write of this worker's latest batch of outcomes, which waits for the ones before (see
-    /// `handle_events`).
-    writing: Arc<tokio::sync::Mutex<Option<OutcomesWrite>>>,
+    /// The queue's finished jobs on their way to the database (see `handle_events`).
+    outcomes: Arc<outcomes::Writer>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -215,42 +211,21 @@ impl Persistence for Store {
         .rows_affected())
     }
 
-    /// Hands the batch's outcomes to a background write and returns at once: the next fetch
-    /// need not wait for it (apalis runs a worker's fetches and event batches one after the
-    /// other). Each write waits for the worker's write before it, so outcomes are stored in
-    /// order, and reports the first error among them; an error surfaces here at the next batch,
-    /// and the worker restarts as on any storage error. A job whose outcome is not stored yet
-    /// stays claimed, so no one else runs it; were the process to die first, it runs again
-    /// once taken back as an orphan, as any job cut off mid-run does.
-    /// [`JobQueue::outcomes_written`] waits for the last write when the workers stop.
+    /// Hands the batch's outcomes to the queue's background writer and returns at once: the
+    /// next fetch need not wait for them (apalis runs a worker's fetches and event batches one
+    /// after the other). Outcomes are written in the order they came, those that arrive during
+    /// a write together in the next; a write's error surfaces here at the next batch, and the
+    /// worker restarts as on any storage error. A job whose outcome is not stored yet stays
+    /// claimed, so no one else runs it; were the process to die first, it runs again once taken
+    /// back as an orphan, as any job cut off mid-run does. [`JobQueue::outcomes_written`] waits
+    /// for the writer when the workers stop.
     async fn handle_events(
         &mut self,
         events: Vec<TaskEvent<Value>>,
         worker: &WorkerContext,
     ) -> Result<(), sqlx::Error> {
-        let outcomes = Outcomes::of(events);
-        let mut writing = self.writing.lock().await;
-        let before = match writing.take() {
-            Some(done) if done.is_finished() => {
-                done.await.map_err(|_| sqlx::Error::WorkerCrashed)??;
-                None
-            }
-            before => before,
-        };
-        if outcomes.is_empty() {
-            *writing = before;
-            return Ok(());
-        }
-        let (db, worker) = (self.db.clone(), worker.name().to_owned());
-        *writing = Some(tokio::spawn(async move {
-            let earlier = match before {
-                Some(before) => before.await.map_err(|_| sqlx::Error::WorkerCrashed)?,
-                None => Ok(()),
-            };
-            let written = outcomes.write(&db, &worker).await;
-            earlier.and(written)
-        }));
-        Ok(())
+        self.outcomes
+            .add(&self.db, worker.name(), Outcomes::of(events))
     }
 
     async fn push_tasks(&mut self, tasks: Vec<Task<Vec<u8>>>) -> Result<(), sqlx::Error> {
@@ -295,7 +270,7 @@ impl<Args> JobQueue<Args> {
                 db: db.clone(),
                 config,
                 news: Arc::new(AtomicBool::new(true)),
-                writing: Arc::default(),
+                outcomes: Arc::default(),
             }),
             codec: JsonCodec::default(),
             _args: PhantomData,
@@ -305,11 +280,7 @@ impl<Args> JobQueue<Args> {
     /// Waits until every batch of outcomes handed to the background is written (call it once
     /// the workers have stopped): every job that finished has then left the queue.
     pub async fn outcomes_written(&self) -> Result<(), sqlx::Error> {
-        let mut writing = self.persistence.writing.lock().await;
-        match writing.take() {
-            Some(last) => last.await.map_err(|_| sqlx::Error::WorkerCrashed)?,
-            None => Ok(()),
-        }
+        self.persistence.outcomes.idle().await
     }
 
     /// Woken when a job is added (see [`Wakeups`]), and polled every `interval` besides.

@@ -1,5 +1,10 @@
-//! What a worker's finished jobs leave behind, written in batches: done jobs move to the history,
-//! failed ones wait for their next run (or are dead).
+//! What a worker's finished jobs leave behind, written in batches in the background: done jobs
+//! move to the history, failed ones wait for their next run (or are dead).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use apalis::prelude::*;
 use apalis_core::backend::persistence::TaskEvent;
@@ -10,7 +15,7 @@ use super::{backoff, job_id};
 
 /// What a batch of task events says: the jobs done, and the jobs that failed with when each
 /// runs again (or that it is dead).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(super) struct Outcomes {
     done: Vec<i64>,
     failed: Vec<i64>,
@@ -49,8 +54,17 @@ impl Outcomes {
         self.done.is_empty() && self.failed.is_empty()
     }
 
+    fn extend(&mut self, more: Outcomes) {
+        self.done.extend(more.done);
+        self.failed.extend(more.failed);
+        self.attempts.extend(more.attempts);
+        self.errors.extend(more.errors);
+        self.delays_ms.extend(more.delays_ms);
+        self.dead.extend(more.dead);
+    }
+
     /// Finished jobs leave the queue for the history; failed ones wait for their next run.
-    pub(super) async fn write(self, db: &PgPool, worker: &str) -> Result<(), sqlx::Error> {
+    async fn write(self, db: &PgPool, worker: &str) -> Result<(), sqlx::Error> {
         if !self.done.is_empty() {
             // One statement for the whole batch: out of the queue, into the history.
             sqlx::query(
@@ -84,5 +98,91 @@ impl Outcomes {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// How long a write waits for more outcomes to join it. Nothing waits on it (the jobs are done,
+/// and a claimed job is no one else's), so a little patience saves statements and commits.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// A queue's outcomes on their way to the database: one background write at a time, which takes
+/// everything that arrived while the write before it ran (under load, batches stay large and
+/// outcomes are stored in the order they came).
+#[derive(Debug, Default)]
+pub(super) struct Writer {
+    state: Mutex<WriterState>,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    /// Outcomes no write has taken yet, per worker name (a restarted worker has a new one).
+    pending: Vec<(String, Outcomes)>,
+    /// Whether a write is running; it goes on until nothing is pending.
+    writing: bool,
+    /// The first error of a write since the last one reported.
+    error: Option<sqlx::Error>,
+}
+
+impl Writer {
+    fn state(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        self.state
+            .lock()
+            .expect("never poisoned: no code panics while holding it")
+    }
+
+    /// Queues the outcomes of `worker`'s jobs, starting a write unless one is running, and
+    /// returns at once: the error of an earlier write, if there was one.
+    pub(super) fn add(
+        self: &Arc<Self>,
+        db: &PgPool,
+        worker: &str,
+        outcomes: Outcomes,
+    ) -> Result<(), sqlx::Error> {
+        let mut state = self.state();
+        if !outcomes.is_empty() {
+            match state.pending.last_mut() {
+                Some((name, queued)) if name == worker => queued.extend(outcomes),
+                _ => state.pending.push((worker.to_owned(), outcomes)),
+            }
+            if !state.writing {
+                state.writing = true;
+                let (writer, db) = (self.clone(), db.clone());
+                tokio::spawn(async move { writer.write_pending(&db).await });
+            }
+        }
+        state.error.take().map_or(Ok(()), Err)
+    }
+
+    async fn write_pending(&self, db: &PgPool) {
+        loop {
+            // What finishes meanwhile joins this write: one statement for several jobs.
+            tokio::time::sleep(GATHER).await;
+            let batches = {
+                let mut state = self.state();
+                if state.pending.is_empty() {
+                    state.writing = false;
+                    return;
+                }
+                std::mem::take(&mut state.pending)
+            };
+            for (worker, outcomes) in batches {
+                if let Err(e) = outcomes.write(db, &worker).await {
+                    self.state().error.get_or_insert(e);
+                }
+            }
+        }
+    }
+
+    /// Waits until every queued outcome is written; the error of a write, if one failed.
+    pub(super) async fn idle(&self) -> Result<(), sqlx::Error> {
+        loop {
+            {
+                let mut state = self.state();
+                if !state.writing {
+                    return state.error.take().map_or(Ok(()), Err);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
