@@ -36,16 +36,6 @@ pub struct FeeQuote {
     pub description: String,
 }
 
-impl FeeQuote {
-    /// The price in `currency`, when the schedule offers one (Alipay needs CNY).
-    pub fn price_in(&self, currency: Currency) -> Option<Money> {
-        self.prices
-            .iter()
-            .copied()
-            .find(|m| m.currency() == currency)
-    }
-}
-
 #[derive(sqlx::FromRow)]
 struct QuoteRow {
     id: FeeRuleId,
