@@ -46,8 +46,8 @@ pub async fn run(b: JobBench, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drains per measurement: one drain of 20,000 jobs takes well under a second here, so the
-/// median of a few is what is printed.
+/// Drains per measurement: one drain takes a second or two here, so the median of a few is what
+/// is printed.
 const DRAINS: usize = 3;
 
 /// The median rate, in jobs/s, of [`DRAINS`] drains of `jobs` no-op jobs, each started alike.
@@ -64,7 +64,7 @@ async fn drains(pool: &sqlx::PgPool, config: &Config, jobs: usize) -> anyhow::Re
 
 /// Every drain starts alike: the dead rows of the jobs before vacuumed and the writes before
 /// checkpointed, as autovacuum and the checkpointer would have done by then on a running
-/// system. Without it the second drain meets the first one's 20,000 dead rows in `jobs` and the
+/// system. Without it the second drain meets the first one's dead rows in `jobs` and the
 /// million history rows' checkpoint, and measures those rather than the history's size.
 /// (CHECKPOINT needs a superuser or `pg_checkpoint`; without it the bench runs on.)
 async fn settle(pool: &sqlx::PgPool) {

@@ -72,8 +72,9 @@ pub enum BenchCommand {
     /// The job layer as `evisa work` configures it (DATABASE_URL, EVISA_JOB_*): no-op jobs/s,
     /// then again beside a history of finished jobs.
     Jobs {
-        /// No-op jobs per measurement.
-        #[arg(long, default_value_t = 20000)]
+        /// No-op jobs per drain (a drain of 100,000 takes about a second and a half here: long
+        /// enough that the wait for the last outcomes and the start of the worker do not weigh).
+        #[arg(long, default_value_t = 100_000)]
         jobs: usize,
         /// Finished jobs to add to the history before the second measurement.
         #[arg(long, default_value_t = 1_000_000)]

@@ -159,13 +159,17 @@ impl Persistence for Store {
         if !self.news.swap(false, Ordering::AcqRel) {
             return Ok(Vec::new());
         }
+        // `id = ANY(ARRAY(…))`, not `id IN (…)`: for the IN form Postgres plans a hash join
+        // that reads every row of `jobs` (a claim of 1,000 among 20,000 waiting took 7.1 ms,
+        // and more as the backlog grows); the array form looks each claimed id up in the key
+        // (4.7 ms).
         let rows: Vec<JobRow> = sqlx::query_as(
             "UPDATE jobs SET locked_by = $1, locked_at = now()
-              WHERE id IN (SELECT id FROM jobs
-                            WHERE queue = $2 AND locked_by IS NULL AND dead_at IS NULL
-                              AND run_at <= now()
-                            ORDER BY run_at LIMIT $3
-                              FOR UPDATE SKIP LOCKED)
+              WHERE id = ANY(ARRAY(SELECT id FROM jobs
+                                    WHERE queue = $2 AND locked_by IS NULL AND dead_at IS NULL
+                                      AND run_at <= now()
+                                    ORDER BY run_at LIMIT $3
+                                      FOR UPDATE SKIP LOCKED))
              RETURNING id, args, attempts, max_attempts",
         )
         .bind(worker.name())
@@ -178,6 +182,16 @@ impl Persistence for Store {
             // A full batch: more may be waiting.
             self.news.store(true, Ordering::Release);
         }
+        // Jobs that ended while this query ran have queued their outcomes, and apalis takes
+        // outcomes only when the worker's task runs again outside a fetch. After a fetch that
+        // finds nothing it would sleep with them until the next wake-up or poll tick (up to
+        // `EVISA_JOB_POLL_MS`: seen as a 230 ms stall at the end of a 20,000-job drain), so
+        // the task is woken once more. (This future is polled by the worker's task itself.)
+        std::future::poll_fn(|cx| {
+            cx.waker().wake_by_ref();
+            Poll::Ready(())
+        })
+        .await;
         Ok(rows
             .into_iter()
             .map(|r| {
