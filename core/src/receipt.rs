@@ -271,7 +271,7 @@ pub async fn for_application(
 ) -> Result<Option<Receipt>, sqlx::Error> {
     let paid_by: Option<PaymentId> = sqlx::query_scalar(
         "SELECT al.payment_id FROM payment_allocations al JOIN applications a ON a.id = al.application_id
-          WHERE al.application_id = $1 AND a.applicant_id = $2 AND al.payment_status = 'succeeded'",
+          WHERE al.application_id = $1 AND a.applicant_id = $2 AND al.payment_state = 'succeeded'",
     )
     .bind(application)
     .bind(owner)

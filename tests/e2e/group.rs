@@ -359,7 +359,7 @@ async fn a_group_and_a_single_payment_racing_for_an_application_one_wins() {
         assert_eq!(loser.problem(409)["type"], "/problems/payment-in-progress");
         let open: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM payment_allocations WHERE application_id = $1::uuid
-               AND payment_status IN ('created', 'processing', 'requires_action')",
+               AND payment_state = 'in_flight'",
         )
         .bind(&contested)
         .fetch_one(&app.db)
@@ -396,8 +396,8 @@ async fn the_database_holds_the_applications_of_a_payment_in_flight() {
     let single = app.pay(&token, &other[0], "pm_card_visa", &key()).await;
     let e = sqlx::query(
         "INSERT INTO payment_allocations (payment_id, application_id, amount_minor, currency,
-                                          payment_status)
-         VALUES ($1::uuid, $2::uuid, 4000, 'USD', 'created')",
+                                          payment_state)
+         VALUES ($1::uuid, $2::uuid, 4000, 'USD', 'in_flight')",
     )
     .bind(single.body["id"].as_str().unwrap())
     .bind(&ids[0])

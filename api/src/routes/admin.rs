@@ -222,7 +222,7 @@ impl AdminApi {
             // given back.
             let paid_by: Option<uuid::Uuid> = sqlx::query_scalar(
                 "SELECT payment_id FROM payment_allocations
-                  WHERE application_id = $1 AND payment_status = 'succeeded'",
+                  WHERE application_id = $1 AND payment_state = 'succeeded'",
             )
             .bind(id)
             .fetch_optional(&mut *tx)

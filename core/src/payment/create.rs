@@ -153,7 +153,7 @@ pub async fn create(
         "SELECT id, status, fee_exempt, fee_amount_minor, fee_currency, fee_prices,
                 paid_at IS NOT NULL AS paid,
                 (SELECT payment_id FROM payment_allocations WHERE application_id = a.id
-                    AND payment_status IN ('created', 'processing', 'requires_action')
+                    AND payment_state = 'in_flight'
                   LIMIT 1) AS open
            FROM applications a WHERE id = ANY($1) AND applicant_id = $2
           ORDER BY id FOR UPDATE",
@@ -209,8 +209,8 @@ pub async fn create(
              RETURNING *),
          al AS (
              INSERT INTO payment_allocations (payment_id, application_id, amount_minor, currency,
-                 payment_status)
-             SELECT p.id, s.application_id, s.amount_minor, p.currency, p.status
+                 payment_state)
+             SELECT p.id, s.application_id, s.amount_minor, p.currency, payment_state(p.status)
                FROM p, unnest($12::uuid[], $13::bigint[]) AS s (application_id, amount_minor)
              RETURNING *),
          e AS (

@@ -112,7 +112,7 @@ pub async fn expire_unpaid(
         "SELECT a.id FROM applications a
           WHERE a.status = 'submitted' AND a.submitted_at < now() - $1
             AND NOT EXISTS (SELECT 1 FROM payment_allocations al WHERE al.application_id = a.id
-                             AND al.payment_status IN ('created', 'processing', 'requires_action'))
+                             AND al.payment_state = 'in_flight')
           ORDER BY a.submitted_at LIMIT $2",
     )
     .bind(after)
@@ -126,7 +126,7 @@ pub async fn expire_unpaid(
         let status: Option<String> = sqlx::query_scalar(
             "SELECT status FROM applications a WHERE id = $1 AND submitted_at < now() - $2
                AND NOT EXISTS (SELECT 1 FROM payment_allocations al WHERE al.application_id = a.id
-                                AND al.payment_status IN ('created', 'processing', 'requires_action'))
+                                AND al.payment_state = 'in_flight')
              FOR UPDATE",
         )
         .bind(id)
