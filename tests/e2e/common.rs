@@ -474,6 +474,11 @@ pub fn complete_fields(nationality: &str, visa_type: &str, speed: &str) -> Value
 }
 
 impl TestApp {
+    /// The configuration the app runs with.
+    pub fn config(&self) -> Config {
+        load(&self.env)
+    }
+
     /// Starts the background workers in this process (stopped when the app is dropped).
     pub fn start_worker(&self) {
         let config = load(&self.env);

@@ -18,6 +18,7 @@ mod group;
 mod group_checkout;
 mod group_limits;
 mod group_refunds;
+mod jobs;
 mod keys;
 mod limits;
 mod logs;
