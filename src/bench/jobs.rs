@@ -48,7 +48,7 @@ pub async fn run(b: JobBench, config: Config) -> anyhow::Result<()> {
 
 /// Drains per measurement: one drain takes a second or two here, so the median of a few is what
 /// is printed.
-const DRAINS: usize = 3;
+const DRAINS: usize = 5;
 
 /// The median rate, in jobs/s, of [`DRAINS`] drains of `jobs` no-op jobs, each started alike.
 async fn drains(pool: &sqlx::PgPool, config: &Config, jobs: usize) -> anyhow::Result<f64> {
