@@ -186,12 +186,15 @@ impl Persistence for Store {
         // outcomes only when the worker's task runs again outside a fetch. After a fetch that
         // finds nothing it would sleep with them until the next wake-up or poll tick (up to
         // `EVISA_JOB_POLL_MS`: seen as a 230 ms stall at the end of a 20,000-job drain), so
-        // the task is woken once more. (This future is polled by the worker's task itself.)
-        std::future::poll_fn(|cx| {
-            cx.waker().wake_by_ref();
-            Poll::Ready(())
-        })
-        .await;
+        // the task is woken once more. (This future is polled by the worker's task itself; a
+        // fetch that found jobs is followed by another look anyway.)
+        if rows.is_empty() {
+            std::future::poll_fn(|cx| {
+                cx.waker().wake_by_ref();
+                Poll::Ready(())
+            })
+            .await;
+        }
         Ok(rows
             .into_iter()
             .map(|r| {
