@@ -481,7 +481,7 @@ impl TestApp {
 
     /// Starts the background workers in this process (stopped when the app is dropped).
     pub fn start_worker(&self) {
-        let config = load(&self.env);
+        let config = self.config();
         let gateway = StripeGateway::new(
             config.stripe.secret_key.as_ref().unwrap(),
             config.stripe.api_base.as_ref(),
