@@ -1,5 +1,6 @@
 //! The domain of evisa-pay: what a visa application, a fee and a payment are, the rules that move
-//! them between states, and the storage and crypto they need. Knows nothing of HTTP or job queues.
+//! them between states, and the storage and crypto they need. Knows nothing of HTTP; adds jobs
+//! (`evisa-jobs`) in its own transactions but never runs them.
 
 pub mod application;
 pub mod audit;
@@ -13,9 +14,10 @@ pub mod dispute;
 pub mod fees;
 pub mod gateway;
 pub mod idempotency;
-pub mod ids;
+/// Typed ids live in a crate of their own, below this one, so that the job kinds
+/// (`evisa-jobs`) can carry them.
+pub use evisa_ids as ids;
 pub mod inbox;
-pub mod jobs;
 pub mod metrics;
 pub mod money;
 pub mod notify;

@@ -1,6 +1,6 @@
 //! Signals between the service's processes, sent once a transaction has committed: a payment's
 //! new state for event streams ([`crate::payment::announcements`]) and "a job was added" for a
-//! queue's workers ([`crate::jobs::wake`]).
+//! queue's workers ([`wake_workers`]).
 //!
 //! They travel through Redis pub/sub, on channels named by `EVISA_REDIS_PREFIX`; each process
 //! delivers its own signals to itself directly and skips their echo. They used to be Postgres
@@ -39,9 +39,17 @@ impl Topic {
     fn deliver(self, text: &str) {
         match self {
             Topic::PaymentStatus => crate::payment::announcements::deliver(text),
-            Topic::JobAdded => crate::jobs::deliver_wake(text),
+            Topic::JobAdded => evisa_jobs::deliver_wake(text),
         }
     }
+}
+
+/// Wakes the workers of `queue`, here and in the other processes, once the transaction that
+/// added a job with `evisa_jobs::enqueue_then_wake` has committed. A lost wake-up costs only
+/// time: idle workers poll every `EVISA_JOB_POLL_MS`.
+pub fn wake_workers(queue: &str) {
+    evisa_jobs::deliver_wake(queue);
+    publish(Topic::JobAdded, queue);
 }
 
 /// Names this process in what it publishes, so that its relay skips its own signals.

@@ -54,7 +54,7 @@ pub async fn drain(db: &PgPool, config: &Config, count: usize) -> anyhow::Result
             "INSERT INTO jobs (queue, args, max_attempts) SELECT $1, a, $2 FROM unnest($3::bytea[]) a",
         )
         .bind(Noop::QUEUE)
-        .bind(evisa_core::jobs::attempts_of::<Noop>(config.jobs.max_attempts) as i32)
+        .bind(evisa_jobs::attempts_of::<Noop>(config.jobs.max_attempts) as i32)
         .bind(&args)
         .execute(db)
         .await?;

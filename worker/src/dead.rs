@@ -38,7 +38,7 @@ pub async fn retry(pool: &PgPool, id: &str) -> Result<bool, sqlx::Error> {
          SELECT pg_notify($2, queue) FROM retried",
     )
     .bind(id)
-    .bind(evisa_core::jobs::WAKE_CHANNEL)
+    .bind(evisa_jobs::WAKE_CHANNEL)
     .execute(pool)
     .await?;
     Ok(updated.rows_affected() == 1)

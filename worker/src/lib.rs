@@ -33,7 +33,7 @@ use evisa_core::{
 use queue::{JobQueue, QueueConfig};
 use sqlx::PgPool;
 
-pub use evisa_core::jobs::{
+pub use evisa_jobs::{
     ChargeCard, Job, PollAlipay, ProcessGatewayEvent, ReconcileReport, RefundPayment, enqueue,
     enqueue_after,
 };

@@ -15,7 +15,7 @@ async fn observe<J: Job>(
     configured: Option<usize>,
     run: impl Future<Output = Result<(), BoxDynError>>,
 ) -> Result<(), BoxDynError> {
-    let max_attempts = evisa_core::jobs::attempts_of::<J>(configured);
+    let max_attempts = evisa_jobs::attempts_of::<J>(configured);
     let started = Instant::now();
     let result = run.await;
     evisa_core::metrics::job_run(

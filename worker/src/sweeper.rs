@@ -60,7 +60,7 @@ pub async fn sweep_once(ctx: &WorkerContext, settings: &PaymentSettings) -> anyh
         tracing::info!(count = expired.len(), "unpaid applications expired");
     }
     let idempotency = idempotency::prune(&ctx.db).await?;
-    let jobs = evisa_core::jobs::prune_finished(&ctx.db).await?;
+    let jobs = evisa_jobs::prune_finished(&ctx.db).await?;
     if idempotency + jobs > 0 {
         tracing::info!(idempotency, jobs, "pruned");
     }

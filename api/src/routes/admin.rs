@@ -1,13 +1,13 @@
 //! Officers' and admins' view of applications, and their decisions.
 
 use chrono::{DateTime, Utc};
-use evisa_core::jobs::{RefundPayment, enqueue};
 use evisa_core::{
     CountryCode,
     application::{AdminFilter, Decision, store},
     ids::{ApplicationId, PaymentId},
     refund::{self, RefundError},
 };
+use evisa_jobs::{RefundPayment, enqueue};
 use poem::web::Data;
 use poem_openapi::{
     Enum, Object, OpenApi,

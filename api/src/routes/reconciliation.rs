@@ -1,11 +1,11 @@
 //! Reconciliation reports (admins): started here, run by a worker's job, read here later — the
 //! gateway calls never happen inside a request.
 
-use evisa_core::jobs::{ReconcileReport, enqueue};
 use evisa_core::{
     reconciliation::Disagreement,
     reconciliation_reports::{self as reports, StoredReport},
 };
+use evisa_jobs::{ReconcileReport, enqueue};
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json, types::Example,

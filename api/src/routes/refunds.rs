@@ -1,11 +1,11 @@
 //! Officers refund succeeded payments, in full or in parts, never more than was paid.
 
-use evisa_core::jobs::{RefundPayment, enqueue};
 use evisa_core::{
     ids::{ApplicationId, PaymentId},
     payment::store as payments,
     refund::{self, ApprovalError, Refund, RefundError, RefundStatus},
 };
+use evisa_jobs::{RefundPayment, enqueue};
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,

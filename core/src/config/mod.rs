@@ -183,7 +183,7 @@ pub struct JobSettings {
     /// Fallback poll interval (new jobs also wake workers through LISTEN/NOTIFY).
     pub poll_interval: Duration,
     /// Attempts before a job is dead (listed by `evisa jobs dead`), for every kind; `None`: each
-    /// kind's own (`jobs::Job::MAX_ATTEMPTS`).
+    /// kind's own (`evisa_jobs::Job::MAX_ATTEMPTS`).
     pub max_attempts: Option<usize>,
 }
 

@@ -15,10 +15,8 @@ mod stripe;
 
 use sqlx::{PgConnection, PgPool};
 
-use crate::{
-    ids::{ApplicationId, UserId},
-    jobs::{self, ProcessGatewayEvent},
-};
+use crate::ids::{ApplicationId, UserId};
+use evisa_jobs::ProcessGatewayEvent;
 
 pub use settled::SettledWriter;
 pub use stripe::{apply_stored_stripe, ingest_stripe};
@@ -135,7 +133,7 @@ async fn store_in(
     let Some(inbox_id) = inserted else {
         return Ok(Ingested::Duplicate);
     };
-    jobs::enqueue(tx, &ProcessGatewayEvent { inbox_id }, max_attempts).await?;
+    evisa_jobs::enqueue(tx, &ProcessGatewayEvent { inbox_id }, max_attempts).await?;
     Ok(Ingested::Queued)
 }
 

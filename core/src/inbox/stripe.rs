@@ -16,7 +16,6 @@ use crate::{
         stripe::IntentSnapshot,
         stripe_event::{ChargeSnapshot, StripeEventObject, interpret},
     },
-    jobs::{self, ProcessGatewayEvent},
     money::Currency,
     payment::{
         Applied, Payment, PaymentStatus, Provider,
@@ -25,6 +24,7 @@ use crate::{
     },
     refund,
 };
+use evisa_jobs::ProcessGatewayEvent;
 
 /// Stores a verified Stripe event of any type, unique by its id, and applies it in the same
 /// transaction (see [`crate::gateway::stripe_event`] for what each type means): the event is
@@ -142,7 +142,7 @@ pub async fn ingest_stripe(
             .bind(format!("{}; looked at again shortly", disposition.note()))
             .execute(&mut *tx)
             .await?;
-        jobs::enqueue_after(
+        evisa_jobs::enqueue_after(
             &mut tx,
             &ProcessGatewayEvent { inbox_id },
             UNMATCHED_RETRY,

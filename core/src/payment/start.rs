@@ -13,9 +13,9 @@ use crate::{
     application::Actor,
     gateway::alipay::{self, AlipayClient, Channel},
     ids::{ApplicationId, UserId},
-    jobs::{ChargeCard, PollAlipay, enqueue_after, enqueue_then_wake},
     money::Currency,
 };
+use evisa_jobs::{ChargeCard, PollAlipay, enqueue_after, enqueue_then_wake};
 
 /// What every new payment is given.
 pub struct Terms {
@@ -44,7 +44,7 @@ impl From<sqlx::Error> for StartAlipayError {
 
 /// A card payment of one application or a group (`applications`) with a Stripe payment method
 /// (a `pm_...` id made in the browser): created, and its one charge enqueued. Once the
-/// transaction has committed, the caller wakes the charge queue: `jobs::wake(ChargeCard::QUEUE)`.
+/// transaction has committed, the caller wakes the charge queue: `signals::wake_workers(ChargeCard::QUEUE)`.
 pub async fn card(
     tx: &mut PgConnection,
     applicant: UserId,
@@ -65,7 +65,7 @@ pub async fn card(
         },
     )
     .await?;
-    // Its workers are woken once the caller has committed (`jobs::wake(ChargeCard::QUEUE)`).
+    // Its workers are woken once the caller has committed (`signals::wake_workers(ChargeCard::QUEUE)`).
     enqueue_then_wake(
         tx,
         &ChargeCard {

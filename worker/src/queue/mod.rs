@@ -14,7 +14,7 @@
 //!   attempt.
 //! - Jobs added with no delay wake the queue's workers through LISTEN/NOTIFY (`evisa_jobs`,
 //!   payload: the queue), or — a card's charge, added in the payment's first transaction —
-//!   through `jobs::wake` once that transaction has committed (in this process, and in others
+//!   through `signals::wake_workers` once that transaction has committed (in this process, and in others
 //!   through Redis); a poll at the configured interval covers delayed jobs and lost wake-ups.
 //!   One LISTEN connection per process hands the notifications to every worker
 //!   ([`relay_notifications`]).
@@ -42,7 +42,7 @@ use rand::Rng;
 use serde_json::Value;
 use sqlx::PgPool;
 
-pub use evisa_core::jobs::WAKE_CHANNEL;
+pub use evisa_jobs::WAKE_CHANNEL;
 
 mod outcomes;
 mod wakeups;
@@ -248,7 +248,7 @@ impl Persistence for Store {
     async fn push_tasks(&mut self, tasks: Vec<Task<Vec<u8>>>) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
         for task in tasks {
-            evisa_core::jobs::insert(
+            evisa_jobs::insert(
                 &mut tx,
                 self.config.queue,
                 &task.args,

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use super::WAKE_CHANNEL;
 
 /// Hands Postgres's job wake-ups (`NOTIFY evisa_jobs`, payload: the queue) to this process's
-/// workers, through the same channel as the wake-ups sent after commit (`jobs::wake`): one
+/// workers, through the same channel as the wake-ups sent after commit (`signals::wake_workers`): one
 /// LISTEN connection for every worker of the process. Runs until aborted, listening again
 /// whenever its connection is lost (polls cover the gap).
 pub fn relay_notifications(db: PgPool) -> tokio::task::JoinHandle<()> {
@@ -26,7 +26,7 @@ pub fn relay_notifications(db: PgPool) -> tokio::task::JoinHandle<()> {
                 && listener.listen(WAKE_CHANNEL).await.is_ok()
             {
                 while let Ok(n) = listener.recv().await {
-                    evisa_core::jobs::deliver_wake(n.payload());
+                    evisa_jobs::deliver_wake(n.payload());
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -35,7 +35,7 @@ pub fn relay_notifications(db: PgPool) -> tokio::task::JoinHandle<()> {
 }
 
 /// When a queue's workers look for jobs: as soon as one is added (told after commit by
-/// `jobs::wake`, or by Postgres through [`relay_notifications`]), and at every poll interval
+/// `signals::wake_workers`, or by Postgres through [`relay_notifications`]), and at every poll interval
 /// (delayed jobs, retries, lost wake-ups).
 ///
 /// Each wake-up also re-schedules the worker's task, so that the next look registers for the
@@ -72,7 +72,7 @@ impl Wakeups {
 
     /// This queue's wake-ups; a receiver that fell behind wakes too.
     fn woken(queue: &'static str) -> BoxStream<'static, ()> {
-        futures_util::stream::unfold(evisa_core::jobs::woken(), move |mut rx| async move {
+        futures_util::stream::unfold(evisa_jobs::woken(), move |mut rx| async move {
             loop {
                 match rx.recv().await {
                     Ok(q) if &*q == queue => return Some(((), rx)),

@@ -136,7 +136,7 @@ pub(crate) async fn admit_attempt(
 pub(crate) fn accepted(provider: Provider) {
     evisa_core::metrics::payment_created(provider);
     if provider == Provider::Stripe {
-        evisa_core::jobs::wake(<evisa_core::jobs::ChargeCard as evisa_core::jobs::Job>::QUEUE);
+        evisa_core::signals::wake_workers(<evisa_jobs::ChargeCard as evisa_jobs::Job>::QUEUE);
     }
 }
 

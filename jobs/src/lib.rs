@@ -1,9 +1,13 @@
-//! The background job kinds. Each is a plain serde struct with its queue name; [`enqueue`] adds
-//! one inside the caller's transaction, so the job exists if and only if the rows it acts on do.
-//! The API enqueues them and `evisa-worker` runs them: both speak of jobs through this module, so
-//! the API never depends on the worker.
+//! The background job kinds. Each is a plain serde struct with its queue name and attempt limit;
+//! [`enqueue`] adds one inside the caller's transaction, so the job exists if and only if the
+//! rows it acts on do. The domain's use cases (`evisa-core`) and the API add them and
+//! `evisa-worker` runs them: all three speak of jobs through this crate, so the API never
+//! depends on the worker.
+//!
+//! Waking the workers of other processes once a transaction has committed goes through
+//! `evisa_core::signals::wake_workers`, which delivers here through [`deliver_wake`].
 
-use crate::ids::PaymentId;
+use evisa_ids::PaymentId;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use std::time::Duration;
@@ -93,22 +97,14 @@ impl Job for ReconcileReport {
 /// queue's name); delivered when the transaction commits.
 pub const WAKE_CHANNEL: &str = "evisa_jobs";
 
-/// Wake-ups sent after commit ([`wake`]), for this process's workers: the queue's name.
+/// Wake-ups for this process's workers: the queue's name.
 static WOKEN: std::sync::LazyLock<tokio::sync::broadcast::Sender<std::sync::Arc<str>>> =
     std::sync::LazyLock::new(|| tokio::sync::broadcast::channel(256).0);
 
-/// The wake-ups [`wake`] sends, in this process and (once [`crate::signals::connect`]ed) the
-/// others.
+/// The wake-ups of this process's workers: sent after commit in this process, or relayed from
+/// the others (`evisa_core::signals`) or from Postgres.
 pub fn woken() -> tokio::sync::broadcast::Receiver<std::sync::Arc<str>> {
     WOKEN.subscribe()
-}
-
-/// Wakes the workers of `queue`, here and in the other processes, once the transaction that
-/// added a job with [`enqueue_then_wake`] has committed. A lost wake-up costs only time: idle
-/// workers poll every `EVISA_JOB_POLL_MS`.
-pub fn wake(queue: &str) {
-    deliver_wake(queue);
-    crate::signals::publish(crate::signals::Topic::JobAdded, queue);
 }
 
 /// Wakes this process's workers of `queue` (woken here, or relayed from another process or
@@ -119,9 +115,9 @@ pub fn deliver_wake(queue: &str) {
 }
 
 /// Adds `job`, due at once, in the caller's transaction, without waking its workers through
-/// Postgres: the caller calls [`wake`] once the transaction has committed. For the payment's
-/// first transaction, which should not queue its commit behind other processes' `NOTIFY`s (see
-/// [`crate::signals`]).
+/// Postgres: the caller calls `evisa_core::signals::wake_workers` once the transaction has
+/// committed. For the payment's first transaction, which should not queue its commit behind
+/// other processes' `NOTIFY`s (see `evisa_core::signals`).
 pub async fn enqueue_then_wake<J: Job>(
     conn: &mut PgConnection,
     job: &J,
