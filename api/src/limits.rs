@@ -5,7 +5,7 @@
 //! - Payments and gateway callbacks **fail open**: applicants keep paying and no gateway callback is
 //!   refused (each is signature-checked anyway); the outage is logged.
 
-use evisa_core::ratelimit::{Decision, Quota};
+use evisa_core::ratelimit::{Decision, Quota, Take};
 use poem::Request;
 
 use crate::{problem::ApiError, state::AppState};
@@ -29,15 +29,19 @@ pub async fn limit(
     answer(state.limiter.check(bucket, quota).await, down, bucket)
 }
 
-/// Like [`limit`] but counts nothing: for limits on outcomes counted where they happen (failed
-/// payments, counted by the worker that sees the decline).
-pub async fn within(
+/// One request against several limits that behave alike when Redis is down, in one round trip:
+/// each bucket counts it or is only asked ([`Take`]), in order; 429 from the first over its quota.
+pub async fn admit(
     state: &AppState,
-    bucket: &str,
-    quota: Quota,
+    buckets: &[(&str, Quota, Take)],
     down: WhenRedisIsDown,
 ) -> Result<(), ApiError> {
-    answer(state.limiter.peek(bucket, quota).await, down, bucket)
+    let decision = state.limiter.admit(buckets).await;
+    let refusing = match &decision {
+        Ok((at, _)) => buckets.get(*at).map_or("", |b| b.0),
+        Err(_) => "",
+    };
+    answer(decision.map(|(_, d)| d), down, refusing)
 }
 
 /// The limit a bucket belongs to, for metrics: its kind, never the address or id in it.

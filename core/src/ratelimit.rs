@@ -5,37 +5,29 @@ use std::time::Duration;
 
 use redis::{Script, aio::ConnectionManager};
 
-/// KEYS[1]: the bucket. ARGV[1]: emission interval in ms (period / rate). ARGV[2]: burst.
-/// Returns {allowed (1|0), retry_after_ms}.
+/// GCRA over the buckets KEYS[1..n], in order, in one round trip. For bucket i, ARGV[3i-2] is
+/// its emission interval in ms (period / rate), ARGV[3i-1] its burst, and ARGV[3i] `1` to count
+/// this request against it or `0` only to ask whether one more would be allowed (a peek). Stops
+/// at the first bucket that refuses, so the buckets after it are neither asked nor counted.
+/// Returns {allowed (1|0), retry_after_ms, the refusing bucket's position (1-based; 0 if none)}.
 const GCRA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - interval * burst
-if allow_at > now then
-  return {0, allow_at - now}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - interval * burst
+  if allow_at > now then
+    return {0, allow_at - now, i}
+  end
+  if ARGV[3 * i] == '1' then
+    redis.call('SET', key, new_tat, 'PX', new_tat - now)
+  end
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
-return {1, 0}
-"#;
-
-/// The same bucket as [`GCRA`], read only: would one more request be allowed now?
-const GCRA_PEEK: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local allow_at = tat + interval - interval * burst
-if allow_at > now then
-  return {0, allow_at - now}
-end
-return {1, 0}
+return {1, 0, 0}
 "#;
 
 /// A limit: `burst` requests at once, refilled at one per `interval`.
@@ -85,13 +77,22 @@ pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
     ConnectionManager::new_with_config(client, config).await
 }
 
+/// What a request does to a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Counts the request.
+    Count,
+    /// Only asks whether one more would be allowed: for limits on outcomes (failed payments)
+    /// that are counted when the outcome happens, elsewhere.
+    Peek,
+}
+
 /// A GCRA limiter over a Redis connection.
 #[derive(Clone)]
 pub struct RateLimiter {
     conn: ConnectionManager,
     prefix: String,
     script: std::sync::Arc<Script>,
-    peek: std::sync::Arc<Script>,
 }
 
 impl RateLimiter {
@@ -100,48 +101,53 @@ impl RateLimiter {
             conn,
             prefix: prefix.to_string(),
             script: std::sync::Arc::new(Script::new(GCRA)),
-            peek: std::sync::Arc::new(Script::new(GCRA_PEEK)),
         }
     }
 
     /// Counts one request against `bucket` (e.g. `login:ip:127.0.0.1`). Callers put no PII in the
     /// bucket name: hash it first.
     pub async fn check(&self, bucket: &str, quota: Quota) -> redis::RedisResult<Decision> {
-        self.run(&self.script, bucket, quota).await
+        Ok(self.admit(&[(bucket, quota, Take::Count)]).await?.1)
     }
 
-    /// Whether one more request would be allowed, without counting one: for limits on outcomes
-    /// (failed payments) that are counted when the outcome happens, elsewhere.
+    /// Whether one more request would be allowed, without counting one.
     pub async fn peek(&self, bucket: &str, quota: Quota) -> redis::RedisResult<Decision> {
-        self.run(&self.peek, bucket, quota).await
+        Ok(self.admit(&[(bucket, quota, Take::Peek)]).await?.1)
     }
 
-    async fn run(
+    /// One request against several buckets, in order and in one round trip to Redis: the first
+    /// that refuses ends it (those after it are neither asked nor counted). Returns that
+    /// bucket's position with the refusal, or `Allowed` when every bucket allowed the request.
+    pub async fn admit(
         &self,
-        script: &Script,
-        bucket: &str,
-        quota: Quota,
-    ) -> redis::RedisResult<Decision> {
+        buckets: &[(&str, Quota, Take)],
+    ) -> redis::RedisResult<(usize, Decision)> {
         let mut conn = self.conn.clone();
-        let key = format!("{}:rl:{bucket}", self.prefix);
-        let mut invocation = script.key(key);
-        invocation
-            .arg(quota.interval.as_millis() as u64)
-            .arg(quota.burst);
+        let mut invocation = self.script.prepare_invoke();
+        for (bucket, quota, take) in buckets {
+            invocation
+                .key(format!("{}:rl:{bucket}", self.prefix))
+                .arg(quota.interval.as_millis() as u64)
+                .arg(quota.burst)
+                .arg(u8::from(*take == Take::Count));
+        }
         // A Redis that does not answer at once is treated as down: each limit's policy for an
         // outage then applies, instead of the request waiting out the client's reconnects.
-        let (allowed, retry_ms): (i64, i64) =
+        let (allowed, retry_ms, position): (i64, i64, usize) =
             tokio::time::timeout(ANSWER_WITHIN, invocation.invoke_async(&mut conn))
                 .await
                 .map_err(|_| {
                     redis::RedisError::from((redis::ErrorKind::Io, "Redis did not answer in time"))
                 })??;
         Ok(if allowed == 1 {
-            Decision::Allowed
+            (0, Decision::Allowed)
         } else {
-            Decision::Limited {
-                retry_after: Duration::from_millis(retry_ms.max(1) as u64),
-            }
+            (
+                position.saturating_sub(1),
+                Decision::Limited {
+                    retry_after: Duration::from_millis(retry_ms.max(1) as u64),
+                },
+            )
         })
     }
 }
@@ -246,6 +252,41 @@ mod tests {
             limiter.peek("p", quota).await.unwrap(),
             Decision::Limited { .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn several_buckets_in_one_call_stop_at_the_first_refusal() {
+        let limiter = limiter().await;
+        let one = Quota {
+            interval: Duration::from_secs(20),
+            burst: 1,
+        };
+        let both = [("a", one, Take::Count), ("b", one, Take::Count)];
+        assert_eq!(limiter.admit(&both).await.unwrap(), (0, Decision::Allowed));
+        // "b" counted the request too: it is now empty.
+        assert!(matches!(
+            limiter.peek("b", one).await.unwrap(),
+            Decision::Limited { .. }
+        ));
+        // A refusal by the first bucket leaves the second untouched.
+        let (at, decision) = limiter
+            .admit(&[("a", one, Take::Count), ("c", one, Take::Count)])
+            .await
+            .unwrap();
+        assert_eq!(at, 0);
+        assert!(matches!(decision, Decision::Limited { .. }));
+        assert_eq!(limiter.peek("c", one).await.unwrap(), Decision::Allowed);
+        // Peeks count nothing, and the refusing bucket is named by its position.
+        let peeks = [
+            ("c", one, Take::Peek),
+            ("d", one, Take::Peek),
+            ("b", one, Take::Peek),
+        ];
+        let (at, decision) = limiter.admit(&peeks).await.unwrap();
+        assert_eq!(at, 2);
+        assert!(matches!(decision, Decision::Limited { .. }));
+        assert_eq!(limiter.peek("c", one).await.unwrap(), Decision::Allowed);
+        assert_eq!(limiter.peek("d", one).await.unwrap(), Decision::Allowed);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use evisa_core::{
         start::{self, StartAlipayError, Terms},
         store,
     },
-    ratelimit,
+    ratelimit::{self, Take},
 };
 use futures_util::StreamExt;
 use poem::web::Data;
@@ -22,7 +22,7 @@ use crate::{
     auth::BearerAuth,
     body::JsonBody,
     idempotent::{self, KeyHeader},
-    limits::{WhenRedisIsDown, client_ip, limit, within},
+    limits::{WhenRedisIsDown, admit, client_ip},
     problem::{ApiError, ApiResult},
     state::AppState,
 };
@@ -105,30 +105,26 @@ pub(crate) async fn admit_attempt(
     applications: &[ApplicationId],
 ) -> Result<(), ApiError> {
     let limits = &state.config.limits;
-    limit(
-        state,
-        &format!("payments:ip:{}", client_ip(req)),
-        limits.payment(),
-        WhenRedisIsDown::Allow,
-    )
-    .await?;
+    let per_address = format!("payments:ip:{}", client_ip(req));
+    let per_application: Vec<String> = applications
+        .iter()
+        .map(|&a| ratelimit::failed_payments_of_application(a))
+        .collect();
+    let per_applicant = ratelimit::failed_payments_of_applicant(applicant);
+    let mut buckets = vec![(per_address.as_str(), limits.payment(), Take::Count)];
     // Card testing: after too many declines, no more attempts go to the gateway for a while.
-    for &application in applications {
-        within(
-            state,
-            &ratelimit::failed_payments_of_application(application),
-            limits.failures_per_application(),
-            WhenRedisIsDown::Allow,
-        )
-        .await?;
-    }
-    within(
-        state,
-        &ratelimit::failed_payments_of_applicant(applicant),
+    buckets.extend(
+        per_application
+            .iter()
+            .map(|b| (b.as_str(), limits.failures_per_application(), Take::Peek)),
+    );
+    buckets.push((
+        per_applicant.as_str(),
         limits.failures_per_applicant(),
-        WhenRedisIsDown::Allow,
-    )
-    .await
+        Take::Peek,
+    ));
+    // One round trip to Redis for all of them.
+    admit(state, &buckets, WhenRedisIsDown::Allow).await
 }
 
 /// After the transaction that started a payment has committed: counted, and for a card, the
