@@ -11,7 +11,10 @@
 
 use std::{
     collections::HashSet,
-    sync::{LazyLock, Mutex},
+    sync::{
+        Arc, LazyLock, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -55,9 +58,24 @@ pub fn wake_workers(queue: &str) {
 /// Names this process in what it publishes, so that its relay skips its own signals.
 static ORIGIN: LazyLock<String> = LazyLock::new(|| uuid::Uuid::now_v7().simple().to_string());
 
+/// Signals waiting for a publisher at most; beyond, new ones are dropped (the receivers' own
+/// fallbacks cover them) rather than held while Redis is away.
+const OUTBOX_CAPACITY: usize = 10_000;
+
+/// Signals sent in one `PUBLISH` per topic at most.
+const BATCH: usize = 500;
+
 /// Where this process publishes: one prefix in production; a test process running several
 /// services (each with its own prefix) publishes under each of theirs.
-static REMOTES: Mutex<Vec<(redis::aio::ConnectionManager, String)>> = Mutex::new(Vec::new());
+struct Remote {
+    prefix: String,
+    /// To the prefix's publisher, which sends what has gathered while it was busy together.
+    outbox: tokio::sync::mpsc::Sender<(Topic, String)>,
+    /// Signals are being dropped (the outbox is full): warned once until one is published.
+    dropping: Arc<AtomicBool>,
+}
+
+static REMOTES: Mutex<Vec<Remote>> = Mutex::new(Vec::new());
 
 /// The prefixes whose relay runs in this process (one each).
 static RELAYED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
@@ -67,8 +85,20 @@ static RELAYED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default)
 pub fn connect(redis: redis::aio::ConnectionManager, redis_url: &str, prefix: &str) {
     {
         let mut remotes = REMOTES.lock().expect("never poisoned");
-        if !remotes.iter().any(|(_, p)| p == prefix) {
-            remotes.push((redis, prefix.to_string()));
+        if !remotes.iter().any(|r| r.prefix == prefix) {
+            let (outbox, pending) = tokio::sync::mpsc::channel(OUTBOX_CAPACITY);
+            let dropping = Arc::new(AtomicBool::new(false));
+            tokio::spawn(publisher(
+                redis,
+                prefix.to_string(),
+                pending,
+                dropping.clone(),
+            ));
+            remotes.push(Remote {
+                prefix: prefix.to_string(),
+                outbox,
+                dropping,
+            });
         }
     }
     if RELAYED
@@ -82,24 +112,58 @@ pub fn connect(redis: redis::aio::ConnectionManager, redis_url: &str, prefix: &s
 
 /// Sends a signal this process has already delivered to itself to the other processes.
 pub(crate) fn publish(topic: Topic, text: &str) {
-    let remotes: Vec<(redis::aio::ConnectionManager, String)> =
-        REMOTES.lock().expect("never poisoned").clone();
-    if remotes.is_empty() {
-        return;
+    for remote in REMOTES.lock().expect("never poisoned").iter() {
+        match remote.outbox.try_send((topic, text.to_string())) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                if !remote.dropping.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        ?topic,
+                        "signals to the other processes are being dropped (Redis is slow or away); they fall back on reading again"
+                    );
+                }
+            }
+            // Its publisher has stopped (the runtime that started it has ended).
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
-    let message = format!("{} {text}", *ORIGIN);
-    tokio::spawn(async move {
-        for (mut redis, prefix) in remotes {
-            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(topic.channel(&prefix))
-                .arg(&message)
-                .query_async(&mut redis)
-                .await;
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, ?topic, "a signal to the other processes could not be published; they fall back on reading again");
+}
+
+/// Publishes what `pending` receives under `prefix`: each time, everything that gathered while
+/// the last `PUBLISH` was on its way, one `PUBLISH` per topic (the texts one per line, after
+/// this process's origin), in one round trip. An idle process publishes each signal at once.
+async fn publisher(
+    mut redis: redis::aio::ConnectionManager,
+    prefix: String,
+    mut pending: tokio::sync::mpsc::Receiver<(Topic, String)>,
+    dropping: Arc<AtomicBool>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while pending.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for topic in Topic::ALL {
+            // A text never holds a line break: announcements are compact JSON, the others
+            // queue names.
+            let texts: Vec<&str> = batch
+                .iter()
+                .filter(|(t, _)| *t == topic)
+                .map(|(_, text)| text.as_str())
+                .collect();
+            if !texts.is_empty() {
+                pipe.cmd("PUBLISH")
+                    .arg(topic.channel(&prefix))
+                    .arg(format!("{} {}", *ORIGIN, texts.join("\n")))
+                    .ignore();
             }
         }
-    });
+        batch.clear();
+        match pipe.query_async::<()>(&mut redis).await {
+            Ok(()) => dropping.store(false, Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!(error = %e, "signals to the other processes could not be published; they fall back on reading again");
+            }
+        }
+    }
 }
 
 /// Hands the other processes' signals under `prefix` to this one, subscribing again whenever
@@ -136,8 +200,11 @@ async fn relay(redis_url: String, prefix: String) {
                     let Ok(payload) = message.get_payload::<String>() else {
                         continue;
                     };
+                    // One signal a line (see `publisher`).
                     match payload.split_once(' ') {
-                        Some((origin, text)) if origin != ORIGIN.as_str() => topic.deliver(text),
+                        Some((origin, texts)) if origin != ORIGIN.as_str() => {
+                            texts.split('\n').for_each(|text| topic.deliver(text))
+                        }
                         _ => {}
                     }
                 }
@@ -159,5 +226,87 @@ async fn relay(redis_url: String, prefix: String) {
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redis_url() -> String {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    async fn subscribed(channel: &str) -> redis::aio::PubSub {
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut pubsub = client
+            .get_async_pubsub()
+            .await
+            .expect("Redis must be running for tests");
+        pubsub.subscribe(channel).await.unwrap();
+        pubsub
+    }
+
+    #[tokio::test]
+    async fn signals_sent_together_leave_in_one_publish_in_order() {
+        let prefix = format!("test-{}-", uuid::Uuid::now_v7().simple());
+        let mut pubsub = subscribed(&Topic::JobAdded.channel(&prefix)).await;
+        let redis = crate::ratelimit::connect(&redis_url()).await.unwrap();
+        connect(redis, &redis_url(), &prefix);
+        // Sent before the publisher runs (this runtime has one thread): they gather.
+        let queues: Vec<String> = (0..100).map(|i| format!("queue-{i}")).collect();
+        for q in &queues {
+            publish(Topic::JobAdded, q);
+        }
+        let mut messages = pubsub.on_message();
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("published")
+            .unwrap();
+        let payload: String = message.get_payload().unwrap();
+        let (origin, texts) = payload.split_once(' ').unwrap();
+        assert_eq!(origin, ORIGIN.as_str());
+        assert_eq!(texts.split('\n').collect::<Vec<_>>(), queues);
+    }
+
+    #[tokio::test]
+    async fn the_relay_delivers_each_line_of_another_process_publish() {
+        let prefix = format!("test-{}-", uuid::Uuid::now_v7().simple());
+        let redis = crate::ratelimit::connect(&redis_url()).await.unwrap();
+        let mut woken = evisa_jobs::woken();
+        connect(redis.clone(), &redis_url(), &prefix);
+        let channel = Topic::JobAdded.channel(&prefix);
+        let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));
+        // The relay subscribes in the background: publish until it hears.
+        let heard = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut heard = Vec::new();
+            while heard.len() < 2 {
+                let mut conn = redis.clone();
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(format!("another-process {a}\n{b}"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                heard.clear();
+                let listen = tokio::time::sleep(Duration::from_millis(200));
+                tokio::pin!(listen);
+                loop {
+                    tokio::select! {
+                        q = woken.recv() => {
+                            let q = q.unwrap();
+                            if q.starts_with(&prefix) {
+                                heard.push(q.to_string());
+                            }
+                        }
+                        _ = &mut listen => break,
+                    }
+                }
+            }
+            heard
+        })
+        .await
+        .expect("the relay delivered both lines");
+        assert_eq!(heard, [a, b]);
     }
 }
