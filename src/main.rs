@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench;
+mod database;
 mod metrics;
 mod operator;
 mod shutdown;
@@ -212,11 +213,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::info!("created the database");
             }
             let owner = db::connect(&url, 2).await.context("DATABASE_URL")?;
-            migrate_all(&owner).await?;
+            database::migrate_all(&owner).await?;
             fees::seed_demo_schedule(&owner)
                 .await
                 .context("seeding the demo fee schedule")?;
-            let pool = service_pool(&owner, &url).await?;
+            let pool = database::service_pool(&owner, &url).await?;
             owner.close().await;
             metrics::start(config.metrics_addr, pool.clone(), true).await;
             let shutdown = Shutdown::on_signals();
@@ -245,8 +246,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = db::connect(config.database_url.expose(), 20)
                 .await
                 .context("cannot reach Postgres (DATABASE_URL)")?;
-            ensure_migrated(&pool).await?;
-            ensure_service_role(&pool).await?;
+            database::ensure_migrated(&pool).await?;
+            database::ensure_service_role(&pool).await?;
             metrics::start(config.metrics_addr, pool.clone(), false).await;
             serve(config, pool, Shutdown::on_signals()).await?;
         }
@@ -256,8 +257,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = db::connect(config.database_url.expose(), 20)
                 .await
                 .context("cannot reach Postgres (DATABASE_URL)")?;
-            ensure_migrated(&pool).await?;
-            ensure_service_role(&pool).await?;
+            database::ensure_migrated(&pool).await?;
+            database::ensure_service_role(&pool).await?;
             metrics::start(config.metrics_addr, pool.clone(), true).await;
             let gateway = stripe_gateway(&config)?;
             tracing::info!(concurrency = config.jobs.concurrency, "workers starting");
@@ -347,7 +348,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = db::connect(config.database_url.expose(), 2)
                 .await
                 .context("cannot reach Postgres (DATABASE_URL)")?;
-            migrate_all(&pool).await?;
+            database::migrate_all(&pool).await?;
             println!("migrations applied");
             if seed_demo_fees {
                 fees::seed_demo_schedule(&pool).await?;
@@ -376,50 +377,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `serve` and `work` run as a role that cannot rewrite history: not the owner of the event logs,
-/// nor anyone who may update, delete or truncate them.
-async fn ensure_service_role(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    if let Some(user) = db::log_tamper_power(pool).await? {
-        anyhow::bail!(
-            "DATABASE_URL signs in as `{user}`, which can alter, delete or truncate the event logs; \
-             run serve and work as a login that is a member of {} only (README: Database roles)",
-            db::SERVICE_ROLE
-        );
-    }
-    Ok(())
-}
-
-/// `dev` runs the API and workers the way a deployment must, as a member of the service role
-/// (the login `evisa_dev`, made here), so that the service itself cannot rewrite the logs. When
-/// the local Postgres does not let that login in without a password, it says so and goes on as
-/// the owner.
-async fn service_pool(owner: &sqlx::PgPool, url: &str) -> anyhow::Result<sqlx::PgPool> {
-    const LOGIN: &str = "evisa_dev";
-    db::ensure_service_login(owner, LOGIN).await?;
-    let service_url = db::as_login(url, LOGIN).context("DATABASE_URL")?;
-    match db::connect(&service_url, 20).await {
-        Ok(pool) => Ok(pool),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot sign in as {LOGIN} (a member of {}); the service runs as the database owner", db::SERVICE_ROLE);
-            db::connect(url, 20).await.context("DATABASE_URL")
-        }
-    }
-}
-
-/// `serve` refuses to run against a schema older than the binary: run `evisa migrate` first.
-async fn ensure_migrated(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    let latest = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Option<i64> =
-        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(pool)
-            .await
-            .unwrap_or(None);
-    if applied.unwrap_or(0) < latest {
-        anyhow::bail!("the database schema is behind this binary; run `evisa migrate` first");
-    }
-    Ok(())
-}
-
 async fn serve(config: Config, pool: sqlx::PgPool, shutdown: Shutdown) -> anyhow::Result<()> {
     let redis = tokio::time::timeout(
         Duration::from_secs(5),
@@ -446,12 +403,6 @@ async fn serve(config: Config, pool: sqlx::PgPool, shutdown: Shutdown) -> anyhow
         .await
         .with_context(|| format!("serving on {addr} (EVISA_HTTP_ADDR)"))?;
     tracing::info!("stopped");
-    Ok(())
-}
-
-/// Our migrations (the job queue's tables among them).
-async fn migrate_all(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    db::migrate(pool).await.context("applying migrations")?;
     Ok(())
 }
 
