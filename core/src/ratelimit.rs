@@ -111,7 +111,8 @@ impl RateLimiter {
     }
 
     /// Whether one more request would be allowed, without counting one.
-    pub async fn peek(&self, bucket: &str, quota: Quota) -> redis::RedisResult<Decision> {
+    #[cfg(test)]
+    async fn peek(&self, bucket: &str, quota: Quota) -> redis::RedisResult<Decision> {
         Ok(self.admit(&[(bucket, quota, Take::Peek)]).await?.1)
     }
 

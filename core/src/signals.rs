@@ -8,9 +8,13 @@
 //! notification-queue lock at commit and holds it through the WAL flush, so those commits ran
 //! one at a time. A signal can be lost (a process stopping between its commit and its publish,
 //! Redis away): each receiver has its own fallback (streams re-read, workers poll).
+//!
+//! Signals that gather while a `PUBLISH` is on its way leave together, one a line. (A process
+//! of a version before that reads such a message as one signal it does not understand, and
+//! falls back as for a lost one, while both run during a rolling deploy.)
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     sync::{
         Arc, LazyLock, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -62,8 +66,12 @@ static ORIGIN: LazyLock<String> = LazyLock::new(|| uuid::Uuid::now_v7().simple()
 /// fallbacks cover them) rather than held while Redis is away.
 const OUTBOX_CAPACITY: usize = 10_000;
 
-/// Signals sent in one `PUBLISH` per topic at most.
+/// Signals taken from the outbox at once at most.
 const BATCH: usize = 500;
+
+/// A `PUBLISH` holds at most this many bytes of signals (and one signal however long), so that
+/// an outbox emptied after an outage stays well within what Redis buffers for a subscriber.
+const MESSAGE_BYTES: usize = 256 * 1024;
 
 /// Where this process publishes: one prefix in production; a test process running several
 /// services (each with its own prefix) publishes under each of theirs.
@@ -77,14 +85,17 @@ struct Remote {
 
 static REMOTES: Mutex<Vec<Remote>> = Mutex::new(Vec::new());
 
-/// The prefixes whose relay runs in this process (one each).
-static RELAYED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
+/// The relay of each prefix in this process (one each).
+static RELAYED: LazyLock<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>> =
+    LazyLock::new(Mutex::default);
 
 /// Publishes this process's signals to the others through `redis`, under `prefix`, and relays
-/// theirs here (`redis_url`, a connection of its own). Once per prefix and process.
+/// theirs here (`redis_url`, a connection of its own). Once per prefix and process; again only
+/// where a publisher or relay has stopped (the runtime that ran it ended: tests run several).
 pub fn connect(redis: redis::aio::ConnectionManager, redis_url: &str, prefix: &str) {
     {
         let mut remotes = REMOTES.lock().expect("never poisoned");
+        remotes.retain(|r| !r.outbox.is_closed());
         if !remotes.iter().any(|r| r.prefix == prefix) {
             let (outbox, pending) = tokio::sync::mpsc::channel(OUTBOX_CAPACITY);
             let dropping = Arc::new(AtomicBool::new(false));
@@ -101,12 +112,10 @@ pub fn connect(redis: redis::aio::ConnectionManager, redis_url: &str, prefix: &s
             });
         }
     }
-    if RELAYED
-        .lock()
-        .expect("never poisoned")
-        .insert(prefix.to_string())
-    {
-        tokio::spawn(relay(redis_url.to_string(), prefix.to_string()));
+    let mut relayed = RELAYED.lock().expect("never poisoned");
+    if relayed.get(prefix).is_none_or(|relay| relay.is_finished()) {
+        let relay = tokio::spawn(relay(redis_url.to_string(), prefix.to_string()));
+        relayed.insert(prefix.to_string(), relay);
     }
 }
 
@@ -123,7 +132,8 @@ pub(crate) fn publish(topic: Topic, text: &str) {
                     );
                 }
             }
-            // Its publisher has stopped (the runtime that started it has ended).
+            // Its publisher has stopped (the runtime that ran it has ended); `connect` replaces
+            // it.
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
@@ -144,15 +154,26 @@ async fn publisher(
         for topic in Topic::ALL {
             // A text never holds a line break: announcements are compact JSON, the others
             // queue names.
-            let texts: Vec<&str> = batch
-                .iter()
-                .filter(|(t, _)| *t == topic)
-                .map(|(_, text)| text.as_str())
-                .collect();
-            if !texts.is_empty() {
+            let mut message = String::new();
+            for (_, text) in batch.iter().filter(|(t, _)| *t == topic) {
+                if !message.is_empty() && message.len() + 1 + text.len() > MESSAGE_BYTES {
+                    pipe.cmd("PUBLISH")
+                        .arg(topic.channel(&prefix))
+                        .arg(std::mem::take(&mut message))
+                        .ignore();
+                }
+                if message.is_empty() {
+                    message.push_str(&ORIGIN);
+                    message.push(' ');
+                } else {
+                    message.push('\n');
+                }
+                message.push_str(text);
+            }
+            if !message.is_empty() {
                 pipe.cmd("PUBLISH")
                     .arg(topic.channel(&prefix))
-                    .arg(format!("{} {}", *ORIGIN, texts.join("\n")))
+                    .arg(message)
                     .ignore();
             }
         }
@@ -237,6 +258,24 @@ mod tests {
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
     }
 
+    /// The signals of a message published by this process that carry `tag` (tests run at once,
+    /// and each process's signals go to every prefix it publishes under).
+    fn own_lines(message: &redis::Msg, tag: &str) -> Vec<String> {
+        let payload: String = message.get_payload().unwrap();
+        assert!(
+            payload.len() <= ORIGIN.len() + 1 + MESSAGE_BYTES,
+            "{}",
+            payload.len()
+        );
+        let (origin, lines) = payload.split_once(' ').unwrap();
+        assert_eq!(origin, ORIGIN.as_str());
+        lines
+            .split('\n')
+            .filter(|l| l.starts_with(tag))
+            .map(str::to_string)
+            .collect()
+    }
+
     async fn subscribed(channel: &str) -> redis::aio::PubSub {
         let client = redis::Client::open(redis_url()).unwrap();
         let mut pubsub = client
@@ -254,19 +293,88 @@ mod tests {
         let redis = crate::ratelimit::connect(&redis_url()).await.unwrap();
         connect(redis, &redis_url(), &prefix);
         // Sent before the publisher runs (this runtime has one thread): they gather.
-        let queues: Vec<String> = (0..100).map(|i| format!("queue-{i}")).collect();
+        let queues: Vec<String> = (0..100).map(|i| format!("{prefix}queue-{i}")).collect();
         for q in &queues {
             publish(Topic::JobAdded, q);
         }
         let mut messages = pubsub.on_message();
-        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
-            .await
-            .expect("published")
-            .unwrap();
-        let payload: String = message.get_payload().unwrap();
-        let (origin, texts) = payload.split_once(' ').unwrap();
-        assert_eq!(origin, ORIGIN.as_str());
-        assert_eq!(texts.split('\n').collect::<Vec<_>>(), queues);
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .expect("published")
+                .unwrap();
+            let own = own_lines(&message, &prefix);
+            if !own.is_empty() {
+                assert_eq!(own, queues);
+                break;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_one_message_leaves_in_several_whole_lines() {
+        let prefix = format!("test-{}-", uuid::Uuid::now_v7().simple());
+        let mut pubsub = subscribed(&Topic::JobAdded.channel(&prefix)).await;
+        let redis = crate::ratelimit::connect(&redis_url()).await.unwrap();
+        connect(redis, &redis_url(), &prefix);
+        // 200 texts of 4 KiB: 800 KiB, more than three messages' worth.
+        let texts: Vec<String> = (0..200)
+            .map(|i| format!("{prefix}{i:04}{}", "x".repeat(4092)))
+            .collect();
+        for text in &texts {
+            publish(Topic::JobAdded, text);
+        }
+        let mut messages = pubsub.on_message();
+        let mut received = Vec::new();
+        let mut count = 0;
+        while received.len() < texts.len() {
+            let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .expect("published")
+                .unwrap();
+            let own = own_lines(&message, &prefix);
+            if !own.is_empty() {
+                received.extend(own);
+                count += 1;
+            }
+        }
+        assert_eq!(received, texts);
+        assert!(count >= 4, "{count} messages");
+    }
+
+    #[test]
+    fn a_publisher_whose_runtime_ended_is_replaced_by_the_next_connect() {
+        let prefix = format!("test-{}-", uuid::Uuid::now_v7().simple());
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let first = runtime();
+        first.block_on(async {
+            let redis = crate::ratelimit::connect(&redis_url()).await.unwrap();
+            connect(redis, &redis_url(), &prefix);
+        });
+        // Its publisher and relay end with it.
+        drop(first);
+        runtime().block_on(async {
+            let mut pubsub = subscribed(&Topic::JobAdded.channel(&prefix)).await;
+            let redis = crate::ratelimit::connect(&redis_url()).await.unwrap();
+            connect(redis, &redis_url(), &prefix);
+            let after = format!("{prefix}after");
+            publish(Topic::JobAdded, &after);
+            let mut messages = pubsub.on_message();
+            loop {
+                let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                    .await
+                    .expect("published by the new publisher")
+                    .unwrap();
+                if own_lines(&message, &prefix) == [after.clone()] {
+                    break;
+                }
+            }
+        });
     }
 
     #[tokio::test]

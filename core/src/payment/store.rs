@@ -292,7 +292,7 @@ pub(crate) struct MoveFacts<'a> {
 }
 
 /// Announcements at least this long carry only the payment's id and status (followers read the
-/// rest): each is one Redis message to every other process.
+/// rest): each travels to every other process through Redis (`crate::signals`).
 const WHOLE_ANNOUNCEMENT_BELOW: usize = 7000;
 
 /// The announcement of a payment row for event streams ([`Announced::parse`] reads it back): the
