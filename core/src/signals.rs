@@ -286,37 +286,46 @@ mod tests {
         pubsub
     }
 
-    #[tokio::test]
-    async fn signals_sent_together_leave_in_one_publish_in_order() {
+    /// A new prefix this process publishes under, and a subscription to its job wake-ups.
+    async fn publishing() -> (String, redis::aio::PubSub) {
         let prefix = format!("test-{}-", uuid::Uuid::now_v7().simple());
-        let mut pubsub = subscribed(&Topic::JobAdded.channel(&prefix)).await;
+        let pubsub = subscribed(&Topic::JobAdded.channel(&prefix)).await;
         let redis = crate::ratelimit::connect(&redis_url()).await.unwrap();
         connect(redis, &redis_url(), &prefix);
-        // Sent before the publisher runs (this runtime has one thread): they gather.
-        let queues: Vec<String> = (0..100).map(|i| format!("{prefix}queue-{i}")).collect();
-        for q in &queues {
-            publish(Topic::JobAdded, q);
-        }
-        let mut messages = pubsub.on_message();
+        (prefix, pubsub)
+    }
+
+    /// The signals tagged `tag` of the next message that has any.
+    async fn next_own(
+        messages: &mut (impl futures_util::Stream<Item = redis::Msg> + Unpin),
+        tag: &str,
+    ) -> Vec<String> {
         loop {
             let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
                 .await
                 .expect("published")
                 .unwrap();
-            let own = own_lines(&message, &prefix);
+            let own = own_lines(&message, tag);
             if !own.is_empty() {
-                assert_eq!(own, queues);
-                break;
+                return own;
             }
         }
     }
 
     #[tokio::test]
+    async fn signals_sent_together_leave_in_one_publish_in_order() {
+        let (prefix, mut pubsub) = publishing().await;
+        // Sent before the publisher runs (this runtime has one thread): they gather.
+        let queues: Vec<String> = (0..100).map(|i| format!("{prefix}queue-{i}")).collect();
+        for q in &queues {
+            publish(Topic::JobAdded, q);
+        }
+        assert_eq!(next_own(&mut pubsub.on_message(), &prefix).await, queues);
+    }
+
+    #[tokio::test]
     async fn a_batch_larger_than_one_message_leaves_in_several_whole_lines() {
-        let prefix = format!("test-{}-", uuid::Uuid::now_v7().simple());
-        let mut pubsub = subscribed(&Topic::JobAdded.channel(&prefix)).await;
-        let redis = crate::ratelimit::connect(&redis_url()).await.unwrap();
-        connect(redis, &redis_url(), &prefix);
+        let (prefix, mut pubsub) = publishing().await;
         // 200 texts of 4 KiB: 800 KiB, more than three messages' worth.
         let texts: Vec<String> = (0..200)
             .map(|i| format!("{prefix}{i:04}{}", "x".repeat(4092)))
@@ -328,15 +337,8 @@ mod tests {
         let mut received = Vec::new();
         let mut count = 0;
         while received.len() < texts.len() {
-            let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
-                .await
-                .expect("published")
-                .unwrap();
-            let own = own_lines(&message, &prefix);
-            if !own.is_empty() {
-                received.extend(own);
-                count += 1;
-            }
+            received.extend(next_own(&mut messages, &prefix).await);
+            count += 1;
         }
         assert_eq!(received, texts);
         assert!(count >= 4, "{count} messages");
@@ -364,16 +366,7 @@ mod tests {
             connect(redis, &redis_url(), &prefix);
             let after = format!("{prefix}after");
             publish(Topic::JobAdded, &after);
-            let mut messages = pubsub.on_message();
-            loop {
-                let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
-                    .await
-                    .expect("published by the new publisher")
-                    .unwrap();
-                if own_lines(&message, &prefix) == [after.clone()] {
-                    break;
-                }
-            }
+            assert_eq!(next_own(&mut pubsub.on_message(), &prefix).await, [after]);
         });
     }
 
