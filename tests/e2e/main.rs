@@ -8,6 +8,7 @@ mod alipay_refunds;
 mod announcements;
 mod applications;
 mod audit;
+mod charge_starts;
 mod checkout;
 mod cli;
 mod connections;

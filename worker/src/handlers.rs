@@ -26,7 +26,8 @@ pub async fn charge_card(
 ) -> Result<(), BoxDynError> {
     let cause = format!("job:{task}");
     // created → processing, or the payment as a previous run left it.
-    let Some(payment) = payment::start_charge(&ctx.db, job.payment_id, &cause).await? else {
+    // Together with the other charges starting now: one statement and one commit.
+    let Some(payment) = ctx.charge_starts.start(job.payment_id, &cause).await? else {
         tracing::warn!(payment_id = %job.payment_id, "charge for an unknown payment; dropped");
         return Ok(());
     };

@@ -11,6 +11,7 @@
 //! idempotency keys, so running a job twice has the effect of running it once.
 
 pub mod bench;
+pub mod charge_starts;
 pub mod dead;
 pub mod handlers;
 pub mod notify;
@@ -53,6 +54,8 @@ pub struct WorkerContext {
     pub max_attempts: Option<usize>,
     /// First poll delay of an Alipay trade (later polls back off).
     pub alipay_poll_first: Duration,
+    /// Charge jobs' starts (`created` → `processing`), made together.
+    pub charge_starts: charge_starts::ChargeStarts,
 }
 
 /// What became of a gateway's report the worker applied.
@@ -215,6 +218,7 @@ pub async fn run(
         alipay: evisa_core::gateway::alipay::client_for(config),
         max_attempts: config.jobs.max_attempts,
         alipay_poll_first: config.alipay.poll_first,
+        charge_starts: charge_starts::ChargeStarts::spawn(db.clone()),
     });
     // Unique per process: apalis tracks liveness by worker name.
     let instance = uuid::Uuid::now_v7().simple().to_string();

@@ -192,49 +192,6 @@ pub async fn apply_in(
     apply_locked(tx, &locked, event, facts, actor, cause).await
 }
 
-/// Starts a card charge: a `created` payment becomes `processing` (recorded before the gateway
-/// is asked, so that a crash mid-call leaves a payment we know may have been charged). Returns
-/// the payment as it now is, for the caller to charge when it is `processing`; `None` when there
-/// is no such payment.
-///
-/// One statement, its own transaction: the move is a compare-and-set on `created` (waiting for
-/// any transaction holding the payment), and takes no lock on the applications, which it leaves
-/// as they are.
-pub async fn start_charge(
-    pool: &PgPool,
-    id: PaymentId,
-    cause: &str,
-) -> Result<Option<Payment>, ApplyError> {
-    let event = PaymentEvent::ChargeStarted;
-    let from = PaymentStatus::Created;
-    if let Ok(to) = from.next(event) {
-        let moved = store::move_status(
-            pool,
-            id,
-            event.as_str(),
-            from,
-            to,
-            &MoveFacts::default(),
-            Actor::System,
-            cause,
-        )
-        .await?;
-        if let Some((payment, announcement)) = moved {
-            announce(&Applied::Moved {
-                from,
-                to,
-                application_paid: false,
-                provider: payment.provider,
-                created_at: payment.created_at,
-                announcement,
-            });
-            return Ok(Some(payment));
-        }
-    }
-    // Not `created` (a previous run started it, or it ended), or no such payment.
-    Ok(store::get(pool, id).await?)
-}
-
 pub(crate) async fn apply_locked(
     tx: &mut PgConnection,
     locked: &Locked,

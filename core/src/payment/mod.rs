@@ -7,7 +7,9 @@ mod status;
 pub mod store;
 
 pub mod apply;
+mod charge_start;
 pub mod start;
-pub use apply::{Applied, CardDetails, GatewayFacts, apply, apply_in, start_charge};
+pub use apply::{Applied, CardDetails, GatewayFacts, apply, apply_in};
+pub use charge_start::start_charges;
 pub use status::{PaymentEvent, PaymentRefusal, PaymentStatus};
 pub use store::{Allocation, Announced, CreatePaymentError, NextAction, Payment, Provider};

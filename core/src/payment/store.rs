@@ -298,7 +298,7 @@ const WHOLE_ANNOUNCEMENT_BELOW: usize = 7000;
 /// The announcement of a payment row for event streams ([`Announced::parse`] reads it back): the
 /// row as JSON, or only its id and status when that is large. Built here rather than in the
 /// move's SQL, where `row_to_json` and the allocations' `json_agg` cost Postgres's CPU.
-fn announcement_of(row: &PaymentRow) -> String {
+pub(crate) fn announcement_of(row: &PaymentRow) -> String {
     match serde_json::to_string(row) {
         Ok(whole) if whole.len() < WHOLE_ANNOUNCEMENT_BELOW => whole,
         _ => serde_json::json!({"id": row.id, "status": row.status}).to_string(),
